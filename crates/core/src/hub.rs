@@ -1,0 +1,301 @@
+//! Local subscribers per channel and the fan-out of channel events to them.
+//!
+//! An event is encoded once per wire format ([`PushEncoder`]) into shared bytes;
+//! each subscriber's queue holds a reference to them, never a copy.
+//!
+//! A subscriber is added *pending*: events that arrive while its subscribe reply is
+//! being built (history read, recovery) are held back, and [`Subscriber::go_live`]
+//! releases only those after the position the reply covered. That is what keeps a
+//! recovery free of both gaps and duplicates.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::broker::EventSink;
+use crate::disconnect::Disconnect;
+use crate::queue::{Dropped, Outbound, Record};
+use crate::types::ChannelEvent;
+
+/// Encodes channel events for one wire format (e.g. Centrifugo JSON).
+pub trait PushEncoder: Send + Sync + 'static {
+    /// The record a subscriber of `channel` receives for `event`, or the
+    /// disconnect for subscribers that cannot receive it in this format.
+    fn encode(&self, channel: &str, event: &ChannelEvent) -> Result<Bytes, Disconnect>;
+}
+
+/// Index of a [`PushEncoder`] in the hub.
+pub type FormatId = usize;
+
+/// Events held back while more than this many arrive before the subscribe reply
+/// is out mark the subscriber slow.
+const MAX_PENDING: usize = 10_000;
+
+/// One connection's subscription to one channel, as the hub sees it.
+#[derive(Debug)]
+pub struct Subscriber {
+    client: Arc<str>,
+    format: FormatId,
+    outbound: Arc<Outbound>,
+    /// `Some` while the subscribe reply is on its way: (offset, record) held back.
+    pending: Mutex<Option<Vec<(u64, Record)>>>,
+}
+
+impl Subscriber {
+    /// A subscriber that holds events back until [`Subscriber::go_live`].
+    pub fn pending(client: Arc<str>, format: FormatId, outbound: Arc<Outbound>) -> Arc<Subscriber> {
+        Arc::new(Subscriber {
+            client,
+            format,
+            outbound,
+            pending: Mutex::new(Some(Vec::new())),
+        })
+    }
+
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<(u64, Record)>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deliver(&self, offset: u64, record: Record) -> Result<(), Dropped> {
+        let mut pending = self.lock();
+        match pending.as_mut() {
+            Some(held) if held.len() >= MAX_PENDING => {
+                self.outbound.close(Disconnect::SLOW, false);
+                Err(Dropped::Overflow)
+            }
+            Some(held) => {
+                held.push((offset, record));
+                Ok(())
+            }
+            None => self.outbound.push(record),
+        }
+    }
+
+    /// Releases the events held back since the subscriber was added, skipping
+    /// publications at or before `after_offset` (the reply already covered them),
+    /// and delivers everything after directly. Returns how many were released.
+    pub fn go_live(&self, after_offset: u64) -> usize {
+        let mut pending = self.lock();
+        let held = pending.take().unwrap_or_default();
+        let mut released = 0;
+        for (offset, record) in held {
+            if offset != 0 && offset <= after_offset {
+                continue;
+            }
+            if self.outbound.push(record).is_err() {
+                break;
+            }
+            released += 1;
+        }
+        released
+    }
+}
+
+type Channels = HashMap<String, Vec<Arc<Subscriber>>>;
+
+/// Local subscribers of every channel on this node.
+pub struct Hub {
+    shards: Box<[RwLock<Channels>]>,
+    encoders: Vec<Arc<dyn PushEncoder>>,
+}
+
+const SHARDS: usize = 64;
+
+impl Hub {
+    pub fn new(encoders: Vec<Arc<dyn PushEncoder>>) -> Hub {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            encoders,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<Channels> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        &self.shards[(h.finish() as usize) % self.shards.len()]
+    }
+
+    /// Adds a subscriber; true when it is the channel's first on this node.
+    pub fn add(&self, channel: &str, subscriber: Arc<Subscriber>) -> bool {
+        let mut shard = self.shard(channel).write().unwrap_or_else(|e| e.into_inner());
+        let subs = shard.entry(channel.to_owned()).or_default();
+        subs.push(subscriber);
+        subs.len() == 1
+    }
+
+    /// Removes a client's subscriber; true when the channel has none left here.
+    pub fn remove(&self, channel: &str, client: &str) -> bool {
+        let mut shard = self.shard(channel).write().unwrap_or_else(|e| e.into_inner());
+        let Some(subs) = shard.get_mut(channel) else {
+            return false;
+        };
+        if let Some(i) = subs.iter().position(|s| &*s.client == client) {
+            subs.swap_remove(i);
+        }
+        if subs.is_empty() {
+            shard.remove(channel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Local subscribers of a channel.
+    pub fn num_subscribers(&self, channel: &str) -> usize {
+        let shard = self.shard(channel).read().unwrap_or_else(|e| e.into_inner());
+        shard.get(channel).map_or(0, Vec::len)
+    }
+
+    /// Every channel with local subscribers, with their count.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().map(|(name, subs)| (name.clone(), subs.len())));
+        }
+        all
+    }
+
+    /// Fans one event out to the channel's local subscribers. Returns how many
+    /// subscribers it was queued for.
+    pub fn broadcast(&self, channel: &str, event: &ChannelEvent) -> usize {
+        let shard = self.shard(channel).read().unwrap_or_else(|e| e.into_inner());
+        let Some(subs) = shard.get(channel) else {
+            return 0;
+        };
+        let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
+        let offset = event.offset();
+        let time_ms = event.time_ms();
+        let mut delivered = 0;
+        for sub in subs {
+            let slot = &mut encoded[sub.format];
+            let result = slot.get_or_insert_with(|| self.encoders[sub.format].encode(channel, event));
+            match result {
+                Ok(data) => {
+                    let record = Record {
+                        data: data.clone(),
+                        time_ms,
+                    };
+                    match sub.deliver(offset, record) {
+                        Ok(()) => delivered += 1,
+                        Err(Dropped::Overflow) => {
+                            metrics::counter!("switchboard_deliveries_dropped_total", "reason" => "slow_consumer").increment(1)
+                        }
+                        Err(Dropped::Closed) => {
+                            metrics::counter!("switchboard_deliveries_dropped_total", "reason" => "closing").increment(1)
+                        }
+                    }
+                }
+                Err(disconnect) => {
+                    metrics::counter!("switchboard_deliveries_dropped_total", "reason" => "unencodable").increment(1);
+                    sub.outbound.close(disconnect.clone(), true);
+                }
+            }
+        }
+        delivered
+    }
+}
+
+impl EventSink for Hub {
+    fn on_event(&self, channel: &str, event: ChannelEvent) {
+        self.broadcast(channel, &event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Batch;
+    use crate::types::Publication;
+
+    struct Plain;
+    impl PushEncoder for Plain {
+        fn encode(&self, _: &str, event: &ChannelEvent) -> Result<Bytes, Disconnect> {
+            match event {
+                ChannelEvent::Publication(p) => Ok(p.data.clone()),
+                _ => Err(Disconnect::INAPPROPRIATE_PROTOCOL),
+            }
+        }
+    }
+
+    fn publication(offset: u64, data: &'static str) -> ChannelEvent {
+        ChannelEvent::Publication(Publication {
+            offset,
+            data: Bytes::from_static(data.as_bytes()),
+            ..Default::default()
+        })
+    }
+
+    async fn drain(q: &Outbound) -> Vec<String> {
+        let mut out = Vec::new();
+        if q.queued_bytes() > 0 {
+            q.next_batch(&mut out).await;
+        }
+        out.iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn pending_subscriber_skips_what_the_reply_covered() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let q = Arc::new(Outbound::new(1 << 20));
+        let sub = Subscriber::pending("c1".into(), 0, q.clone());
+        assert!(hub.add("ch", sub.clone()));
+        hub.broadcast("ch", &publication(1, "a"));
+        hub.broadcast("ch", &publication(2, "b"));
+        assert!(drain(&q).await.is_empty(), "held back until live");
+        assert_eq!(sub.go_live(1), 1);
+        hub.broadcast("ch", &publication(3, "c"));
+        assert_eq!(drain(&q).await, vec!["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn encodes_once_and_shares_bytes() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let queues: Vec<_> = (0..3).map(|_| Arc::new(Outbound::new(1 << 20))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone());
+            hub.add("ch", sub.clone());
+            sub.go_live(0);
+        }
+        assert_eq!(hub.broadcast("ch", &publication(1, "x")), 3);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        queues[0].next_batch(&mut a).await;
+        queues[1].next_batch(&mut b).await;
+        assert_eq!(a[0].data.as_ptr(), b[0].data.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn unencodable_event_closes_the_subscriber() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let q = Arc::new(Outbound::new(1 << 20));
+        let sub = Subscriber::pending("c1".into(), 0, q.clone());
+        hub.add("ch", sub.clone());
+        sub.go_live(0);
+        hub.broadcast("ch", &ChannelEvent::Join(Default::default()));
+        let mut out = Vec::new();
+        match q.next_batch(&mut out).await {
+            Batch::Close(d) => assert_eq!(d, Disconnect::INAPPROPRIATE_PROTOCOL),
+            Batch::Records => panic!("expected close"),
+        }
+    }
+
+    #[test]
+    fn first_and_last_subscriber() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let q = Arc::new(Outbound::new(100));
+        assert!(hub.add("ch", Subscriber::pending("a".into(), 0, q.clone())));
+        assert!(!hub.add("ch", Subscriber::pending("b".into(), 0, q.clone())));
+        assert_eq!(hub.num_subscribers("ch"), 2);
+        assert!(!hub.remove("ch", "a"));
+        assert!(hub.remove("ch", "b"));
+        assert!(hub.channels().is_empty());
+    }
+}

@@ -1,0 +1,43 @@
+//! Channels, subscriptions, fan-out and the seams a gateway plugs brokers into.
+//!
+//! `core` knows channels, queues and history semantics, but no sockets and no wire
+//! protocol: front ends (the Centrifugo protocol today, Pusher later) register a
+//! [`hub::PushEncoder`] and receive encoded records in bounded [`queue::Outbound`]s.
+//!
+//! # Layout
+//! - [`types`]: publications, client info, stream positions, channel events.
+//! - [`channel`]: channel names (validation, namespace, user-limited channels).
+//! - [`namespace`]: per-namespace options and the registry that resolves a channel's.
+//! - [`broker`]: the [`Broker`] trait (publish, history, interest) and its errors.
+//! - [`memory`]: the in-memory [`Broker`] and [`PresenceStore`] of the embedded mode.
+//! - [`presence`]: the [`PresenceStore`] trait.
+//! - [`queue`]: a connection's outbound queue, bounded in bytes.
+//! - [`hub`]: local subscribers per channel and the fan-out of channel events to them.
+//! - [`disconnect`]: why a connection is closed, with the codes clients act on.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod broker;
+pub mod channel;
+pub mod disconnect;
+pub mod hub;
+pub mod memory;
+pub mod namespace;
+pub mod presence;
+pub mod queue;
+pub mod types;
+
+pub use broker::{Broker, BrokerError, EventSink, HistoryQuery, HistoryResult, PublishOptions};
+pub use disconnect::Disconnect;
+pub use presence::{PresenceStats, PresenceStore};
+pub use types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
+
+/// Milliseconds since the Unix epoch: publications carry it so that delivery
+/// latency can be measured on any node.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

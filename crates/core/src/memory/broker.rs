@@ -1,0 +1,449 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::broker::{
+    Broker, BrokerError, EventSink, HistoryOptions, HistoryQuery, HistoryResult, PublishOptions,
+};
+use crate::types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
+
+/// Settings of the in-memory broker.
+#[derive(Debug, Clone)]
+pub struct MemoryBrokerConfig {
+    /// A stream with no publication left is forgotten (and gets a new epoch when
+    /// used again) after this long without a publish.
+    pub stream_meta_ttl: Duration,
+    /// A publish repeated with the same idempotency key within this window is
+    /// stored once.
+    pub idempotency_window: Duration,
+    /// How often expired streams and idempotency keys are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Default for MemoryBrokerConfig {
+    fn default() -> Self {
+        MemoryBrokerConfig {
+            stream_meta_ttl: Duration::from_secs(24 * 3600),
+            idempotency_window: Duration::from_secs(120),
+            sweep_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One channel's stream.
+struct Stream {
+    epoch: String,
+    top: u64,
+    /// (expiry, publication), oldest first.
+    publications: VecDeque<(Instant, Publication)>,
+    /// The highest offset evicted by size or age: recovering from an offset below
+    /// it would miss publications.
+    evicted_through: u64,
+    last_publish: Instant,
+}
+
+impl Stream {
+    fn new(now: Instant) -> Stream {
+        Stream {
+            epoch: new_epoch(),
+            top: 0,
+            publications: VecDeque::new(),
+            evicted_through: 0,
+            last_publish: now,
+        }
+    }
+
+    /// Evicts publications past `size` or past their expiry.
+    fn trim(&mut self, now: Instant, size: usize) {
+        while self.publications.len() > size
+            || self.publications.front().is_some_and(|(exp, _)| *exp <= now)
+        {
+            if let Some((_, p)) = self.publications.pop_front() {
+                self.evicted_through = p.offset;
+            }
+        }
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+fn new_epoch() -> String {
+    (0..8).map(|_| fastrand::alphanumeric()).collect()
+}
+
+const SHARDS: usize = 32;
+
+type StreamMap = HashMap<String, Arc<Mutex<Stream>>>;
+
+/// Publications, history and fan-out within one process.
+///
+/// Offsets and delivery happen under the channel's stream lock, so every
+/// subscriber sees a channel's publications in offset order.
+pub struct MemoryBroker {
+    config: MemoryBrokerConfig,
+    sink: OnceLock<Arc<dyn EventSink>>,
+    streams: Box<[Mutex<StreamMap>]>,
+    idempotency: Mutex<HashMap<(String, String), (Instant, StreamPosition)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryBroker {
+    /// Creates the broker and starts its sweeper on the current tokio runtime; the
+    /// sweeper ends when the broker is dropped.
+    pub fn new(config: MemoryBrokerConfig) -> Arc<MemoryBroker> {
+        let broker = Arc::new(MemoryBroker {
+            config,
+            sink: OnceLock::new(),
+            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            idempotency: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweeper(Arc::downgrade(&broker)));
+        broker
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<StreamMap> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        channel.hash(&mut h);
+        &self.streams[(h.finish() as usize) % SHARDS]
+    }
+
+    fn stream(&self, channel: &str, now: Instant) -> Arc<Mutex<Stream>> {
+        lock(self.shard(channel))
+            .entry(channel.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Stream::new(now))))
+            .clone()
+    }
+
+    fn deliver(&self, channel: &str, event: ChannelEvent) {
+        if let Some(sink) = self.sink.get() {
+            sink.on_event(channel, event);
+        }
+    }
+
+    /// Forgets streams that hold nothing and saw no publish for the meta TTL, and
+    /// idempotency keys past their window.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.streams.iter() {
+            lock(shard).retain(|_, stream| {
+                let mut stream = lock(stream);
+                stream.trim(now, usize::MAX);
+                !stream.publications.is_empty()
+                    || now.duration_since(stream.last_publish) < self.config.stream_meta_ttl
+            });
+        }
+        lock(&self.idempotency).retain(|_, (expires, _)| *expires > now);
+    }
+
+    /// Streams kept now.
+    pub fn num_streams(&self) -> usize {
+        self.streams.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+async fn sweeper(broker: Weak<MemoryBroker>) {
+    let Some(interval) = broker.upgrade().map(|b| b.config.sweep_interval) else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match broker.upgrade() {
+            Some(b) => b.sweep(),
+            None => return,
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, BrokerError> {
+        let now = Instant::now();
+        let key = options
+            .idempotency_key
+            .as_ref()
+            .map(|k| (channel.to_owned(), k.clone()));
+        // Held across the publish so that two concurrent repeats store once.
+        let mut keys = key.as_ref().map(|_| lock(&self.idempotency));
+        if let (Some(keys), Some(key)) = (keys.as_ref(), key.as_ref()) {
+            if let Some((expires, position)) = keys.get(key) {
+                if *expires > now {
+                    return Ok(position.clone());
+                }
+            }
+        }
+        let mut publication = Publication {
+            offset: 0,
+            data,
+            info,
+            time_ms: crate::now_millis(),
+        };
+        let position = match options.history {
+            None => {
+                self.deliver(channel, ChannelEvent::Publication(publication));
+                StreamPosition::default()
+            }
+            Some(history) => {
+                let stream = self.stream(channel, now);
+                let mut stream = lock(&stream);
+                stream.top += 1;
+                stream.last_publish = now;
+                publication.offset = stream.top;
+                stream
+                    .publications
+                    .push_back((now + history.ttl, publication.clone()));
+                stream.trim(now, history.size);
+                let position = stream.position();
+                self.deliver(channel, ChannelEvent::Publication(publication));
+                position
+            }
+        };
+        if let (Some(keys), Some(key)) = (keys.as_mut(), key) {
+            keys.insert(key, (now + self.config.idempotency_window, position.clone()));
+        }
+        Ok(position)
+    }
+
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        self.deliver(channel, ChannelEvent::Join(info));
+        Ok(())
+    }
+
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        self.deliver(channel, ChannelEvent::Leave(info));
+        Ok(())
+    }
+
+    async fn subscribe(&self, _channel: &str) -> Result<(), BrokerError> {
+        // Every event reaches the hub, which keeps those of channels it has
+        // subscribers in: in one process there is no interest to announce.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _channel: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: &HistoryQuery,
+        options: HistoryOptions,
+    ) -> Result<HistoryResult, BrokerError> {
+        let now = Instant::now();
+        let stream = self.stream(channel, now);
+        let mut stream = lock(&stream);
+        stream.trim(now, options.size);
+        let after = match &query.since {
+            Some(since) => {
+                let complete = since.epoch == stream.epoch
+                    && since.offset <= stream.top
+                    && since.offset >= stream.evicted_through;
+                if !complete {
+                    return Err(BrokerError::Unrecoverable);
+                }
+                since.offset
+            }
+            None => 0,
+        };
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let matching = stream.publications.iter().map(|(_, p)| p).filter(|p| p.offset > after);
+        let publications: Vec<Publication> = if query.reverse {
+            matching.rev().take(limit).cloned().collect()
+        } else {
+            matching.take(limit).cloned().collect()
+        };
+        Ok(HistoryResult {
+            publications,
+            position: stream.position(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Collect(Mutex<Vec<(String, ChannelEvent)>>);
+    impl EventSink for Collect {
+        fn on_event(&self, channel: &str, event: ChannelEvent) {
+            lock(&self.0).push((channel.to_owned(), event));
+        }
+    }
+
+    fn opts(size: usize, ttl_secs: u64) -> PublishOptions {
+        PublishOptions {
+            history: Some(history(size, ttl_secs)),
+            idempotency_key: None,
+        }
+    }
+
+    fn history(size: usize, ttl_secs: u64) -> HistoryOptions {
+        HistoryOptions {
+            size,
+            ttl: Duration::from_secs(ttl_secs),
+        }
+    }
+
+    fn all() -> HistoryQuery {
+        HistoryQuery::default()
+    }
+
+    #[tokio::test]
+    async fn offsets_grow_per_channel_and_events_reach_the_sink_in_order() {
+        let broker = MemoryBroker::new(Default::default());
+        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        broker.set_sink(sink.clone());
+        for i in 1..=3u64 {
+            let pos = broker.publish("a", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+            assert_eq!(pos.offset, i);
+        }
+        let pos = broker.publish("b", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+        assert_eq!(pos.offset, 1);
+        let offsets: Vec<u64> = lock(&sink.0).iter().map(|(_, e)| e.offset()).collect();
+        assert_eq!(offsets, vec![1, 2, 3, 1]);
+    }
+
+    #[tokio::test]
+    async fn recovery_is_complete_or_refused() {
+        let broker = MemoryBroker::new(Default::default());
+        for _ in 0..5 {
+            broker.publish("a", Bytes::from("1"), None, &opts(3, 60)).await.unwrap();
+        }
+        let top = broker.history("a", &all(), history(3, 60)).await.unwrap();
+        assert_eq!(top.position.offset, 5);
+        assert_eq!(top.publications.len(), 3);
+        let since = |offset| HistoryQuery {
+            since: Some(StreamPosition {
+                offset,
+                epoch: top.position.epoch.clone(),
+            }),
+            ..Default::default()
+        };
+        // Offsets 1 and 2 were evicted: from 2 on, 3..5 are all still there.
+        let r = broker.history("a", &since(2), history(3, 60)).await.unwrap();
+        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            broker.history("a", &since(1), history(3, 60)).await,
+            Err(BrokerError::Unrecoverable)
+        );
+        assert_eq!(broker.history("a", &since(5), history(3, 60)).await.unwrap().publications, vec![]);
+        assert_eq!(
+            broker.history("a", &since(6), history(3, 60)).await,
+            Err(BrokerError::Unrecoverable),
+            "an offset from the future is not ours"
+        );
+        let other_epoch = HistoryQuery {
+            since: Some(StreamPosition {
+                offset: 4,
+                epoch: "other".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            broker.history("a", &other_epoch, history(3, 60)).await,
+            Err(BrokerError::Unrecoverable)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publications_expire_after_ttl_and_break_recovery() {
+        let broker = MemoryBroker::new(Default::default());
+        broker.publish("a", Bytes::from("1"), None, &opts(10, 5)).await.unwrap();
+        let top = broker.history("a", &all(), history(10, 5)).await.unwrap().position;
+        tokio::time::advance(Duration::from_secs(3)).await;
+        broker.publish("a", Bytes::from("2"), None, &opts(10, 5)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let r = broker.history("a", &all(), history(10, 5)).await.unwrap();
+        assert_eq!(r.publications.len(), 1, "the first publication expired");
+        let from_start = HistoryQuery {
+            since: Some(StreamPosition {
+                offset: 0,
+                epoch: top.epoch.clone(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            broker.history("a", &from_start, history(10, 5)).await,
+            Err(BrokerError::Unrecoverable)
+        );
+        let from_first = HistoryQuery {
+            since: Some(top),
+            ..Default::default()
+        };
+        assert_eq!(broker.history("a", &from_first, history(10, 5)).await.unwrap().publications.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_empty_streams_are_forgotten_and_get_a_new_epoch() {
+        let config = MemoryBrokerConfig {
+            stream_meta_ttl: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let broker = MemoryBroker::new(config);
+        broker.publish("a", Bytes::from("1"), None, &opts(10, 5)).await.unwrap();
+        let epoch = broker.history("a", &all(), history(10, 5)).await.unwrap().position.epoch;
+        tokio::time::advance(Duration::from_secs(61)).await;
+        broker.sweep();
+        assert_eq!(broker.num_streams(), 0);
+        let again = broker.history("a", &all(), history(10, 5)).await.unwrap().position;
+        assert_ne!(again.epoch, epoch);
+        assert_eq!(again.offset, 0);
+    }
+
+    #[tokio::test]
+    async fn idempotent_publish_is_stored_once() {
+        let broker = MemoryBroker::new(Default::default());
+        let mut options = opts(10, 60);
+        options.idempotency_key = Some("k1".into());
+        let a = broker.publish("a", Bytes::from("1"), None, &options).await.unwrap();
+        let b = broker.publish("a", Bytes::from("1"), None, &options).await.unwrap();
+        assert_eq!(a, b);
+        let r = broker.history("a", &all(), history(10, 60)).await.unwrap();
+        assert_eq!(r.publications.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn limit_and_reverse() {
+        let broker = MemoryBroker::new(Default::default());
+        for _ in 0..5 {
+            broker.publish("a", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+        }
+        let q = HistoryQuery {
+            limit: Some(2),
+            reverse: true,
+            ..Default::default()
+        };
+        let r = broker.history("a", &q, history(10, 60)).await.unwrap();
+        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5, 4]);
+        let q = HistoryQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        assert!(broker.history("a", &q, history(10, 60)).await.unwrap().publications.is_empty());
+    }
+}

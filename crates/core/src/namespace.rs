@@ -1,0 +1,145 @@
+//! Per-namespace channel options and the registry that resolves a channel's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::channel;
+
+/// What the channels of one namespace allow and keep.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Keep track of who is subscribed.
+    pub presence: bool,
+    /// Send join and leave events to subscribers.
+    pub join_leave: bool,
+    /// Publications kept per channel; 0 turns history off.
+    pub history_size: usize,
+    /// How long a publication is kept, in seconds; 0 turns history off.
+    pub history_ttl: u64,
+    /// Recover missed publications for every subscriber, not only for those who ask.
+    pub force_recovery: bool,
+    /// Any connection may subscribe without a subscription token.
+    pub allow_subscribe_for_client: bool,
+    /// Subscribers may publish.
+    pub allow_publish_for_subscriber: bool,
+    /// Any connection may publish, subscribed or not.
+    pub allow_publish_for_client: bool,
+    /// Subscribers may ask for presence and presence stats.
+    pub allow_presence_for_subscriber: bool,
+    /// Any connection may ask for presence and presence stats.
+    pub allow_presence_for_client: bool,
+    /// Subscribers may ask for history.
+    pub allow_history_for_subscriber: bool,
+    /// Any connection may ask for history.
+    pub allow_history_for_client: bool,
+}
+
+/// A named namespace, as written in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: NamespaceOptions,
+}
+
+impl NamespaceOptions {
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && self.history_ttl > 0
+    }
+
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_secs(self.history_ttl)
+    }
+}
+
+/// Why namespaces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("namespace name {0:?} must be 1-64 characters of [a-zA-Z0-9_-]")]
+    BadName(String),
+    #[error("namespace {0:?} is defined twice")]
+    Duplicate(String),
+}
+
+/// Resolves a channel to the options of its namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Namespaces {
+    default: NamespaceOptions,
+    named: HashMap<String, NamespaceOptions>,
+}
+
+impl Namespaces {
+    pub fn new(
+        default: NamespaceOptions,
+        named: Vec<Namespace>,
+    ) -> Result<Namespaces, NamespaceError> {
+        let mut map = HashMap::new();
+        for ns in named {
+            let valid = !ns.name.is_empty()
+                && ns.name.len() <= 64
+                && ns
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(NamespaceError::BadName(ns.name));
+            }
+            if map.insert(ns.name.clone(), ns.options).is_some() {
+                return Err(NamespaceError::Duplicate(ns.name));
+            }
+        }
+        Ok(Namespaces {
+            default,
+            named: map,
+        })
+    }
+
+    /// The options of the channel's namespace; `None` for an unknown namespace.
+    pub fn resolve(&self, channel_name: &str) -> Option<&NamespaceOptions> {
+        match channel::namespace_of(channel_name) {
+            None => Some(&self.default),
+            Some(ns) => self.named.get(ns),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_default_and_named_namespaces() {
+        let chat = NamespaceOptions {
+            allow_publish_for_client: true,
+            ..Default::default()
+        };
+        let ns = Namespaces::new(
+            NamespaceOptions::default(),
+            vec![Namespace {
+                name: "chat".into(),
+                options: chat.clone(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(ns.resolve("news"), Some(&NamespaceOptions::default()));
+        assert_eq!(ns.resolve("chat:1"), Some(&chat));
+        assert_eq!(ns.resolve("nope:1"), None);
+    }
+
+    #[test]
+    fn refuses_bad_and_duplicate_names() {
+        let bad = Namespace {
+            name: "a.b".into(),
+            options: Default::default(),
+        };
+        assert!(Namespaces::new(Default::default(), vec![bad]).is_err());
+        let a = Namespace {
+            name: "a".into(),
+            options: Default::default(),
+        };
+        assert!(Namespaces::new(Default::default(), vec![a.clone(), a]).is_err());
+    }
+}

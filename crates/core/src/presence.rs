@@ -1,0 +1,27 @@
+//! The [`PresenceStore`]: who is subscribed to a channel, across all nodes.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::broker::BrokerError;
+use crate::types::ClientInfo;
+
+/// Counts of a channel's presence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceStats {
+    pub num_clients: u32,
+    pub num_users: u32,
+}
+
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds (or refreshes) a client's presence in a channel.
+    async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError>;
+    /// Removes a client's presence from a channel.
+    async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError>;
+    /// Everyone present in a channel, by client id.
+    async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError>;
+    /// Counts of clients and distinct users present in a channel.
+    async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
+}

@@ -1,0 +1,62 @@
+//! The data that flows through a channel.
+
+use bytes::Bytes;
+
+/// Who published, joined or left: a connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientInfo {
+    /// The user id; empty for anonymous connections.
+    pub user: String,
+    /// The connection's unique id.
+    pub client: String,
+    /// Connection info from the connection token (JSON), if any.
+    pub conn_info: Option<Bytes>,
+    /// Channel info from the subscription token (JSON), if any.
+    pub chan_info: Option<Bytes>,
+}
+
+/// One message in a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publication {
+    /// Position in the channel's stream; 0 for channels without history.
+    pub offset: u64,
+    /// The payload, opaque to the core (JSON for JSON clients).
+    pub data: Bytes,
+    /// The publishing client, for publications made by clients.
+    pub info: Option<ClientInfo>,
+    /// When the publication was accepted (ms since the Unix epoch), for latency metrics.
+    pub time_ms: u64,
+}
+
+/// A position in a channel's stream. The epoch names the stream: when a stream is
+/// lost and recreated its epoch changes, and offsets of the old one mean nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// What a broker delivers to the subscribers of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    Publication(Publication),
+    Join(ClientInfo),
+    Leave(ClientInfo),
+}
+
+impl ChannelEvent {
+    /// The stream offset the event carries; 0 when it has none.
+    pub fn offset(&self) -> u64 {
+        match self {
+            ChannelEvent::Publication(p) => p.offset,
+            ChannelEvent::Join(_) | ChannelEvent::Leave(_) => 0,
+        }
+    }
+
+    pub fn time_ms(&self) -> u64 {
+        match self {
+            ChannelEvent::Publication(p) => p.time_ms,
+            ChannelEvent::Join(_) | ChannelEvent::Leave(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Frames ↔ commands and replies.
+//!
+//! A client frame holds one or more commands: newline-delimited JSON objects in the
+//! JSON encoding, varint-length-delimited messages in protobuf. Replies and pushes
+//! are encoded one by one into *records*; a writer that finds several records queued
+//! joins them into one frame with [`Encoding::join`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+use crate::pb::{Command, Reply};
+
+/// The encoding a connection chose at upgrade time (`?cf_protocol=protobuf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Json,
+    Protobuf,
+}
+
+/// A frame the client sent could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed JSON command: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("malformed protobuf command: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("a frame holds more than {0} commands")]
+    TooManyCommands(usize),
+}
+
+/// A reply or push could not be encoded for this connection's encoding.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// Application data that is not JSON cannot reach a JSON client.
+    #[error("data cannot be sent to a JSON client: {0}")]
+    NotJson(#[from] serde_json::Error),
+}
+
+impl Encoding {
+    /// Picks the encoding from the WebSocket URL's query string.
+    pub fn from_query(query: Option<&str>) -> Encoding {
+        let protobuf = query
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair == "cf_protocol=protobuf");
+        if protobuf {
+            Encoding::Protobuf
+        } else {
+            Encoding::Json
+        }
+    }
+
+    pub fn is_binary(self) -> bool {
+        self == Encoding::Protobuf
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Protobuf => "protobuf",
+        }
+    }
+
+    /// Decodes every command of one frame, at most `max_commands` of them.
+    pub fn decode_commands(
+        self,
+        frame: &[u8],
+        max_commands: usize,
+    ) -> Result<Vec<Command>, DecodeError> {
+        let mut commands = Vec::new();
+        match self {
+            Encoding::Json => {
+                for line in frame.split(|b| *b == b'\n') {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    if commands.len() == max_commands {
+                        return Err(DecodeError::TooManyCommands(max_commands));
+                    }
+                    commands.push(serde_json::from_slice(line)?);
+                }
+            }
+            Encoding::Protobuf => {
+                let mut buf = frame;
+                while !buf.is_empty() {
+                    if commands.len() == max_commands {
+                        return Err(DecodeError::TooManyCommands(max_commands));
+                    }
+                    commands.push(Command::decode_length_delimited(&mut buf)?);
+                }
+            }
+        }
+        Ok(commands)
+    }
+
+    /// Encodes one reply or push as a record.
+    pub fn encode_reply(self, reply: &Reply) -> Result<Bytes, EncodeError> {
+        match self {
+            Encoding::Json => Ok(Bytes::from(serde_json::to_vec(reply)?)),
+            Encoding::Protobuf => Ok(Bytes::from(reply.encode_length_delimited_to_vec())),
+        }
+    }
+
+    /// The record of a server ping: an empty reply.
+    pub fn ping_record(self) -> Bytes {
+        match self {
+            Encoding::Json => Bytes::from_static(b"{}"),
+            Encoding::Protobuf => Bytes::from_static(&[0]),
+        }
+    }
+
+    /// Joins records queued together into one frame.
+    pub fn join(self, records: impl IntoIterator<Item = Bytes>, out: &mut BytesMut) {
+        for (i, record) in records.into_iter().enumerate() {
+            if i > 0 && self == Encoding::Json {
+                out.put_u8(b'\n');
+            }
+            out.extend_from_slice(&record);
+        }
+    }
+}
+
+/// True for the command a client sends in answer to a server ping: no id, no method.
+pub fn is_pong(command: &Command) -> bool {
+    *command == Command::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{Publication, Push, SubscribeRequest};
+
+    #[test]
+    fn json_commands_are_newline_delimited_and_blank_lines_skipped() {
+        let frame = b"{\"id\":1,\"subscribe\":{\"channel\":\"a\"}}\n\n{\"id\":2,\"publish\":{\"channel\":\"a\",\"data\":{\"x\":[1,2]}}}\n";
+        let commands = Encoding::Json.decode_commands(frame, 10).unwrap();
+        assert_eq!(commands.len(), 2);
+        assert_eq!(commands[0].subscribe.as_ref().unwrap().channel, "a");
+        assert_eq!(&commands[1].publish.as_ref().unwrap().data[..], b"{\"x\":[1,2]}");
+    }
+
+    #[test]
+    fn empty_json_object_is_a_pong() {
+        let commands = Encoding::Json.decode_commands(b"{}", 10).unwrap();
+        assert!(is_pong(&commands[0]));
+    }
+
+    #[test]
+    fn protobuf_commands_round_trip_length_delimited() {
+        let mut frame = Vec::new();
+        for id in 1..=3 {
+            let cmd = Command {
+                id,
+                subscribe: Some(SubscribeRequest {
+                    channel: format!("c{id}"),
+                    recover: true,
+                    offset: 7,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            cmd.encode_length_delimited(&mut frame).unwrap();
+        }
+        Command::default().encode_length_delimited(&mut frame).unwrap();
+        let commands = Encoding::Protobuf.decode_commands(&frame, 10).unwrap();
+        assert_eq!(commands.len(), 4);
+        assert_eq!(commands[2].subscribe.as_ref().unwrap().channel, "c3");
+        assert!(is_pong(&commands[3]));
+    }
+
+    #[test]
+    fn too_many_commands_are_refused() {
+        let frame = b"{}\n{}\n{}";
+        assert!(matches!(
+            Encoding::Json.decode_commands(frame, 2),
+            Err(DecodeError::TooManyCommands(2))
+        ));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        assert!(Encoding::Json.decode_commands(b"{\"id\":", 10).is_err());
+        assert!(Encoding::Json.decode_commands(b"[1,2]", 10).is_err());
+        assert!(Encoding::Protobuf.decode_commands(&[0xff, 0xff, 0xff], 10).is_err());
+        assert!(Encoding::Protobuf.decode_commands(&[5, 1], 10).is_err());
+    }
+
+    #[test]
+    fn json_reply_leaves_out_defaults_and_keeps_data_raw() {
+        let reply = Reply {
+            push: Some(Push {
+                channel: "news".into(),
+                r#pub: Some(Publication {
+                    data: Bytes::from_static(b"{\"text\":\"hi\"}"),
+                    offset: 3,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let record = Encoding::Json.encode_reply(&reply).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&record).unwrap(),
+            r#"{"push":{"channel":"news","pub":{"data":{"text":"hi"},"offset":3}}}"#
+        );
+    }
+
+    #[test]
+    fn non_json_data_cannot_be_encoded_as_json() {
+        let reply = Reply {
+            push: Some(Push {
+                r#pub: Some(Publication {
+                    data: Bytes::from_static(&[0xde, 0xad]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(Encoding::Json.encode_reply(&reply).is_err());
+        assert!(Encoding::Protobuf.encode_reply(&reply).is_ok());
+    }
+
+    #[test]
+    fn records_join_per_encoding() {
+        let mut out = BytesMut::new();
+        Encoding::Json.join([Bytes::from_static(b"{}"), Bytes::from_static(b"{}")], &mut out);
+        assert_eq!(&out[..], b"{}\n{}");
+        let mut out = BytesMut::new();
+        Encoding::Protobuf.join([Bytes::from_static(&[0]), Bytes::from_static(&[0])], &mut out);
+        assert_eq!(&out[..], &[0, 0]);
+    }
+
+    #[test]
+    fn encoding_from_query() {
+        assert_eq!(Encoding::from_query(Some("cf_protocol=protobuf")), Encoding::Protobuf);
+        assert_eq!(Encoding::from_query(Some("a=1&cf_protocol=protobuf")), Encoding::Protobuf);
+        assert_eq!(Encoding::from_query(Some("cf_protocol=json")), Encoding::Json);
+        assert_eq!(Encoding::from_query(None), Encoding::Json);
+    }
+}

@@ -1,0 +1,42 @@
+//! Error codes (in replies) and disconnect codes (in close frames) of the
+//! Centrifugo client protocol.
+//!
+//! Disconnect codes 3000–3499 and 4000–4499 tell a client to reconnect; 3500–3999
+//! and 4500–4999 tell it not to. Unsubscribe codes below 2500 end a subscription,
+//! from 2500 on the client resubscribes.
+
+/// An error returned in a reply to one command; the connection stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode {
+    pub code: u32,
+    pub message: &'static str,
+    /// The client may retry the same command later.
+    pub temporary: bool,
+}
+
+macro_rules! error_codes {
+    ($($name:ident = $code:expr, $msg:expr, $temp:expr;)*) => {
+        impl ErrorCode { $(pub const $name: ErrorCode = ErrorCode { code: $code, message: $msg, temporary: $temp };)* }
+    };
+}
+
+error_codes! {
+    INTERNAL = 100, "internal server error", true;
+    UNAUTHORIZED = 101, "unauthorized", false;
+    UNKNOWN_CHANNEL = 102, "unknown channel", false;
+    PERMISSION_DENIED = 103, "permission denied", false;
+    METHOD_NOT_FOUND = 104, "method not found", false;
+    ALREADY_SUBSCRIBED = 105, "already subscribed", false;
+    LIMIT_EXCEEDED = 106, "limit exceeded", false;
+    BAD_REQUEST = 107, "bad request", false;
+    NOT_AVAILABLE = 108, "not available", false;
+    TOKEN_EXPIRED = 109, "token expired", false;
+    EXPIRED = 110, "expired", false;
+    TOO_MANY_REQUESTS = 111, "too many requests", true;
+    UNRECOVERABLE_POSITION = 112, "unrecoverable position", false;
+}
+
+/// Unsubscribe push code: the server ended the subscription, do not resubscribe.
+pub const UNSUBSCRIBE_SERVER: u32 = 2000;
+/// Unsubscribe push code: the subscription lost its position, resubscribe to recover.
+pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u32 = 2500;
