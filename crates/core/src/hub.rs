@@ -172,7 +172,7 @@ impl Hub {
         };
         let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
         let offset = event.offset();
-        let time_ms = event.time_ms();
+        let time_us = event.time_us();
         let mut delivered = 0;
         for sub in subs {
             let slot = &mut encoded[sub.format];
@@ -181,7 +181,7 @@ impl Hub {
                 Ok(data) => {
                     let record = Record {
                         data: data.clone(),
-                        time_ms,
+                        time_us,
                     };
                     match sub.deliver(offset, record) {
                         Ok(()) => delivered += 1,

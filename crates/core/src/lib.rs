@@ -33,11 +33,11 @@ pub use disconnect::Disconnect;
 pub use presence::{PresenceStats, PresenceStore};
 pub use types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
 
-/// Milliseconds since the Unix epoch: publications carry it so that delivery
+/// Microseconds since the Unix epoch: publications carry it so that delivery
 /// latency can be measured on any node.
-pub fn now_millis() -> u64 {
+pub fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }

@@ -17,14 +17,14 @@ use crate::disconnect::Disconnect;
 #[derive(Debug, Clone)]
 pub struct Record {
     pub data: Bytes,
-    /// When the publication inside was accepted (ms since the Unix epoch); 0 for
+    /// When the publication inside was accepted (µs since the Unix epoch); 0 for
     /// records that are not publications.
-    pub time_ms: u64,
+    pub time_us: u64,
 }
 
 impl Record {
     pub fn new(data: Bytes) -> Record {
-        Record { data, time_ms: 0 }
+        Record { data, time_us: 0 }
     }
 }
 

@@ -24,8 +24,8 @@ pub struct Publication {
     pub data: Bytes,
     /// The publishing client, for publications made by clients.
     pub info: Option<ClientInfo>,
-    /// When the publication was accepted (ms since the Unix epoch), for latency metrics.
-    pub time_ms: u64,
+    /// When the publication was accepted (µs since the Unix epoch), for latency metrics.
+    pub time_us: u64,
 }
 
 /// A position in a channel's stream. The epoch names the stream: when a stream is
@@ -53,9 +53,9 @@ impl ChannelEvent {
         }
     }
 
-    pub fn time_ms(&self) -> u64 {
+    pub fn time_us(&self) -> u64 {
         match self {
-            ChannelEvent::Publication(p) => p.time_ms,
+            ChannelEvent::Publication(p) => p.time_us,
             ChannelEvent::Join(_) | ChannelEvent::Leave(_) => 0,
         }
     }

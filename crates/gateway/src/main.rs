@@ -1,1 +1,64 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard_gateway::config::{Cli, Config};
+use switchboard_gateway::node::Node;
+use switchboard_gateway::{metrics, server, tls};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::resolve(Cli::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let node = Node::standalone(config)?;
+    tokio::spawn(metrics::upkeep(node.metrics.clone()));
+    let addr = listener.local_addr()?;
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("switchboard-gateway listening on {addr}");
+    tracing::info!(%addr, tls = tls.is_some(), mode = "standalone", "gateway started");
+    server::run(listener, node, tls, shutdown_signal()).await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -200,7 +200,7 @@ impl Broker for MemoryBroker {
             offset: 0,
             data,
             info,
-            time_ms: crate::now_millis(),
+            time_us: crate::now_micros(),
         };
         let position = match options.history {
             None => {

@@ -1,0 +1,367 @@
+//! The server API: Centrifugo-compatible HTTP methods for backends,
+//! `POST /api/<method>` with a JSON body, authenticated by `X-API-Key` or
+//! `Authorization: apikey <key>`.
+//!
+//! Replies are `{"result": {...}}` or `{"error": {"code": N, "message": "..."}}`
+//! with status 200, as Centrifugo's server SDKs expect; a wrong key is a 401, a
+//! body that is not the method's JSON a 400, an unknown method a 404.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use switchboard_core::{channel, ClientInfo, Disconnect, Publication};
+use switchboard_protocol::codes::ErrorCode;
+
+use crate::client::history_query;
+use crate::node::Node;
+use crate::registry::Control;
+
+/// An API answer: HTTP status and JSON body.
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+fn respond(status: StatusCode, body: Value) -> ApiResponse {
+    ApiResponse {
+        status,
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+fn error(code: ErrorCode) -> Value {
+    json!({"error": {"code": code.code, "message": code.message}})
+}
+
+fn result(value: Value) -> Value {
+    json!({ "result": value })
+}
+
+/// Whether the request carries the configured API key.
+pub fn authorized(node: &Node, headers: &HeaderMap) -> bool {
+    let Some(key) = node.config.api_key.as_deref() else {
+        return false;
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("x-api-key") == Some(key) {
+        return true;
+    }
+    header("authorization")
+        .and_then(|v| v.strip_prefix("apikey "))
+        .is_some_and(|v| v.trim() == key)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishReq {
+    channel: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastReq {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelReq {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    epoch: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryReq {
+    channel: String,
+    #[serde(default)]
+    limit: i32,
+    #[serde(default)]
+    since: Option<Since>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeReq {
+    channel: String,
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DisconnectSpec {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectReq {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    disconnect: Option<DisconnectSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ChannelsReq {
+    #[serde(default)]
+    pattern: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The methods this API serves.
+pub const METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "presence",
+    "presence_stats",
+    "history",
+    "unsubscribe",
+    "disconnect",
+    "info",
+    "channels",
+];
+
+/// Runs one API method on an already authorized request.
+pub async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> ApiResponse {
+    if !METHODS.contains(&method) {
+        return respond(StatusCode::NOT_FOUND, error(ErrorCode::METHOD_NOT_FOUND));
+    }
+    // An empty body means no parameters (info, channels).
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    macro_rules! run {
+        ($handler:ident) => {
+            match parse(body) {
+                Ok(req) => Ok($handler(node, req).await),
+                Err(message) => Err(message),
+            }
+        };
+    }
+    let outcome: Result<Value, String> = match method {
+        "publish" => run!(publish),
+        "broadcast" => run!(broadcast),
+        "presence" => run!(presence),
+        "presence_stats" => run!(presence_stats),
+        "history" => run!(history),
+        "unsubscribe" => run!(unsubscribe),
+        "disconnect" => run!(disconnect),
+        "info" => parse::<Empty>(body).map(|_| info(node)),
+        _ => run!(channels),
+    };
+    let (status, value) = match outcome {
+        Err(message) => {
+            let body = json!({"error": {"code": ErrorCode::BAD_REQUEST.code, "message": message}});
+            (StatusCode::BAD_REQUEST, body)
+        }
+        Ok(value) => (StatusCode::OK, value),
+    };
+    let result = if value.get("error").is_some() { "error" } else { "ok" };
+    metrics::counter!("switchboard_api_requests_total", "method" => method.to_owned(), "result" => result)
+        .increment(1);
+    respond(status, value)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))
+}
+
+fn raw_bytes(raw: &RawValue) -> Bytes {
+    Bytes::copy_from_slice(raw.get().as_bytes())
+}
+
+async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
+    match node
+        .publish(&req.channel, raw_bytes(&req.data), None, req.idempotency_key)
+        .await
+    {
+        Ok(position) => {
+            metrics::counter!("switchboard_publications_total", "source" => "api").increment(1);
+            result(position_json(position.offset, &position.epoch))
+        }
+        Err(code) => error(code),
+    }
+}
+
+fn position_json(offset: u64, epoch: &str) -> Value {
+    let mut v = serde_json::Map::new();
+    if offset > 0 {
+        v.insert("offset".into(), json!(offset));
+    }
+    if !epoch.is_empty() {
+        v.insert("epoch".into(), json!(epoch));
+    }
+    Value::Object(v)
+}
+
+async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
+    if req.channels.is_empty() {
+        return error(ErrorCode::BAD_REQUEST);
+    }
+    let data = raw_bytes(&req.data);
+    let mut responses = Vec::with_capacity(req.channels.len());
+    for channel in &req.channels {
+        // One key per channel: a retried broadcast is deduplicated channel by channel.
+        let key = req.idempotency_key.as_ref().map(|k| format!("{k}:{channel}"));
+        responses.push(match node.publish(channel, data.clone(), None, key).await {
+            Ok(p) => result(position_json(p.offset, &p.epoch)),
+            Err(code) => error(code),
+        });
+    }
+    result(json!({ "responses": responses }))
+}
+
+#[derive(Serialize)]
+struct InfoJson<'a> {
+    user: &'a str,
+    client: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_info: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chan_info: Option<&'a RawValue>,
+}
+
+fn raw(data: &Option<Bytes>) -> Option<&RawValue> {
+    data.as_ref().and_then(|d| serde_json::from_slice(d).ok())
+}
+
+fn info_json(info: &ClientInfo) -> Value {
+    serde_json::to_value(InfoJson {
+        user: &info.user,
+        client: &info.client,
+        conn_info: raw(&info.conn_info),
+        chan_info: raw(&info.chan_info),
+    })
+    .unwrap_or(Value::Null)
+}
+
+fn publication_json(p: &Publication) -> Value {
+    let data: Value = serde_json::from_slice(&p.data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.data).into_owned()));
+    let mut v = json!({ "data": data, "offset": p.offset });
+    if let Some(info) = &p.info {
+        v["info"] = info_json(info);
+    }
+    v
+}
+
+async fn presence(node: &Arc<Node>, req: ChannelReq) -> Value {
+    match node.presence(&req.channel).await {
+        Ok(members) => {
+            let presence: BTreeMap<&String, Value> =
+                members.iter().map(|(c, info)| (c, info_json(info))).collect();
+            result(json!({ "presence": presence }))
+        }
+        Err(code) => error(code),
+    }
+}
+
+async fn presence_stats(node: &Arc<Node>, req: ChannelReq) -> Value {
+    match node.presence_stats(&req.channel).await {
+        Ok(s) => result(json!({"num_clients": s.num_clients, "num_users": s.num_users})),
+        Err(code) => error(code),
+    }
+}
+
+async fn history(node: &Arc<Node>, req: HistoryReq) -> Value {
+    let query = history_query(req.limit, req.since.map(|s| (s.offset, s.epoch)), req.reverse);
+    match node.history(&req.channel, &query).await {
+        Ok(h) => {
+            let publications: Vec<Value> = h.publications.iter().map(publication_json).collect();
+            result(json!({
+                "publications": publications,
+                "epoch": h.position.epoch,
+                "offset": h.position.offset,
+            }))
+        }
+        Err(code) => error(code),
+    }
+}
+
+async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value {
+    if let Err(code) = node.channel_options(&req.channel) {
+        return error(code);
+    }
+    for conn in node.registry.of_user(&req.user, req.client.as_deref()) {
+        let control = Control::Unsubscribe {
+            channel: req.channel.clone(),
+        };
+        if conn.control.try_send(control).is_err() {
+            // A connection that cannot take a control message now is stuck or
+            // closing: make it reconnect rather than leave it subscribed.
+            conn.outbound.close(Disconnect::INSUFFICIENT_STATE, true);
+        }
+    }
+    result(json!({}))
+}
+
+async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
+    let d = match req.disconnect {
+        None => Disconnect::FORCE_NO_RECONNECT,
+        Some(spec) if (3000..5000).contains(&spec.code) && spec.reason.len() <= 123 => {
+            Disconnect::custom(spec.code, spec.reason)
+        }
+        Some(_) => return error(ErrorCode::BAD_REQUEST),
+    };
+    for conn in node.registry.of_user(&req.user, req.client.as_deref()) {
+        conn.outbound.close(d.clone(), true);
+    }
+    result(json!({}))
+}
+
+fn info(node: &Arc<Node>) -> Value {
+    let (clients, users) = node.registry.counts();
+    let channels = node.hub.channels();
+    let subs: usize = channels.iter().map(|(_, n)| n).sum();
+    result(json!({
+        "nodes": [{
+            "uid": node.id,
+            "name": node.config.listen.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "num_clients": clients,
+            "num_users": users,
+            "num_channels": channels.len(),
+            "num_subs": subs,
+            "uptime": node.uptime_secs(),
+        }]
+    }))
+}
+
+async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
+    let pattern = req.pattern.unwrap_or_default();
+    let channels: BTreeMap<String, Value> = node
+        .hub
+        .channels()
+        .into_iter()
+        .filter(|(name, _)| pattern.is_empty() || channel::matches_pattern(name, &pattern))
+        .map(|(name, n)| (name, json!({ "num_clients": n })))
+        .collect();
+    result(json!({ "channels": channels }))
+}

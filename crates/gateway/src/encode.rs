@@ -1,0 +1,77 @@
+//! The Centrifugo front end's side of the hub: core types → protocol messages,
+//! and a [`PushEncoder`] per encoding.
+
+use bytes::Bytes;
+use switchboard_core::hub::{FormatId, PushEncoder};
+use switchboard_core::{ChannelEvent, ClientInfo, Disconnect, Publication};
+use switchboard_protocol::pb;
+use switchboard_protocol::Encoding;
+
+/// Hub format of JSON connections.
+pub const FORMAT_JSON: FormatId = 0;
+/// Hub format of protobuf connections.
+pub const FORMAT_PROTOBUF: FormatId = 1;
+
+pub fn format_of(encoding: Encoding) -> FormatId {
+    match encoding {
+        Encoding::Json => FORMAT_JSON,
+        Encoding::Protobuf => FORMAT_PROTOBUF,
+    }
+}
+
+/// The encoders to register with the hub, in `FORMAT_*` order.
+pub fn encoders() -> Vec<std::sync::Arc<dyn PushEncoder>> {
+    vec![
+        std::sync::Arc::new(CentrifugeEncoder(Encoding::Json)),
+        std::sync::Arc::new(CentrifugeEncoder(Encoding::Protobuf)),
+    ]
+}
+
+pub fn client_info(info: &ClientInfo) -> pb::ClientInfo {
+    pb::ClientInfo {
+        user: info.user.clone(),
+        client: info.client.clone(),
+        conn_info: info.conn_info.clone().unwrap_or_default(),
+        chan_info: info.chan_info.clone().unwrap_or_default(),
+    }
+}
+
+pub fn publication(p: &Publication) -> pb::Publication {
+    pb::Publication {
+        data: p.data.clone(),
+        info: p.info.as_ref().map(client_info),
+        offset: p.offset,
+        tags: Default::default(),
+    }
+}
+
+pub struct CentrifugeEncoder(pub Encoding);
+
+impl PushEncoder for CentrifugeEncoder {
+    fn encode(&self, channel: &str, event: &ChannelEvent) -> Result<Bytes, Disconnect> {
+        let mut push = pb::Push {
+            channel: channel.to_owned(),
+            ..Default::default()
+        };
+        match event {
+            ChannelEvent::Publication(p) => push.r#pub = Some(publication(p)),
+            ChannelEvent::Join(info) => {
+                push.join = Some(pb::Join {
+                    info: Some(client_info(info)),
+                })
+            }
+            ChannelEvent::Leave(info) => {
+                push.leave = Some(pb::Leave {
+                    info: Some(client_info(info)),
+                })
+            }
+        }
+        let reply = pb::Reply {
+            push: Some(push),
+            ..Default::default()
+        };
+        self.0
+            .encode_reply(&reply)
+            .map_err(|_| Disconnect::INAPPROPRIATE_PROTOCOL)
+    }
+}

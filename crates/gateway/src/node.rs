@@ -1,0 +1,180 @@
+//! A gateway node's shared state and the channel operations both the client
+//! protocol and the server API use (validation, namespace rules, broker calls).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_core::broker::HistoryOptions;
+use switchboard_core::channel;
+use switchboard_core::hub::Hub;
+use switchboard_core::memory::{MemoryBroker, MemoryPresence};
+use switchboard_core::namespace::NamespaceOptions;
+use switchboard_core::{
+    Broker, BrokerError, ClientInfo, HistoryQuery, HistoryResult, PresenceStats, PresenceStore,
+    PublishOptions, StreamPosition,
+};
+use switchboard_protocol::codes::ErrorCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{KeyError, Verifier};
+use crate::config::Config;
+use crate::registry::Registry;
+
+pub struct Node {
+    /// Unique per process start.
+    pub id: String,
+    pub config: Config,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub hub: Arc<Hub>,
+    pub verifier: Option<Verifier>,
+    pub registry: Registry,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the node shuts down: connections leave over the drain window.
+    pub drain: CancellationToken,
+    /// Connection tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
+    ready: AtomicBool,
+    connections: AtomicUsize,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+    ) -> Result<Arc<Node>, KeyError> {
+        let hub = Arc::new(Hub::new(crate::encode::encoders()));
+        broker.set_sink(hub.clone());
+        Ok(Arc::new(Node {
+            id: uuid::Uuid::new_v4().to_string(),
+            verifier: Verifier::new(&config.token)?,
+            config,
+            broker,
+            presence,
+            hub,
+            registry: Registry::default(),
+            metrics: crate::metrics::install(),
+            drain: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            ready: AtomicBool::new(true),
+            connections: AtomicUsize::new(0),
+            started: Instant::now(),
+        }))
+    }
+
+    /// A node of the embedded mode: in-memory broker and presence. Must be called
+    /// inside a tokio runtime.
+    pub fn standalone(config: Config) -> Result<Arc<Node>, KeyError> {
+        let broker = MemoryBroker::new(Default::default());
+        Node::new(config, broker, Arc::new(MemoryPresence::new()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Takes a connection slot, or refuses when the node is full.
+    pub fn try_acquire_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.limits.max_connections;
+        let taken = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        taken.ok().map(|_| {
+            metrics::gauge!("switchboard_connections").increment(1.0);
+            ConnectionSlot(self.clone())
+        })
+    }
+
+    /// Checks a channel name and finds its namespace's options.
+    pub fn channel_options(&self, name: &str) -> Result<&NamespaceOptions, ErrorCode> {
+        channel::validate(name, self.config.limits.max_channel_length)
+            .map_err(|_| ErrorCode::BAD_REQUEST)?;
+        self.config
+            .namespaces
+            .resolve(name)
+            .ok_or(ErrorCode::UNKNOWN_CHANNEL)
+    }
+
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        idempotency_key: Option<String>,
+    ) -> Result<StreamPosition, ErrorCode> {
+        let options = self.channel_options(channel)?;
+        let publish = PublishOptions {
+            history: history_options(options),
+            idempotency_key,
+        };
+        self.broker
+            .publish(channel, data, info, &publish)
+            .await
+            .map_err(broker_error)
+    }
+
+    pub async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryResult, ErrorCode> {
+        let options = self.channel_options(channel)?;
+        let history = history_options(options).ok_or(ErrorCode::NOT_AVAILABLE)?;
+        self.broker
+            .history(channel, query, history)
+            .await
+            .map_err(broker_error)
+    }
+
+    pub async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, ErrorCode> {
+        if !self.channel_options(channel)?.presence {
+            return Err(ErrorCode::NOT_AVAILABLE);
+        }
+        self.presence.get(channel).await.map_err(broker_error)
+    }
+
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ErrorCode> {
+        if !self.channel_options(channel)?.presence {
+            return Err(ErrorCode::NOT_AVAILABLE);
+        }
+        self.presence.stats(channel).await.map_err(broker_error)
+    }
+}
+
+/// A held connection slot; released on drop.
+pub struct ConnectionSlot(Arc<Node>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("switchboard_connections").decrement(1.0);
+    }
+}
+
+pub fn history_options(options: &NamespaceOptions) -> Option<HistoryOptions> {
+    options.history_enabled().then(|| HistoryOptions {
+        size: options.history_size,
+        ttl: options.history_ttl(),
+    })
+}
+
+pub fn broker_error(error: BrokerError) -> ErrorCode {
+    match error {
+        BrokerError::Unrecoverable => ErrorCode::UNRECOVERABLE_POSITION,
+        BrokerError::Unavailable(e) | BrokerError::Internal(e) => {
+            tracing::warn!(error = %e, "broker call failed");
+            ErrorCode::INTERNAL
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The connections of this node, by client id and by user, for the server API's
+//! disconnect and unsubscribe and for the node's counts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use switchboard_core::queue::Outbound;
+use tokio::sync::mpsc;
+
+/// What the server asks of a connection's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// End the connection's subscription to a channel.
+    Unsubscribe { channel: String },
+}
+
+/// How the rest of the node reaches one connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub user: String,
+    pub outbound: Arc<Outbound>,
+    pub control: mpsc::Sender<Control>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<Arc<str>, ConnHandle>,
+    users: HashMap<String, HashSet<Arc<str>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, client: Arc<str>, handle: ConnHandle) {
+        let mut inner = self.lock();
+        inner
+            .users
+            .entry(handle.user.clone())
+            .or_default()
+            .insert(client.clone());
+        inner.clients.insert(client, handle);
+    }
+
+    pub fn remove(&self, client: &str) {
+        let mut inner = self.lock();
+        if let Some(handle) = inner.clients.remove(client) {
+            if let Some(set) = inner.users.get_mut(&handle.user) {
+                set.remove(client);
+                if set.is_empty() {
+                    inner.users.remove(&handle.user);
+                }
+            }
+        }
+    }
+
+    /// A user's connections, or only the one with id `client` when given.
+    pub fn of_user(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+        let inner = self.lock();
+        let Some(clients) = inner.users.get(user) else {
+            return Vec::new();
+        };
+        clients
+            .iter()
+            .filter(|c| client.is_none_or(|want| &***c == want))
+            .filter_map(|c| inner.clients.get(c).cloned())
+            .collect()
+    }
+
+    /// Every connection (for shutdown).
+    pub fn all(&self) -> Vec<ConnHandle> {
+        self.lock().clients.values().cloned().collect()
+    }
+
+    /// (connections, distinct users).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.clients.len(), inner.users.len())
+    }
+}

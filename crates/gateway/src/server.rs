@@ -1,0 +1,102 @@
+//! The accept loop and shutdown.
+//!
+//! [`run`] takes a bound listener and a shutdown future, so tests bind port 0 and
+//! stop a gateway at will. On shutdown the node turns unready, stops accepting,
+//! tells every client to reconnect (spread over the drain window) and waits for
+//! the connections to finish, bounded by a grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::node::Node;
+
+/// Time after the drain window that connections get to finish.
+const GRACE: Duration = Duration::from_secs(5);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(
+    listener: TcpListener,
+    node: Arc<Node>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let _ = stream.set_nodelay(true);
+                    let node = node.clone();
+                    let tls = tls.clone();
+                    node.tasks.clone().spawn(async move {
+                        match tls {
+                            None => serve_http(node, stream).await,
+                            Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_http(node, stream).await,
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            },
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    metrics::counter!("switchboard_connections_refused_total", "reason" => "accept_error").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    drain(&node).await;
+}
+
+/// Turns the node unready, asks every connection to leave, and waits for them.
+pub async fn drain(node: &Node) {
+    node.set_ready(false);
+    let (clients, _) = node.registry.counts();
+    tracing::info!(clients, window = ?node.config.drain_window, "draining");
+    node.drain.cancel();
+    node.tasks.close();
+    let grace = node.config.drain_window + GRACE;
+    if tokio::time::timeout(grace, node.tasks.wait()).await.is_err() {
+        tracing::warn!(left = node.tasks.len(), "drain grace period expired; exiting with connections open");
+    }
+}
+
+async fn serve_http<S>(node: Arc<Node>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let drain = node.drain.clone();
+    let service = service_fn(move |req| crate::http::route(node.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = drain.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
