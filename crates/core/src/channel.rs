@@ -72,10 +72,16 @@ mod tests {
     #[test]
     fn validation() {
         assert_eq!(validate("", 10), Err(ChannelNameError::Empty));
-        assert_eq!(validate("abcdefghijk", 10), Err(ChannelNameError::TooLong { max: 10 }));
+        assert_eq!(
+            validate("abcdefghijk", 10),
+            Err(ChannelNameError::TooLong { max: 10 })
+        );
         assert_eq!(validate("a b", 10), Err(ChannelNameError::BadCharacter));
         assert_eq!(validate("a\nb", 10), Err(ChannelNameError::BadCharacter));
-        assert_eq!(validate("caf\u{e9}", 10), Err(ChannelNameError::BadCharacter));
+        assert_eq!(
+            validate("caf\u{e9}", 10),
+            Err(ChannelNameError::BadCharacter)
+        );
         assert_eq!(validate("chat:room#1,2", 20), Ok(()));
         assert_eq!(validate("a.b*>", 20), Ok(()));
     }

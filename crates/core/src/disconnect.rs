@@ -64,10 +64,17 @@ mod tests {
 
     #[test]
     fn reconnect_advice_follows_code_ranges() {
-        assert!(Disconnect::SLOW.reconnect);
-        assert!(Disconnect::SHUTDOWN.reconnect);
-        assert!(!Disconnect::INVALID_TOKEN.reconnect);
-        assert!(!Disconnect::BAD_REQUEST.reconnect);
+        let cases = [
+            (Disconnect::SLOW, true),
+            (Disconnect::SHUTDOWN, true),
+            (Disconnect::NO_PONG, true),
+            (Disconnect::INVALID_TOKEN, false),
+            (Disconnect::BAD_REQUEST, false),
+            (Disconnect::FORCE_NO_RECONNECT, false),
+        ];
+        for (d, reconnect) in cases {
+            assert_eq!(d.reconnect, reconnect, "{}", d.code);
+        }
         assert!(Disconnect::custom(4000, "x").reconnect);
         assert!(!Disconnect::custom(4500, "x").reconnect);
     }

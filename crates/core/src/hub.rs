@@ -124,7 +124,10 @@ impl Hub {
 
     /// Adds a subscriber; true when it is the channel's first on this node.
     pub fn add(&self, channel: &str, subscriber: Arc<Subscriber>) -> bool {
-        let mut shard = self.shard(channel).write().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self
+            .shard(channel)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let subs = shard.entry(channel.to_owned()).or_default();
         subs.push(subscriber);
         subs.len() == 1
@@ -132,7 +135,10 @@ impl Hub {
 
     /// Removes a client's subscriber; true when the channel has none left here.
     pub fn remove(&self, channel: &str, client: &str) -> bool {
-        let mut shard = self.shard(channel).write().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self
+            .shard(channel)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let Some(subs) = shard.get_mut(channel) else {
             return false;
         };
@@ -149,7 +155,10 @@ impl Hub {
 
     /// Local subscribers of a channel.
     pub fn num_subscribers(&self, channel: &str) -> usize {
-        let shard = self.shard(channel).read().unwrap_or_else(|e| e.into_inner());
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         shard.get(channel).map_or(0, Vec::len)
     }
 
@@ -166,7 +175,10 @@ impl Hub {
     /// Fans one event out to the channel's local subscribers. Returns how many
     /// subscribers it was queued for.
     pub fn broadcast(&self, channel: &str, event: &ChannelEvent) -> usize {
-        let shard = self.shard(channel).read().unwrap_or_else(|e| e.into_inner());
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let Some(subs) = shard.get(channel) else {
             return 0;
         };
@@ -176,7 +188,8 @@ impl Hub {
         let mut delivered = 0;
         for sub in subs {
             let slot = &mut encoded[sub.format];
-            let result = slot.get_or_insert_with(|| self.encoders[sub.format].encode(channel, event));
+            let result =
+                slot.get_or_insert_with(|| self.encoders[sub.format].encode(channel, event));
             match result {
                 Ok(data) => {
                     let record = Record {
@@ -238,7 +251,9 @@ mod tests {
         if q.queued_bytes() > 0 {
             q.next_batch(&mut out).await;
         }
-        out.iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect()
+        out.iter()
+            .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+            .collect()
     }
 
     #[tokio::test]

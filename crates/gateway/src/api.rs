@@ -156,7 +156,11 @@ pub async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> ApiResponse {
         return respond(StatusCode::NOT_FOUND, error(ErrorCode::METHOD_NOT_FOUND));
     }
     // An empty body means no parameters (info, channels).
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     macro_rules! run {
         ($handler:ident) => {
             match parse(body) {
@@ -183,7 +187,11 @@ pub async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> ApiResponse {
         }
         Ok(value) => (StatusCode::OK, value),
     };
-    let result = if value.get("error").is_some() { "error" } else { "ok" };
+    let result = if value.get("error").is_some() {
+        "error"
+    } else {
+        "ok"
+    };
     metrics::counter!("switchboard_api_requests_total", "method" => method.to_owned(), "result" => result)
         .increment(1);
     respond(status, value)
@@ -199,7 +207,12 @@ fn raw_bytes(raw: &RawValue) -> Bytes {
 
 async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
     match node
-        .publish(&req.channel, raw_bytes(&req.data), None, req.idempotency_key)
+        .publish(
+            &req.channel,
+            raw_bytes(&req.data),
+            None,
+            req.idempotency_key,
+        )
         .await
     {
         Ok(position) => {
@@ -229,7 +242,10 @@ async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
     let mut responses = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
         // One key per channel: a retried broadcast is deduplicated channel by channel.
-        let key = req.idempotency_key.as_ref().map(|k| format!("{k}:{channel}"));
+        let key = req
+            .idempotency_key
+            .as_ref()
+            .map(|k| format!("{k}:{channel}"));
         responses.push(match node.publish(channel, data.clone(), None, key).await {
             Ok(p) => result(position_json(p.offset, &p.epoch)),
             Err(code) => error(code),
@@ -275,8 +291,10 @@ fn publication_json(p: &Publication) -> Value {
 async fn presence(node: &Arc<Node>, req: ChannelReq) -> Value {
     match node.presence(&req.channel).await {
         Ok(members) => {
-            let presence: BTreeMap<&String, Value> =
-                members.iter().map(|(c, info)| (c, info_json(info))).collect();
+            let presence: BTreeMap<&String, Value> = members
+                .iter()
+                .map(|(c, info)| (c, info_json(info)))
+                .collect();
             result(json!({ "presence": presence }))
         }
         Err(code) => error(code),
@@ -291,7 +309,11 @@ async fn presence_stats(node: &Arc<Node>, req: ChannelReq) -> Value {
 }
 
 async fn history(node: &Arc<Node>, req: HistoryReq) -> Value {
-    let query = history_query(req.limit, req.since.map(|s| (s.offset, s.epoch)), req.reverse);
+    let query = history_query(
+        req.limit,
+        req.since.map(|s| (s.offset, s.epoch)),
+        req.reverse,
+    );
     match node.history(&req.channel, &query).await {
         Ok(h) => {
             let publications: Vec<Value> = h.publications.iter().map(publication_json).collect();

@@ -80,7 +80,10 @@ impl Verifier {
         let (algorithm, key) = match config.algorithm {
             TokenAlgorithm::HS256 => match &config.hmac_secret {
                 None => return Ok(None),
-                Some(secret) => (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())),
+                Some(secret) => (
+                    Algorithm::HS256,
+                    DecodingKey::from_secret(secret.as_bytes()),
+                ),
             },
             TokenAlgorithm::RS256 => {
                 let pem = config
@@ -174,14 +177,22 @@ mod tests {
     }
 
     fn hs_token(secret: &str, claims: serde_json::Value) -> String {
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn valid_connection_token() {
         let v = hs_verifier("s");
         let exp = now_secs() + 60;
-        let t = hs_token("s", json!({"sub": "42", "exp": exp, "info": {"name": "Ann"}, "channels": ["news"]}));
+        let t = hs_token(
+            "s",
+            json!({"sub": "42", "exp": exp, "info": {"name": "Ann"}, "channels": ["news"]}),
+        );
         let token = v.connection(&t).unwrap();
         assert_eq!(token.user, "42");
         assert_eq!(token.expires_at, Some(exp));
@@ -199,7 +210,10 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"sub":"42"} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiI0MiJ9.";
         assert!(matches!(v.connection(none), Err(TokenError::Invalid(_))));
-        assert!(matches!(v.connection("garbage"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            v.connection("garbage"),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -220,7 +234,10 @@ mod tests {
         let v = hs_verifier("s");
         let t = hs_token("s", json!({"sub": "42", "channel": "private:x"}));
         let token = v.subscription(&t).unwrap();
-        assert_eq!((token.user.as_str(), token.channel.as_str()), ("42", "private:x"));
+        assert_eq!(
+            (token.user.as_str(), token.channel.as_str()),
+            ("42", "private:x")
+        );
         let t = hs_token("s", json!({"sub": "42"}));
         assert!(v.subscription(&t).is_err(), "channel claim is required");
     }

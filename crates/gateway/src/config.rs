@@ -224,12 +224,12 @@ impl Config {
     /// Resolves flags (with their environment variables) and the file they name.
     pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
-            Some(path) => toml::from_str::<FileConfig>(&read(path)?).map_err(|source| {
-                ConfigError::Parse {
+            Some(path) => {
+                toml::from_str::<FileConfig>(&read(path)?).map_err(|source| ConfigError::Parse {
                     path: path.clone(),
                     source: Box::new(source),
-                }
-            })?,
+                })?
+            }
             None => FileConfig::default(),
         };
         let d = Config::default();
@@ -238,9 +238,14 @@ impl Config {
         let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
-            _ => return Err(ConfigError::Invalid("--tls-cert and --tls-key go together".into())),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key go together".into(),
+                ))
+            }
         };
-        let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+        let secs =
+            |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
         let config = Config {
             listen: cli.listen.or(file.listen).unwrap_or(d.listen),
             api_key: cli.api_key.or(file.api_key).filter(|k| !k.is_empty()),
@@ -283,7 +288,10 @@ impl Config {
             },
             ping_interval: secs(cli.ping_interval.or(file.ping_interval), d.ping_interval),
             pong_timeout: secs(cli.pong_timeout.or(file.pong_timeout), d.pong_timeout),
-            connect_timeout: secs(cli.connect_timeout.or(file.connect_timeout), d.connect_timeout),
+            connect_timeout: secs(
+                cli.connect_timeout.or(file.connect_timeout),
+                d.connect_timeout,
+            ),
             drain_window: secs(cli.drain_window.or(file.drain_window), d.drain_window),
             log: cli.log.or(file.log).unwrap_or(d.log),
             namespaces: Namespaces::new(file.channel, file.namespaces)?,
@@ -359,7 +367,13 @@ mod tests {
         assert_eq!(config.limits.max_queue_bytes, 77);
         assert_eq!(config.limits.max_frame_bytes, 65_536);
         assert!(config.namespaces.resolve("news").unwrap().history_enabled());
-        assert!(config.namespaces.resolve("chat:1").unwrap().allow_publish_for_client);
+        assert!(
+            config
+                .namespaces
+                .resolve("chat:1")
+                .unwrap()
+                .allow_publish_for_client
+        );
     }
 
     #[test]
@@ -369,12 +383,21 @@ mod tests {
             config: Some(file.0.clone()),
             ..Default::default()
         };
-        assert!(matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::resolve(cli),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]
     fn a_bare_insecure_flag_means_true() {
-        let cli = Cli::try_parse_from(["switchboard-gateway", "--insecure", "--listen", "127.0.0.1:1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "switchboard-gateway",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
         assert_eq!(cli.insecure, Some(true));
         let config = Config::resolve(cli).unwrap();
         assert!(config.insecure);

@@ -16,8 +16,10 @@ pub type Body = Full<Bytes>;
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static header"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static header"),
+    );
     r
 }
 
@@ -57,13 +59,20 @@ async fn api(node: Arc<Node>, method: &str, req: Request<Incoming>) -> Response<
     let limit = node.config.limits.max_api_body_bytes;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable\n"),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable\n",
+            )
+        }
     };
     let answer = crate::api::call(&node, method, &body).await;
     let mut r = Response::new(Full::new(answer.body));
     *r.status_mut() = answer.status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
     r
 }
 
@@ -77,7 +86,10 @@ fn websocket(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     }
     let Some(slot) = node.try_acquire_connection() else {
         refused("connection_limit");
-        return text(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached\n",
+        );
     };
     let encoding = Encoding::from_query(req.uri().query());
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {

@@ -23,10 +23,7 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".into()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -52,14 +49,26 @@ pub async fn upkeep(handle: PrometheusHandle) {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("switchboard_connections", "Client connections open now.");
-    describe_counter!("switchboard_connections_accepted_total", "Client connections accepted.");
+    describe_counter!(
+        "switchboard_connections_accepted_total",
+        "Client connections accepted."
+    );
     describe_counter!(
         "switchboard_connections_refused_total",
         "Client connections refused or failed, by reason."
     );
-    describe_counter!("switchboard_commands_total", "Client commands, by method and result.");
-    describe_counter!("switchboard_messages_in_total", "Channel events received from the broker.");
-    describe_counter!("switchboard_messages_out_total", "Publications written to client sockets.");
+    describe_counter!(
+        "switchboard_commands_total",
+        "Client commands, by method and result."
+    );
+    describe_counter!(
+        "switchboard_messages_in_total",
+        "Channel events received from the broker."
+    );
+    describe_counter!(
+        "switchboard_messages_out_total",
+        "Publications written to client sockets."
+    );
     describe_histogram!(
         "switchboard_delivery_latency_seconds",
         Unit::Seconds,
@@ -69,11 +78,20 @@ fn describe() {
         "switchboard_deliveries_dropped_total",
         "Deliveries not made, by reason (slow_consumer, closing, unencodable)."
     );
-    describe_counter!("switchboard_disconnects_total", "Connections closed by the server, by code.");
+    describe_counter!(
+        "switchboard_disconnects_total",
+        "Connections closed by the server, by code."
+    );
     describe_counter!(
         "switchboard_recovery_total",
         "Subscriptions that asked to recover, by result (recovered, not_recovered)."
     );
-    describe_counter!("switchboard_api_requests_total", "Server API requests, by method and result.");
-    describe_counter!("switchboard_publications_total", "Publications accepted, by source (client, api).");
+    describe_counter!(
+        "switchboard_api_requests_total",
+        "Server API requests, by method and result."
+    );
+    describe_counter!(
+        "switchboard_publications_total",
+        "Publications accepted, by source (client, api)."
+    );
 }

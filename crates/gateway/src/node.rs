@@ -93,7 +93,9 @@ impl Node {
         let max = self.config.limits.max_connections;
         let taken = self
             .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
         taken.ok().map(|_| {
             metrics::gauge!("switchboard_connections").increment(1.0);
             ConnectionSlot(self.clone())
@@ -128,7 +130,11 @@ impl Node {
             .map_err(broker_error)
     }
 
-    pub async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryResult, ErrorCode> {
+    pub async fn history(
+        &self,
+        channel: &str,
+        query: &HistoryQuery,
+    ) -> Result<HistoryResult, ErrorCode> {
         let options = self.channel_options(channel)?;
         let history = history_options(options).ok_or(ErrorCode::NOT_AVAILABLE)?;
         self.broker

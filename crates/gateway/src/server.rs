@@ -72,8 +72,14 @@ pub async fn drain(node: &Node) {
     node.drain.cancel();
     node.tasks.close();
     let grace = node.config.drain_window + GRACE;
-    if tokio::time::timeout(grace, node.tasks.wait()).await.is_err() {
-        tracing::warn!(left = node.tasks.len(), "drain grace period expired; exiting with connections open");
+    if tokio::time::timeout(grace, node.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = node.tasks.len(),
+            "drain grace period expired; exiting with connections open"
+        );
     }
 }
 

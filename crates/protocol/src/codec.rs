@@ -136,7 +136,10 @@ mod tests {
         let commands = Encoding::Json.decode_commands(frame, 10).unwrap();
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[0].subscribe.as_ref().unwrap().channel, "a");
-        assert_eq!(&commands[1].publish.as_ref().unwrap().data[..], b"{\"x\":[1,2]}");
+        assert_eq!(
+            &commands[1].publish.as_ref().unwrap().data[..],
+            b"{\"x\":[1,2]}"
+        );
     }
 
     #[test]
@@ -161,7 +164,9 @@ mod tests {
             };
             cmd.encode_length_delimited(&mut frame).unwrap();
         }
-        Command::default().encode_length_delimited(&mut frame).unwrap();
+        Command::default()
+            .encode_length_delimited(&mut frame)
+            .unwrap();
         let commands = Encoding::Protobuf.decode_commands(&frame, 10).unwrap();
         assert_eq!(commands.len(), 4);
         assert_eq!(commands[2].subscribe.as_ref().unwrap().channel, "c3");
@@ -181,7 +186,9 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         assert!(Encoding::Json.decode_commands(b"{\"id\":", 10).is_err());
         assert!(Encoding::Json.decode_commands(b"[1,2]", 10).is_err());
-        assert!(Encoding::Protobuf.decode_commands(&[0xff, 0xff, 0xff], 10).is_err());
+        assert!(Encoding::Protobuf
+            .decode_commands(&[0xff, 0xff, 0xff], 10)
+            .is_err());
         assert!(Encoding::Protobuf.decode_commands(&[5, 1], 10).is_err());
     }
 
@@ -225,18 +232,33 @@ mod tests {
     #[test]
     fn records_join_per_encoding() {
         let mut out = BytesMut::new();
-        Encoding::Json.join([Bytes::from_static(b"{}"), Bytes::from_static(b"{}")], &mut out);
+        Encoding::Json.join(
+            [Bytes::from_static(b"{}"), Bytes::from_static(b"{}")],
+            &mut out,
+        );
         assert_eq!(&out[..], b"{}\n{}");
         let mut out = BytesMut::new();
-        Encoding::Protobuf.join([Bytes::from_static(&[0]), Bytes::from_static(&[0])], &mut out);
+        Encoding::Protobuf.join(
+            [Bytes::from_static(&[0]), Bytes::from_static(&[0])],
+            &mut out,
+        );
         assert_eq!(&out[..], &[0, 0]);
     }
 
     #[test]
     fn encoding_from_query() {
-        assert_eq!(Encoding::from_query(Some("cf_protocol=protobuf")), Encoding::Protobuf);
-        assert_eq!(Encoding::from_query(Some("a=1&cf_protocol=protobuf")), Encoding::Protobuf);
-        assert_eq!(Encoding::from_query(Some("cf_protocol=json")), Encoding::Json);
+        assert_eq!(
+            Encoding::from_query(Some("cf_protocol=protobuf")),
+            Encoding::Protobuf
+        );
+        assert_eq!(
+            Encoding::from_query(Some("a=1&cf_protocol=protobuf")),
+            Encoding::Protobuf
+        );
+        assert_eq!(
+            Encoding::from_query(Some("cf_protocol=json")),
+            Encoding::Json
+        );
         assert_eq!(Encoding::from_query(None), Encoding::Json);
     }
 }

@@ -60,7 +60,10 @@ impl Stream {
     /// Evicts publications past `size` or past their expiry.
     fn trim(&mut self, now: Instant, size: usize) {
         while self.publications.len() > size
-            || self.publications.front().is_some_and(|(exp, _)| *exp <= now)
+            || self
+                .publications
+                .front()
+                .is_some_and(|(exp, _)| *exp <= now)
         {
             if let Some((_, p)) = self.publications.pop_front() {
                 self.evicted_through = p.offset;
@@ -223,7 +226,10 @@ impl Broker for MemoryBroker {
             }
         };
         if let (Some(keys), Some(key)) = (keys.as_mut(), key) {
-            keys.insert(key, (now + self.config.idempotency_window, position.clone()));
+            keys.insert(
+                key,
+                (now + self.config.idempotency_window, position.clone()),
+            );
         }
         Ok(position)
     }
@@ -271,7 +277,11 @@ impl Broker for MemoryBroker {
             None => 0,
         };
         let limit = query.limit.unwrap_or(usize::MAX);
-        let matching = stream.publications.iter().map(|(_, p)| p).filter(|p| p.offset > after);
+        let matching = stream
+            .publications
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.offset > after);
         let publications: Vec<Publication> = if query.reverse {
             matching.rev().take(limit).cloned().collect()
         } else {
@@ -319,10 +329,16 @@ mod tests {
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         broker.set_sink(sink.clone());
         for i in 1..=3u64 {
-            let pos = broker.publish("a", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+            let pos = broker
+                .publish("a", Bytes::from("1"), None, &opts(10, 60))
+                .await
+                .unwrap();
             assert_eq!(pos.offset, i);
         }
-        let pos = broker.publish("b", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+        let pos = broker
+            .publish("b", Bytes::from("1"), None, &opts(10, 60))
+            .await
+            .unwrap();
         assert_eq!(pos.offset, 1);
         let offsets: Vec<u64> = lock(&sink.0).iter().map(|(_, e)| e.offset()).collect();
         assert_eq!(offsets, vec![1, 2, 3, 1]);
@@ -332,7 +348,10 @@ mod tests {
     async fn recovery_is_complete_or_refused() {
         let broker = MemoryBroker::new(Default::default());
         for _ in 0..5 {
-            broker.publish("a", Bytes::from("1"), None, &opts(3, 60)).await.unwrap();
+            broker
+                .publish("a", Bytes::from("1"), None, &opts(3, 60))
+                .await
+                .unwrap();
         }
         let top = broker.history("a", &all(), history(3, 60)).await.unwrap();
         assert_eq!(top.position.offset, 5);
@@ -345,13 +364,26 @@ mod tests {
             ..Default::default()
         };
         // Offsets 1 and 2 were evicted: from 2 on, 3..5 are all still there.
-        let r = broker.history("a", &since(2), history(3, 60)).await.unwrap();
-        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let r = broker
+            .history("a", &since(2), history(3, 60))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         assert_eq!(
             broker.history("a", &since(1), history(3, 60)).await,
             Err(BrokerError::Unrecoverable)
         );
-        assert_eq!(broker.history("a", &since(5), history(3, 60)).await.unwrap().publications, vec![]);
+        assert_eq!(
+            broker
+                .history("a", &since(5), history(3, 60))
+                .await
+                .unwrap()
+                .publications,
+            vec![]
+        );
         assert_eq!(
             broker.history("a", &since(6), history(3, 60)).await,
             Err(BrokerError::Unrecoverable),
@@ -373,10 +405,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn publications_expire_after_ttl_and_break_recovery() {
         let broker = MemoryBroker::new(Default::default());
-        broker.publish("a", Bytes::from("1"), None, &opts(10, 5)).await.unwrap();
-        let top = broker.history("a", &all(), history(10, 5)).await.unwrap().position;
+        broker
+            .publish("a", Bytes::from("1"), None, &opts(10, 5))
+            .await
+            .unwrap();
+        let top = broker
+            .history("a", &all(), history(10, 5))
+            .await
+            .unwrap()
+            .position;
         tokio::time::advance(Duration::from_secs(3)).await;
-        broker.publish("a", Bytes::from("2"), None, &opts(10, 5)).await.unwrap();
+        broker
+            .publish("a", Bytes::from("2"), None, &opts(10, 5))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(3)).await;
         let r = broker.history("a", &all(), history(10, 5)).await.unwrap();
         assert_eq!(r.publications.len(), 1, "the first publication expired");
@@ -395,7 +437,15 @@ mod tests {
             since: Some(top),
             ..Default::default()
         };
-        assert_eq!(broker.history("a", &from_first, history(10, 5)).await.unwrap().publications.len(), 1);
+        assert_eq!(
+            broker
+                .history("a", &from_first, history(10, 5))
+                .await
+                .unwrap()
+                .publications
+                .len(),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -405,12 +455,24 @@ mod tests {
             ..Default::default()
         };
         let broker = MemoryBroker::new(config);
-        broker.publish("a", Bytes::from("1"), None, &opts(10, 5)).await.unwrap();
-        let epoch = broker.history("a", &all(), history(10, 5)).await.unwrap().position.epoch;
+        broker
+            .publish("a", Bytes::from("1"), None, &opts(10, 5))
+            .await
+            .unwrap();
+        let epoch = broker
+            .history("a", &all(), history(10, 5))
+            .await
+            .unwrap()
+            .position
+            .epoch;
         tokio::time::advance(Duration::from_secs(61)).await;
         broker.sweep();
         assert_eq!(broker.num_streams(), 0);
-        let again = broker.history("a", &all(), history(10, 5)).await.unwrap().position;
+        let again = broker
+            .history("a", &all(), history(10, 5))
+            .await
+            .unwrap()
+            .position;
         assert_ne!(again.epoch, epoch);
         assert_eq!(again.offset, 0);
     }
@@ -420,8 +482,14 @@ mod tests {
         let broker = MemoryBroker::new(Default::default());
         let mut options = opts(10, 60);
         options.idempotency_key = Some("k1".into());
-        let a = broker.publish("a", Bytes::from("1"), None, &options).await.unwrap();
-        let b = broker.publish("a", Bytes::from("1"), None, &options).await.unwrap();
+        let a = broker
+            .publish("a", Bytes::from("1"), None, &options)
+            .await
+            .unwrap();
+        let b = broker
+            .publish("a", Bytes::from("1"), None, &options)
+            .await
+            .unwrap();
         assert_eq!(a, b);
         let r = broker.history("a", &all(), history(10, 60)).await.unwrap();
         assert_eq!(r.publications.len(), 1);
@@ -431,7 +499,10 @@ mod tests {
     async fn limit_and_reverse() {
         let broker = MemoryBroker::new(Default::default());
         for _ in 0..5 {
-            broker.publish("a", Bytes::from("1"), None, &opts(10, 60)).await.unwrap();
+            broker
+                .publish("a", Bytes::from("1"), None, &opts(10, 60))
+                .await
+                .unwrap();
         }
         let q = HistoryQuery {
             limit: Some(2),
@@ -439,11 +510,19 @@ mod tests {
             ..Default::default()
         };
         let r = broker.history("a", &q, history(10, 60)).await.unwrap();
-        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![5, 4]);
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![5, 4]
+        );
         let q = HistoryQuery {
             limit: Some(0),
             ..Default::default()
         };
-        assert!(broker.history("a", &q, history(10, 60)).await.unwrap().publications.is_empty());
+        assert!(broker
+            .history("a", &q, history(10, 60))
+            .await
+            .unwrap()
+            .publications
+            .is_empty());
     }
 }

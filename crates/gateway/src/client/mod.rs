@@ -38,9 +38,17 @@ type Obligated = (OpCode, Vec<u8>);
 /// Close code WebSocket clients know for "message too big".
 const MESSAGE_TOO_BIG: u16 = 1009;
 
+/// A write that cannot finish in this time means the client stopped reading:
+/// the connection is dropped so that it holds nothing longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves one upgraded connection until it closes.
-pub async fn serve<S>(node: Arc<Node>, mut ws: WebSocket<S>, encoding: Encoding, slot: ConnectionSlot)
-where
+pub async fn serve<S>(
+    node: Arc<Node>,
+    mut ws: WebSocket<S>,
+    encoding: Encoding,
+    slot: ConnectionSlot,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     ws.set_max_message_size(node.config.limits.max_frame_bytes);
@@ -48,13 +56,18 @@ where
     let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
     let (obligated_tx, obligated_rx) = mpsc::channel::<Obligated>(4);
     let (incoming_tx, mut incoming_rx) = mpsc::channel::<Incoming>(1);
-    let reader = tokio::spawn(read_loop(FragmentCollectorRead::new(read), incoming_tx, obligated_tx));
+    let reader = tokio::spawn(read_loop(
+        FragmentCollectorRead::new(read),
+        incoming_tx,
+        obligated_tx,
+    ));
     let mut writer = tokio::spawn(write_loop(write, outbound.clone(), obligated_rx, encoding));
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let mut session = Session::new(node.clone(), encoding, outbound.clone(), control_tx);
     let ping_interval = node.config.ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let drain_window = node.config.drain_window;
     let drain = async {
         node.drain.cancelled().await;
@@ -95,7 +108,8 @@ where
 
     if let Some(disconnect) = &end {
         tracing::debug!(client = %session.id(), code = disconnect.code, reason = %disconnect.reason, "disconnecting");
-        metrics::counter!("switchboard_disconnects_total", "code" => disconnect.code.to_string()).increment(1);
+        metrics::counter!("switchboard_disconnects_total", "code" => disconnect.code.to_string())
+            .increment(1);
         outbound.close(disconnect.clone(), true);
     } else {
         outbound.close(Disconnect::CONNECTION_CLOSED, false);
@@ -104,7 +118,10 @@ where
     if !writer.is_finished() {
         // The writer sends what is queued and the close frame, bounded in time so a
         // client that stopped reading cannot hold the task.
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }
@@ -151,7 +168,11 @@ async fn read_loop<S>(
         match frame.opcode {
             OpCode::Text | OpCode::Binary => {
                 let data = Bytes::copy_from_slice(&frame.payload);
-                if incoming.send(Incoming::Data(data, frame.opcode)).await.is_err() {
+                if incoming
+                    .send(Incoming::Data(data, frame.opcode))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -187,16 +208,24 @@ async fn write_loop<W>(
                     encoding.join(batch.drain(..).map(|r| r.data), &mut buf);
                     let payload = Payload::Borrowed(&buf);
                     let frame = if encoding.is_binary() { Frame::binary(payload) } else { Frame::text(payload) };
-                    let written = ws.write_frame(frame).await;
+                    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+                        ws.write_frame(frame).await?;
+                        ws.flush().await
+                    })
+                    .await;
                     buf.clear();
-                    if written.is_err() || ws.flush().await.is_err() {
+                    if !matches!(written, Ok(Ok(()))) {
                         outbound.close(Disconnect::WRITE_ERROR, false);
                         return;
                     }
                 }
                 Batch::Close(d) => {
-                    let _ = ws.write_frame(Frame::close(d.code, close_reason(&d.reason))).await;
-                    let _ = ws.flush().await;
+                    let frame = Frame::close(d.code, close_reason(&d.reason));
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                        ws.write_frame(frame).await?;
+                        ws.flush().await
+                    })
+                    .await;
                     return;
                 }
             }

@@ -84,14 +84,14 @@ pub struct Session {
 
 /// What a command handler returns: the reply to send, or a disconnect.
 pub(super) enum Outcome {
-    Reply(pb::Reply),
+    Reply(Box<pb::Reply>),
     /// A reply already queued (subscribe queues its own before going live).
     Done,
     Disconnect(Disconnect),
 }
 
 pub(super) fn error_reply(id: u32, code: ErrorCode) -> Outcome {
-    Outcome::Reply(pb::Reply {
+    Outcome::Reply(Box::new(pb::Reply {
         id,
         error: Some(pb::Error {
             code: code.code,
@@ -99,7 +99,7 @@ pub(super) fn error_reply(id: u32, code: ErrorCode) -> Outcome {
             temporary: code.temporary,
         }),
         ..Default::default()
-    })
+    }))
 }
 
 fn method_of(c: &pb::Command) -> &'static str {
@@ -168,7 +168,8 @@ impl Session {
             }
             Err(e) => {
                 tracing::debug!(client = %self.id, error = %e, "reply cannot be encoded");
-                self.outbound.close(Disconnect::INAPPROPRIATE_PROTOCOL, true);
+                self.outbound
+                    .close(Disconnect::INAPPROPRIATE_PROTOCOL, true);
             }
         }
     }
@@ -203,7 +204,11 @@ impl Session {
         if self.pong_deadline.is_some_and(|p| now >= p) {
             return Err(Disconnect::NO_PONG);
         }
-        if self.subs.values().any(|s| s.expires_at.is_some_and(|e| now >= e)) {
+        if self
+            .subs
+            .values()
+            .any(|s| s.expires_at.is_some_and(|e| now >= e))
+        {
             return Err(Disconnect::SUB_EXPIRED);
         }
         Ok(())
@@ -243,7 +248,11 @@ impl Session {
 
     /// Runs every command of one frame.
     pub async fn on_frame(&mut self, data: &[u8], opcode: OpCode) -> Result<(), Disconnect> {
-        let expected = if self.encoding.is_binary() { OpCode::Binary } else { OpCode::Text };
+        let expected = if self.encoding.is_binary() {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
         if opcode != expected {
             tracing::debug!(client = %self.id, "frame type does not match the connection's encoding");
             return Err(Disconnect::BAD_REQUEST);
@@ -273,7 +282,8 @@ impl Session {
                 Outcome::Disconnect(_) => "disconnect",
                 _ => "ok",
             };
-            metrics::counter!("switchboard_commands_total", "method" => method, "result" => result).increment(1);
+            metrics::counter!("switchboard_commands_total", "method" => method, "result" => result)
+                .increment(1);
             match outcome {
                 Outcome::Reply(reply) => self.send(&reply),
                 Outcome::Done => {}
@@ -388,7 +398,9 @@ impl Session {
                     subs.insert(channel, result);
                     pending.push(live);
                 }
-                Err(code) => tracing::debug!(channel, code = code.code, "server-side subscription failed"),
+                Err(code) => {
+                    tracing::debug!(channel, code = code.code, "server-side subscription failed")
+                }
             }
         }
         let (expires, ttl) = match expires_at {
@@ -462,9 +474,14 @@ impl Session {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         }
         let info = self.client_info(subscribed.and_then(|s| s.chan_info.clone()));
-        match self.node.publish(&req.channel, req.data, Some(info), None).await {
+        match self
+            .node
+            .publish(&req.channel, req.data, Some(info), None)
+            .await
+        {
             Ok(_) => {
-                metrics::counter!("switchboard_publications_total", "source" => "client").increment(1);
+                metrics::counter!("switchboard_publications_total", "source" => "client")
+                    .increment(1);
                 reply(id, |r| r.publish = Some(pb::PublishResult {}))
             }
             Err(code) => error_reply(id, code),
@@ -482,7 +499,11 @@ impl Session {
             Ok(o) => o,
             Err(code) => return error_reply(id, code),
         };
-        if !self.may_read(&channel, options.allow_presence_for_client, options.allow_presence_for_subscriber) {
+        if !self.may_read(
+            &channel,
+            options.allow_presence_for_client,
+            options.allow_presence_for_subscriber,
+        ) {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         }
         match self.node.presence(&channel).await {
@@ -502,7 +523,11 @@ impl Session {
             Ok(o) => o,
             Err(code) => return error_reply(id, code),
         };
-        if !self.may_read(&channel, options.allow_presence_for_client, options.allow_presence_for_subscriber) {
+        if !self.may_read(
+            &channel,
+            options.allow_presence_for_client,
+            options.allow_presence_for_subscriber,
+        ) {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         }
         match self.node.presence_stats(&channel).await {
@@ -521,14 +546,26 @@ impl Session {
             Ok(o) => o,
             Err(code) => return error_reply(id, code),
         };
-        if !self.may_read(&req.channel, options.allow_history_for_client, options.allow_history_for_subscriber) {
+        if !self.may_read(
+            &req.channel,
+            options.allow_history_for_client,
+            options.allow_history_for_subscriber,
+        ) {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         }
-        let query = history_query(req.limit, req.since.map(|s| (s.offset, s.epoch)), req.reverse);
+        let query = history_query(
+            req.limit,
+            req.since.map(|s| (s.offset, s.epoch)),
+            req.reverse,
+        );
         match self.node.history(&req.channel, &query).await {
             Ok(result) => reply(id, |r| {
                 r.history = Some(pb::HistoryResult {
-                    publications: result.publications.iter().map(encode::publication).collect(),
+                    publications: result
+                        .publications
+                        .iter()
+                        .map(encode::publication)
+                        .collect(),
                     epoch: result.position.epoch,
                     offset: result.position.offset,
                 })
@@ -559,7 +596,7 @@ pub(super) fn reply(id: u32, fill: impl FnOnce(&mut pb::Reply)) -> Outcome {
         ..Default::default()
     };
     fill(&mut r);
-    Outcome::Reply(r)
+    Outcome::Reply(Box::new(r))
 }
 
 /// Maps the protocol's history parameters onto a query: a limit of 0 asks only for

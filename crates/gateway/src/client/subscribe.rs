@@ -44,7 +44,11 @@ fn position_only() -> HistoryQuery {
 }
 
 impl Session {
-    pub(super) async fn subscribe_command(&mut self, id: u32, req: pb::SubscribeRequest) -> Outcome {
+    pub(super) async fn subscribe_command(
+        &mut self,
+        id: u32,
+        req: pb::SubscribeRequest,
+    ) -> Outcome {
         match self.prepare_subscription(&req, false).await {
             Ok((result, live)) => {
                 self.send(&pb::Reply {
@@ -130,9 +134,15 @@ impl Session {
         options: &NamespaceOptions,
     ) -> Result<(Option<Bytes>, Option<u64>), ErrorCode> {
         if !req.token.is_empty() {
-            let verifier = self.node.verifier.as_ref().ok_or(ErrorCode::PERMISSION_DENIED)?;
+            let verifier = self
+                .node
+                .verifier
+                .as_ref()
+                .ok_or(ErrorCode::PERMISSION_DENIED)?;
             return match verifier.subscription(&req.token) {
-                Ok(t) if t.user == self.user() && t.channel == req.channel => Ok((t.info, t.expires_at)),
+                Ok(t) if t.user == self.user() && t.channel == req.channel => {
+                    Ok((t.info, t.expires_at))
+                }
                 Ok(_) => Err(ErrorCode::PERMISSION_DENIED),
                 Err(TokenError::Expired) => Err(ErrorCode::TOKEN_EXPIRED),
                 Err(TokenError::Invalid(e)) => {
@@ -178,13 +188,19 @@ impl Session {
             };
             match broker.history(&req.channel, &since, history).await {
                 Ok(missed) => {
-                    metrics::counter!("switchboard_recovery_total", "result" => "recovered").increment(1);
+                    metrics::counter!("switchboard_recovery_total", "result" => "recovered")
+                        .increment(1);
                     result.recovered = true;
-                    result.publications = missed.publications.iter().map(encode::publication).collect();
+                    result.publications = missed
+                        .publications
+                        .iter()
+                        .map(encode::publication)
+                        .collect();
                     missed.position
                 }
                 Err(BrokerError::Unrecoverable) => {
-                    metrics::counter!("switchboard_recovery_total", "result" => "not_recovered").increment(1);
+                    metrics::counter!("switchboard_recovery_total", "result" => "not_recovered")
+                        .increment(1);
                     broker
                         .history(&req.channel, &position_only(), history)
                         .await
@@ -209,7 +225,10 @@ impl Session {
     pub(super) async fn go_live(&mut self, live: Live) {
         live.sub.go_live(live.after);
         if live.join_leave {
-            let chan_info = self.subs.get(&live.channel).and_then(|s| s.chan_info.clone());
+            let chan_info = self
+                .subs
+                .get(&live.channel)
+                .and_then(|s| s.chan_info.clone());
             let info = self.client_info(chan_info);
             if let Err(e) = self.node.broker.publish_join(&live.channel, info).await {
                 tracing::warn!(channel = live.channel, error = %e, "join event failed");
@@ -264,6 +283,8 @@ impl Session {
             Some(exp) => (true, exp.saturating_sub(now_secs()) as u32),
             None => (false, 0),
         };
-        reply(id, |r| r.sub_refresh = Some(pb::SubRefreshResult { expires, ttl }))
+        reply(id, |r| {
+            r.sub_refresh = Some(pb::SubRefreshResult { expires, ttl })
+        })
     }
 }

@@ -1,0 +1,132 @@
+//! The `switchboard-gateway` binary as an operator runs it: `--help`, config
+//! precedence, the start-up line, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-gateway");
+const DEV_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
+
+/// A gateway process, killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads its "listening on" line; returns the port.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Process, u16) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Process(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let mut line = String::new();
+    // read_line blocks until the line or EOF; the process prints it right after binding.
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("switchboard-gateway listening on ")
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, port)
+}
+
+#[test]
+fn help_documents_every_option_and_its_environment_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for option in [
+        "config",
+        "listen",
+        "api-key",
+        "insecure",
+        "token-algorithm",
+        "token-hmac-secret",
+        "token-public-key",
+        "tls-cert",
+        "tls-key",
+        "max-connections",
+        "max-frame-bytes",
+        "max-channels-per-connection",
+        "max-commands-per-second",
+        "max-channel-length",
+        "max-queue-bytes",
+        "ping-interval",
+        "pong-timeout",
+        "connect-timeout",
+        "drain-window",
+        "log",
+    ] {
+        assert!(help.contains(&format!("--{option}")), "--{option} missing");
+        let env = format!("SWITCHBOARD_{}", option.to_uppercase().replace('-', "_"));
+        assert!(help.contains(&env), "{env} missing");
+    }
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    // dev.toml says 127.0.0.1:8000; the environment moves it to port 0.
+    let (_p, port) = start(
+        &["--config", DEV_CONFIG],
+        &[("SWITCHBOARD_LISTEN", "127.0.0.1:0")],
+    );
+    assert_ne!(port, 8000);
+    // ... and a flag wins over the environment.
+    let (_p, port2) = start(
+        &["--config", DEV_CONFIG, "--listen", "127.0.0.1:0"],
+        &[("SWITCHBOARD_LISTEN", "127.0.0.1:1")],
+    );
+    assert_ne!(port2, 1);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_a_message() {
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/switchboard.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let (mut p, _port) = start(
+        &[
+            "--config",
+            DEV_CONFIG,
+            "--listen",
+            "127.0.0.1:0",
+            "--drain-window",
+            "1",
+        ],
+        &[],
+    );
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

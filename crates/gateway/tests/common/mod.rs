@@ -1,0 +1,473 @@
+//! Test support: an in-process gateway on port 0, a WebSocket client speaking
+//! the Centrifugo protocol, and a server API client. Waits poll with a deadline.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
+use switchboard_gateway::config::Config;
+use switchboard_gateway::node::Node;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub const API_KEY: &str = "test-key";
+pub const SECRET: &str = "test-secret";
+/// How long any wait in these tests may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Options of a namespace with everything on.
+pub fn open_namespace() -> NamespaceOptions {
+    NamespaceOptions {
+        presence: true,
+        join_leave: true,
+        history_size: 100,
+        history_ttl: 300,
+        force_recovery: true,
+        allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
+        allow_presence_for_subscriber: true,
+        allow_history_for_subscriber: true,
+        ..Default::default()
+    }
+}
+
+/// A config for tests: anonymous connects, an open default namespace, `short:`
+/// with a history of 3, `big:` with 10,000, `locked:` needing subscription
+/// tokens, `readonly:` without client publish.
+pub fn config() -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some(API_KEY.into()),
+        insecure: true,
+        drain_window: Duration::from_millis(200),
+        ..Default::default()
+    };
+    c.token.hmac_secret = Some(SECRET.into());
+    c.namespaces = Namespaces::new(
+        open_namespace(),
+        vec![
+            Namespace {
+                name: "short".into(),
+                options: NamespaceOptions {
+                    history_size: 3,
+                    ..open_namespace()
+                },
+            },
+            Namespace {
+                name: "locked".into(),
+                options: NamespaceOptions {
+                    allow_subscribe_for_client: false,
+                    ..open_namespace()
+                },
+            },
+            Namespace {
+                name: "big".into(),
+                options: NamespaceOptions {
+                    history_size: 10_000,
+                    ..open_namespace()
+                },
+            },
+            Namespace {
+                name: "readonly".into(),
+                options: NamespaceOptions {
+                    allow_publish_for_client: false,
+                    ..open_namespace()
+                },
+            },
+        ],
+    )
+    .unwrap();
+    c
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> Gateway {
+        Gateway::start_tls(config, None).await
+    }
+
+    pub async fn start_tls(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = Node::standalone(config).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(switchboard_gateway::server::run(
+            listener,
+            node.clone(),
+            tls,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Gateway {
+            addr,
+            node,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Starts the shutdown; returns the task that ends when it is complete.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().expect("shut down once")
+    }
+
+    pub fn api(&self) -> Api {
+        Api { addr: self.addr }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::open(self.addr, false).await
+    }
+
+    pub async fn client_protobuf(&self) -> Client {
+        Client::open(self.addr, true).await
+    }
+
+    /// A connected anonymous JSON client.
+    pub async fn connected(&self) -> Client {
+        let mut c = self.client().await;
+        c.connect(json!({})).await;
+        c
+    }
+}
+
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::spawn(fut);
+    }
+}
+
+/// What a client read from the socket.
+#[derive(Debug)]
+pub enum Received {
+    Frame(OpCode, Vec<u8>),
+    Closed { code: u16, reason: String },
+}
+
+pub struct Client {
+    pub ws: WebSocket<TokioIo<Upgraded>>,
+    next_id: u32,
+    /// Replies and pushes read but not yet asked for.
+    backlog: std::collections::VecDeque<Value>,
+    pub protobuf: bool,
+}
+
+pub async fn ws_handshake<S>(
+    addr: SocketAddr,
+    stream: S,
+    query: &str,
+) -> Result<WebSocket<TokioIo<Upgraded>>, fastwebsockets::WebSocketError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(format!("http://{addr}/connection/websocket{query}"))
+        .header("Host", addr.to_string())
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
+    ws.set_auto_close(false);
+    ws.set_auto_pong(true);
+    Ok(ws)
+}
+
+impl Client {
+    pub async fn open(addr: SocketAddr, protobuf: bool) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let query = if protobuf {
+            "?cf_protocol=protobuf"
+        } else {
+            ""
+        };
+        let ws = ws_handshake(addr, stream, query).await.unwrap();
+        Client::from_ws(ws, protobuf)
+    }
+
+    pub fn from_ws(ws: WebSocket<TokioIo<Upgraded>>, protobuf: bool) -> Client {
+        Client {
+            ws,
+            next_id: 0,
+            backlog: Default::default(),
+            protobuf,
+        }
+    }
+
+    /// Sends raw bytes as one frame of the given type.
+    pub async fn send_raw(&mut self, opcode: OpCode, data: Vec<u8>) {
+        let frame = Frame::new(true, opcode, None, Payload::Owned(data));
+        self.ws.write_frame(frame).await.unwrap();
+    }
+
+    /// Sends one command (JSON shape; encoded as protobuf on protobuf clients),
+    /// filling in the id; returns the id.
+    pub async fn send(&mut self, mut command: Value) -> u32 {
+        self.next_id += 1;
+        command["id"] = json!(self.next_id);
+        if self.protobuf {
+            let cmd: switchboard_protocol::pb::Command = serde_json::from_value(command).unwrap();
+            let mut buf = Vec::new();
+            prost::Message::encode_length_delimited(&cmd, &mut buf).unwrap();
+            self.send_raw(OpCode::Binary, buf).await;
+        } else {
+            self.send_raw(OpCode::Text, command.to_string().into_bytes())
+                .await;
+        }
+        self.next_id
+    }
+
+    /// Reads the next frame or close, within the patience.
+    pub async fn read(&mut self) -> Received {
+        let frame = tokio::time::timeout(PATIENCE, self.ws.read_frame())
+            .await
+            .expect("no frame within the patience");
+        match frame {
+            Err(e) => Received::Closed {
+                code: 0,
+                reason: format!("socket error: {e}"),
+            },
+            Ok(f) if f.opcode == OpCode::Close => {
+                let payload = f.payload.to_vec();
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1005
+                };
+                let reason =
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                Received::Closed { code, reason }
+            }
+            Ok(f) => Received::Frame(f.opcode, f.payload.to_vec()),
+        }
+    }
+
+    /// The next reply or push (JSON view, decoded from protobuf when needed).
+    /// Panics if the connection closes.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.backlog.pop_front() {
+                return v;
+            }
+            match self.read().await {
+                Received::Frame(_, data) => {
+                    self.backlog.extend(decode_replies(&data, self.protobuf))
+                }
+                Received::Closed { code, reason } => panic!("closed with {code} {reason}"),
+            }
+        }
+    }
+
+    /// Reads until a reply or push matches, returning it; others are kept.
+    pub async fn wait_for(&mut self, what: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut skipped = Vec::new();
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing matched; saw {skipped:?}"
+            );
+            let v = self.next().await;
+            if what(&v) {
+                for s in skipped.into_iter().rev() {
+                    self.backlog.push_front(s);
+                }
+                return v;
+            }
+            skipped.push(v);
+        }
+    }
+
+    /// Sends a command and waits for its reply.
+    pub async fn call(&mut self, command: Value) -> Value {
+        let id = self.send(command).await;
+        self.wait_for(|v| v["id"] == json!(id)).await
+    }
+
+    pub async fn connect(&mut self, params: Value) -> Value {
+        let reply = self.call(json!({ "connect": params })).await;
+        assert!(reply.get("error").is_none(), "connect failed: {reply}");
+        reply
+    }
+
+    pub async fn subscribe(&mut self, params: Value) -> Value {
+        self.call(json!({ "subscribe": params })).await
+    }
+
+    /// The next publication push of `channel`.
+    pub async fn next_pub(&mut self, channel: &str) -> Value {
+        let v = self
+            .wait_for(|v| v["push"]["channel"] == json!(channel) && v["push"].get("pub").is_some())
+            .await;
+        v["push"]["pub"].clone()
+    }
+
+    /// Reads until the server closes the connection; returns the close code.
+    pub async fn closed(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not closed within the patience"
+            );
+            if let Received::Closed { code, reason } = self.read().await {
+                return (code, reason);
+            }
+        }
+    }
+}
+
+/// Decodes one server frame into JSON views of its replies.
+pub fn decode_replies(data: &[u8], protobuf: bool) -> Vec<Value> {
+    if protobuf {
+        let mut buf = data;
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let reply: switchboard_protocol::pb::Reply =
+                prost::Message::decode_length_delimited(&mut buf).expect("valid protobuf reply");
+            out.push(serde_json::to_value(&reply).unwrap());
+        }
+        out
+    } else {
+        std::str::from_utf8(data)
+            .expect("JSON frames are UTF-8")
+            .split('\n')
+            .map(|line| serde_json::from_str(line).expect("valid JSON reply"))
+            .collect()
+    }
+}
+
+/// A minimal server API client.
+pub struct Api {
+    pub addr: SocketAddr,
+}
+
+impl Api {
+    /// POSTs to `/api/<method>` with the test key; returns (status, JSON body).
+    pub async fn call(&self, method: &str, body: Value) -> (u16, Value) {
+        self.raw(method, Some(("X-API-Key", API_KEY)), body.to_string())
+            .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        auth: Option<(&str, &str)>,
+        body: String,
+    ) -> (u16, Value) {
+        let mut req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("/api/{method}"))
+            .header("Host", self.addr.to_string())
+            .header("Content-Type", "application/json");
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        let (status, body) =
+            http_request(self.addr, req.body(Full::new(Bytes::from(body))).unwrap()).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// Publishes and returns the result object.
+    pub async fn publish(&self, channel: &str, data: Value) -> Value {
+        let (status, body) = self
+            .call("publish", json!({"channel": channel, "data": data}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("error").is_none(), "publish failed: {body}");
+        body["result"].clone()
+    }
+}
+
+/// One HTTP/1 request on a fresh connection; returns (status, body).
+pub async fn http_request(addr: SocketAddr, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body)
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("Host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = http_request(addr, req).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An HS256 token with the test secret.
+pub fn token(claims: Value) -> String {
+    token_with(SECRET, claims)
+}
+
+pub fn token_with(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Polls `check` until it is true or the patience runs out.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A boolean protocol field; JSON replies leave out `false`.
+pub fn flag(v: &Value) -> bool {
+    v.as_bool().unwrap_or(false)
+}

@@ -1,0 +1,186 @@
+//! Operations: pings, timeouts, limits, slow consumers, TLS, metrics, probes, drain.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_pings_is_disconnected() {
+    let mut cfg = config();
+    cfg.ping_interval = Duration::from_secs(1);
+    cfg.pong_timeout = Duration::from_secs(1);
+    let gw = Gateway::start(cfg).await;
+    let mut c = gw.connected().await;
+    assert_eq!(c.next().await, json!({}), "server ping is an empty reply");
+    assert_eq!(c.closed().await.0, 3012);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let mut cfg = config();
+    cfg.ping_interval = Duration::from_secs(1);
+    cfg.pong_timeout = Duration::from_secs(1);
+    let gw = Gateway::start(cfg).await;
+    let mut c = gw.connected().await;
+    for _ in 0..3 {
+        assert_eq!(c.next().await, json!({}));
+        c.send_raw(fastwebsockets::OpCode::Text, b"{}".to_vec())
+            .await;
+    }
+    let r = c.call(json!({"ping": {}})).await;
+    assert!(r.get("error").is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn a_connection_that_never_connects_is_closed_as_stale() {
+    let mut cfg = config();
+    cfg.connect_timeout = Duration::from_secs(1);
+    let gw = Gateway::start(cfg).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.closed().await.0, 3502);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 1;
+    let gw = Gateway::start(cfg).await;
+    let mut first = gw.connected().await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(
+        ws_handshake(gw.addr, stream, "").await.is_err(),
+        "second connection refused"
+    );
+    let r = first.call(json!({"ping": {}})).await;
+    assert!(r.get("error").is_none());
+    drop(first);
+    eventually("slot released", || gw.node.registry.counts().0 == 0).await;
+    let mut c = None;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while c.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        c = ws_handshake(gw.addr, stream, "").await.ok();
+        if c.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A client that stops reading is cut off as slow; a reading client on the same
+/// channel receives everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_disconnected_and_others_get_everything() {
+    // More than loopback's socket buffers hold, so the non-reader's queue fills.
+    const COUNT: usize = 4000;
+    let mut cfg = config();
+    cfg.limits.max_queue_bytes = 64 * 1024;
+    let gw = Gateway::start(cfg).await;
+    let mut slow = gw.connected().await;
+    slow.subscribe(json!({"channel": "firehose"})).await;
+    let mut fast = gw.connected().await;
+    fast.subscribe(json!({"channel": "firehose"})).await;
+    let payload = bytes::Bytes::from(format!("\"{}\"", "x".repeat(8 * 1024)));
+    for i in 1..=COUNT {
+        gw.node
+            .publish("firehose", payload.clone(), None, None)
+            .await
+            .unwrap();
+        // The reading client keeps pace, so only the other one falls behind.
+        assert_eq!(fast.next_pub("firehose").await["offset"], json!(i));
+    }
+    assert_eq!(slow.closed().await.0, 3008);
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let gw = Gateway::start(config()).await;
+    let mut c = gw.connected().await;
+    c.subscribe(json!({"channel": "m"})).await;
+    gw.api().publish("m", json!(1)).await;
+    c.next_pub("m").await;
+    assert_eq!(get(gw.addr, "/healthz").await.0, 200);
+    assert_eq!(get(gw.addr, "/readyz").await.0, 200);
+    assert_eq!(get(gw.addr, "/nope").await.0, 404);
+    let (status, body) = get(gw.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "switchboard_connections_accepted_total",
+        "switchboard_commands_total",
+        "switchboard_messages_out_total",
+        "switchboard_delivery_latency_seconds_bucket",
+        "switchboard_publications_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect_and_stops_accepting() {
+    let mut gw = Gateway::start(config()).await;
+    let mut a = gw.connected().await;
+    let mut b = gw.connected().await;
+    let done = gw.shutdown();
+    assert_eq!(a.closed().await, (3001, "shutdown".to_owned()));
+    assert_eq!(b.closed().await.0, 3001);
+    assert!(!gw.node.is_ready());
+    tokio::time::timeout(PATIENCE, done).await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn tls_serves_wss() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-tls-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let acceptor = switchboard_gateway::tls::acceptor(&cert_path, &key_path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let gw = Gateway::start_tls(config(), Some(acceptor)).await;
+
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let ws = ws_handshake(gw.addr, tls, "").await.unwrap();
+    let mut c = Client::from_ws(ws, false);
+    c.connect(json!({})).await;
+    c.subscribe(json!({"channel": "secure"})).await;
+    gw.node
+        .publish("secure", bytes::Bytes::from("1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(c.next_pub("secure").await["data"], json!(1));
+
+    // plain text on the TLS port gets no WebSocket
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(ws_handshake(gw.addr, tcp, "").await.is_err());
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
