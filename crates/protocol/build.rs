@@ -14,10 +14,26 @@ fn main() -> std::io::Result<()> {
         ".",
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
     );
-    config.field_attribute(
-        ".",
-        "#[serde(skip_serializing_if = \"crate::json::is_default\")]",
-    );
+    // Default values are left out of JSON, except ClientInfo's user and client,
+    // which Centrifugo always writes (an anonymous user is "", not absent).
+    const SKIP_DEFAULT: &str = "#[serde(skip_serializing_if = \"crate::json::is_default\")]";
+    let proto = std::fs::read_to_string(format!("{proto_dir}/client.proto"))?;
+    for message in proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("message "))
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        if message == "ClientInfo" {
+            for field in ["conn_info", "chan_info"] {
+                config.field_attribute(
+                    format!(".switchboard.client.ClientInfo.{field}"),
+                    SKIP_DEFAULT,
+                );
+            }
+        } else {
+            config.field_attribute(format!(".switchboard.client.{message}"), SKIP_DEFAULT);
+        }
+    }
     for field in ["data", "conn_info", "chan_info"] {
         config.field_attribute(field, "#[serde(with = \"crate::json::raw\")]");
     }

@@ -40,17 +40,26 @@ pub struct Subscriber {
     client: Arc<str>,
     format: FormatId,
     outbound: Arc<Outbound>,
+    /// Receives join and leave events.
+    join_leave: bool,
     /// `Some` while the subscribe reply is on its way: (offset, record) held back.
     pending: Mutex<Option<Vec<(u64, Record)>>>,
 }
 
 impl Subscriber {
-    /// A subscriber that holds events back until [`Subscriber::go_live`].
-    pub fn pending(client: Arc<str>, format: FormatId, outbound: Arc<Outbound>) -> Arc<Subscriber> {
+    /// A subscriber that holds events back until [`Subscriber::go_live`];
+    /// `join_leave` says whether it receives join and leave events.
+    pub fn pending(
+        client: Arc<str>,
+        format: FormatId,
+        outbound: Arc<Outbound>,
+        join_leave: bool,
+    ) -> Arc<Subscriber> {
         Arc::new(Subscriber {
             client,
             format,
             outbound,
+            join_leave,
             pending: Mutex::new(Some(Vec::new())),
         })
     }
@@ -185,8 +194,12 @@ impl Hub {
         let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
         let offset = event.offset();
         let time_us = event.time_us();
+        let presence_event = matches!(event, ChannelEvent::Join(_) | ChannelEvent::Leave(_));
         let mut delivered = 0;
         for sub in subs {
+            if presence_event && !sub.join_leave {
+                continue;
+            }
             let slot = &mut encoded[sub.format];
             let result =
                 slot.get_or_insert_with(|| self.encoders[sub.format].encode(channel, event));
@@ -260,7 +273,7 @@ mod tests {
     async fn pending_subscriber_skips_what_the_reply_covered() {
         let hub = Hub::new(vec![Arc::new(Plain)]);
         let q = Arc::new(Outbound::new(1 << 20));
-        let sub = Subscriber::pending("c1".into(), 0, q.clone());
+        let sub = Subscriber::pending("c1".into(), 0, q.clone(), true);
         assert!(hub.add("ch", sub.clone()));
         hub.broadcast("ch", &publication(1, "a"));
         hub.broadcast("ch", &publication(2, "b"));
@@ -275,7 +288,7 @@ mod tests {
         let hub = Hub::new(vec![Arc::new(Plain)]);
         let queues: Vec<_> = (0..3).map(|_| Arc::new(Outbound::new(1 << 20))).collect();
         for (i, q) in queues.iter().enumerate() {
-            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone());
+            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone(), true);
             hub.add("ch", sub.clone());
             sub.go_live(0);
         }
@@ -291,7 +304,7 @@ mod tests {
     async fn unencodable_event_closes_the_subscriber() {
         let hub = Hub::new(vec![Arc::new(Plain)]);
         let q = Arc::new(Outbound::new(1 << 20));
-        let sub = Subscriber::pending("c1".into(), 0, q.clone());
+        let sub = Subscriber::pending("c1".into(), 0, q.clone(), true);
         hub.add("ch", sub.clone());
         sub.go_live(0);
         hub.broadcast("ch", &ChannelEvent::Join(Default::default()));
@@ -302,12 +315,32 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn join_and_leave_reach_only_subscribers_that_asked() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let asked = Arc::new(Outbound::new(1 << 20));
+        let quiet = Arc::new(Outbound::new(1 << 20));
+        let a = Subscriber::pending("a".into(), 0, asked.clone(), true);
+        let b = Subscriber::pending("b".into(), 0, quiet.clone(), false);
+        hub.add("ch", a.clone());
+        hub.add("ch", b.clone());
+        a.go_live(0);
+        b.go_live(0);
+        // Plain refuses to encode joins: the one that asked is closed for it.
+        assert_eq!(
+            hub.broadcast("ch", &ChannelEvent::Join(Default::default())),
+            0
+        );
+        assert!(asked.is_closed());
+        assert!(!quiet.is_closed());
+    }
+
     #[test]
     fn first_and_last_subscriber() {
         let hub = Hub::new(vec![Arc::new(Plain)]);
         let q = Arc::new(Outbound::new(100));
-        assert!(hub.add("ch", Subscriber::pending("a".into(), 0, q.clone())));
-        assert!(!hub.add("ch", Subscriber::pending("b".into(), 0, q.clone())));
+        assert!(hub.add("ch", Subscriber::pending("a".into(), 0, q.clone(), true)));
+        assert!(!hub.add("ch", Subscriber::pending("b".into(), 0, q.clone(), true)));
         assert_eq!(hub.num_subscribers("ch"), 2);
         assert!(!hub.remove("ch", "a"));
         assert!(hub.remove("ch", "b"));

@@ -13,8 +13,11 @@ use crate::channel;
 pub struct NamespaceOptions {
     /// Keep track of who is subscribed.
     pub presence: bool,
-    /// Send join and leave events to subscribers.
+    /// Emit join and leave events; subscribers receive them when they ask
+    /// (`join_leave` in the subscribe request) or when `force_push_join_leave` is on.
     pub join_leave: bool,
+    /// Send join and leave events to every subscriber, asked or not.
+    pub force_push_join_leave: bool,
     /// Publications kept per channel; 0 turns history off.
     pub history_size: usize,
     /// How long a publication is kept, in seconds; 0 turns history off.

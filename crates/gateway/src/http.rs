@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use switchboard_protocol::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
 use switchboard_protocol::Encoding;
 
 use crate::node::Node;
@@ -91,14 +92,32 @@ fn websocket(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
             "connection limit reached\n",
         );
     };
-    let encoding = Encoding::from_query(req.uri().query());
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let encoding = Encoding::negotiate(offered.iter().map(String::as_str), req.uri().query());
+    let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(_) => {
             refused("bad_handshake");
             return text(StatusCode::BAD_REQUEST, "bad WebSocket handshake\n");
         }
     };
+    // A client that offers subprotocols drops a handshake that names none of them.
+    let chosen = match encoding {
+        Encoding::Protobuf => PROTOBUF_SUBPROTOCOL,
+        Encoding::Json => JSON_SUBPROTOCOL,
+    };
+    if offered.iter().any(|p| p == chosen) {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(chosen),
+        );
+    }
     let tasks = node.tasks.clone();
     tasks.spawn(async move {
         match upgrade.await {

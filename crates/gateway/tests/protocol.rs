@@ -193,14 +193,15 @@ async fn presence_stats_history_and_join_leave() {
     let mut a = gw.client().await;
     a.connect(json!({"token": token(json!({"sub": "alice", "info": {"name": "Alice"}}))}))
         .await;
-    a.subscribe(json!({"channel": "room"})).await;
+    a.subscribe(json!({"channel": "room", "join_leave": true}))
+        .await;
     let mut b = gw.connected().await;
     b.subscribe(json!({"channel": "room"})).await;
-    // alice sees her own join, then the anonymous user's (user "" is left out)
+    // alice asked for join/leave: she sees her own join, then the anonymous one's
     let own = a.wait_for(|v| v["push"].get("join").is_some()).await;
     assert_eq!(own["push"]["join"]["info"]["user"], json!("alice"));
     let other = a.wait_for(|v| v["push"].get("join").is_some()).await;
-    assert_eq!(other["push"]["join"]["info"].get("user"), None);
+    assert_eq!(other["push"]["join"]["info"]["user"], json!(""));
 
     let stats = a.call(json!({"presence_stats": {"channel": "room"}})).await;
     assert_eq!(
@@ -232,6 +233,10 @@ async fn presence_stats_history_and_join_leave() {
         1
     );
 
+    // b did not ask for join/leave: its next push is the publication, not a join
+    gw.api().publish("room", json!("z")).await;
+    let first_push = b.wait_for(|v| v.get("push").is_some()).await;
+    assert!(first_push["push"].get("pub").is_some(), "{first_push}");
     b.call(json!({"unsubscribe": {"channel": "room"}})).await;
     let leave = a.wait_for(|v| v["push"].get("leave").is_some()).await;
     assert_eq!(leave["push"]["channel"], json!("room"));

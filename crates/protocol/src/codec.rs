@@ -10,7 +10,13 @@ use prost::Message as _;
 
 use crate::pb::{Command, Reply};
 
-/// The encoding a connection chose at upgrade time (`?cf_protocol=protobuf`).
+/// The WebSocket subprotocol by which SDKs ask for the protobuf encoding; the
+/// server names it back in its handshake reply.
+pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
+/// The subprotocol of the JSON encoding, named back when a client offers it.
+pub const JSON_SUBPROTOCOL: &str = "centrifuge-json";
+
+/// The encoding a connection chose at upgrade time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     Json,
@@ -37,13 +43,21 @@ pub enum EncodeError {
 }
 
 impl Encoding {
-    /// Picks the encoding from the WebSocket URL's query string.
-    pub fn from_query(query: Option<&str>) -> Encoding {
-        let protobuf = query
+    /// Picks the encoding from the WebSocket subprotocols the client offers
+    /// (`Sec-WebSocket-Protocol: centrifuge-protobuf`, what the SDKs send) or the
+    /// URL's query string (`cf_protocol=protobuf`).
+    pub fn negotiate<'a>(
+        subprotocols: impl IntoIterator<Item = &'a str>,
+        query: Option<&str>,
+    ) -> Encoding {
+        let offered = subprotocols
+            .into_iter()
+            .any(|p| p.trim() == PROTOBUF_SUBPROTOCOL);
+        let queried = query
             .unwrap_or_default()
             .split('&')
             .any(|pair| pair == "cf_protocol=protobuf");
-        if protobuf {
+        if offered || queried {
             Encoding::Protobuf
         } else {
             Encoding::Json
@@ -246,19 +260,41 @@ mod tests {
     }
 
     #[test]
-    fn encoding_from_query() {
+    fn encoding_negotiation() {
+        let none: [&str; 0] = [];
         assert_eq!(
-            Encoding::from_query(Some("cf_protocol=protobuf")),
+            Encoding::negotiate(["centrifuge-protobuf"], None),
             Encoding::Protobuf
         );
         assert_eq!(
-            Encoding::from_query(Some("a=1&cf_protocol=protobuf")),
+            Encoding::negotiate(["x", " centrifuge-protobuf"], None),
             Encoding::Protobuf
         );
         assert_eq!(
-            Encoding::from_query(Some("cf_protocol=json")),
+            Encoding::negotiate(["centrifuge-json"], None),
             Encoding::Json
         );
-        assert_eq!(Encoding::from_query(None), Encoding::Json);
+        assert_eq!(
+            Encoding::negotiate(none, Some("cf_protocol=protobuf")),
+            Encoding::Protobuf
+        );
+        assert_eq!(
+            Encoding::negotiate(none, Some("a=1&cf_protocol=protobuf")),
+            Encoding::Protobuf
+        );
+        assert_eq!(
+            Encoding::negotiate(none, Some("cf_protocol=json")),
+            Encoding::Json
+        );
+        assert_eq!(Encoding::negotiate(none, None), Encoding::Json);
+    }
+
+    #[test]
+    fn client_info_always_names_user_and_client() {
+        let info = crate::pb::ClientInfo::default();
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"user":"","client":""}"#
+        );
     }
 }

@@ -4,7 +4,8 @@
 const WebSocket = require('ws');
 const { Centrifuge: JsonCentrifuge } = require('centrifuge');
 const { Centrifuge: ProtobufCentrifuge } = require('centrifuge/build/protobuf');
-const { waitEvent } = require('./events');
+const { inspect } = require('node:util');
+const { waitEvent, record } = require('./events');
 
 const utf8 = { encoder: new TextEncoder(), decoder: new TextDecoder() };
 
@@ -27,22 +28,47 @@ const ENCODINGS = [
   },
 ];
 
+// WebSocket-level errors per client (e.g. "Unexpected server response: 404", "Server sent
+// no subprotocol"): the SDK only reports "transport closed", so failures quote these.
+const transportErrors = new WeakMap();
+
 /** A client for `gw`, disconnected automatically when test `t` ends. Not connected yet. */
 function newClient(t, gw, enc, options = {}) {
+  const errors = [];
+  class TracingWebSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.on('error', (err) => errors.push(err.message));
+    }
+  }
   const client = new enc.Centrifuge(gw.wsUrl, {
-    websocket: WebSocket,
+    websocket: TracingWebSocket,
     debug: Boolean(process.env.COMPAT_SDK_DEBUG),
     ...options,
   });
+  transportErrors.set(client, errors);
   t.after(() => client.disconnect());
   return client;
 }
 
-/** Connects and resolves with the 'connected' context; rejects if it ends 'disconnected'. */
+/**
+ * Connects and resolves with the 'connected' context; rejects if it ends 'disconnected'.
+ * A failure names the SDK 'error' events seen meanwhile (transport errors, connect errors).
+ */
 async function connect(client) {
+  const errors = record(client, 'error');
   const connected = waitEvent(client, 'connected', { failOn: ['disconnected'] });
   client.connect();
-  return connected;
+  try {
+    return await connected;
+  } catch (err) {
+    if (errors.items.length) err.message += `; SDK errors meanwhile: ${inspect(errors.items, { depth: 4 })}`;
+    const wsErrors = [...new Set(transportErrors.get(client) ?? [])];
+    if (wsErrors.length) err.message += `; WebSocket errors: ${wsErrors.join(' | ')}`;
+    throw err;
+  } finally {
+    errors.stop();
+  }
 }
 
 /** newClient + connect; resolves with { client, clientId }. */

@@ -17,10 +17,18 @@ function gatewayBinary() {
   return fromEnv ? path.resolve(fromEnv) : DEFAULT_BIN;
 }
 
+// Never leave a gateway behind: kill it when this test process exits or is interrupted.
 const running = new Set();
-process.on('exit', () => {
+const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
-});
+};
+process.on('exit', killAll);
+for (const [signal, number] of [['SIGINT', 2], ['SIGTERM', 15]]) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + number);
+  });
+}
 
 /**
  * Spawns the gateway and resolves once it printed its listening line on stdout.

@@ -29,7 +29,7 @@ for (const enc of ENCODINGS) {
       const { clients } = await sub.presence();
       assert.deepEqual(sorted(Object.keys(clients)), sorted([anon.clientId, bob.clientId]));
       assert.equal(clients[anon.clientId].client, anon.clientId);
-      assert.equal(clients[anon.clientId].user, '');
+      assert.equal(clients[anon.clientId].user, '', `anonymous ClientInfo must carry user "": ${JSON.stringify(clients[anon.clientId])}`);
       assert.equal(clients[bob.clientId].client, bob.clientId);
       assert.equal(clients[bob.clientId].user, 'bob');
       const stats = await sub.presenceStats();

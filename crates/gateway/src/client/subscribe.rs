@@ -85,7 +85,14 @@ impl Session {
         };
 
         let channel = req.channel.as_str();
-        let sub = Subscriber::pending(self.id.clone(), self.format, self.outbound.clone());
+        let wants_join_leave =
+            options.join_leave && (req.join_leave || options.force_push_join_leave);
+        let sub = Subscriber::pending(
+            self.id.clone(),
+            self.format,
+            self.outbound.clone(),
+            wants_join_leave,
+        );
         if self.node.hub.add(channel, sub.clone()) {
             if let Err(e) = self.node.broker.subscribe(channel).await {
                 self.node.hub.remove(channel, &self.id);
