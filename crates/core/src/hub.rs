@@ -231,6 +231,7 @@ impl Hub {
 
 impl EventSink for Hub {
     fn on_event(&self, channel: &str, event: ChannelEvent) {
+        metrics::counter!("switchboard_messages_in_total").increment(1);
         self.broadcast(channel, &event);
     }
 }

@@ -77,14 +77,32 @@ impl Outbound {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a record, or refuses it when the connection is closing or the queue
-    /// is full (which closes the connection with [`Disconnect::SLOW`]).
+    /// Queues a pushed record (fan-out), or refuses it when the connection is
+    /// closing or the record would take the queue past its limit (which closes the
+    /// connection with [`Disconnect::SLOW`]).
     pub fn push(&self, record: Record) -> Result<(), Dropped> {
+        self.enqueue(record, false)
+    }
+
+    /// Queues the reply to a client's own command. A reply may take the queue past
+    /// its limit once (a recovery or history reply can be large, and refusing it
+    /// would only make the client ask again); it is refused only when the queue is
+    /// already over the limit.
+    pub fn push_reply(&self, record: Record) -> Result<(), Dropped> {
+        self.enqueue(record, true)
+    }
+
+    fn enqueue(&self, record: Record, reply: bool) -> Result<(), Dropped> {
         let mut state = self.lock();
         if state.close.is_some() {
             return Err(Dropped::Closed);
         }
-        if state.bytes + record.data.len() > self.max_bytes && !state.records.is_empty() {
+        let after = if reply {
+            state.bytes
+        } else {
+            state.bytes + record.data.len()
+        };
+        if after > self.max_bytes && !state.records.is_empty() {
             state.close = Some(Disconnect::SLOW);
             state.flush_before_close = false;
             drop(state);
@@ -184,6 +202,15 @@ mod tests {
         q.push(rec(10)).unwrap();
         let mut out = Vec::new();
         assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
+    }
+
+    #[tokio::test]
+    async fn a_reply_may_overshoot_the_limit_once() {
+        let q = Outbound::new(25);
+        q.push(rec(10)).unwrap();
+        q.push_reply(rec(100)).unwrap();
+        assert_eq!(q.push_reply(rec(1)), Err(Dropped::Overflow));
+        assert!(q.is_closed());
     }
 
     #[tokio::test]

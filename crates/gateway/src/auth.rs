@@ -269,3 +269,36 @@ mod asymmetric_tests {
         assert!(verifier.connection(&forged).is_err());
     }
 }
+
+#[cfg(test)]
+mod rsa_tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    // A key pair made for this test only (tests/fixtures); it protects nothing.
+    const PRIVATE: &str = include_str!("../tests/fixtures/rsa-test-private.pem");
+    const PUBLIC: &str = include_str!("../tests/fixtures/rsa-test-public.pem");
+
+    #[test]
+    fn rs256_token_verifies_with_the_public_key_and_hs256_is_refused() {
+        let verifier = Verifier::new(&TokenConfig {
+            algorithm: TokenAlgorithm::RS256,
+            hmac_secret: None,
+            public_key_pem: Some(PUBLIC.into()),
+        })
+        .unwrap()
+        .unwrap();
+        let key = EncodingKey::from_rsa_pem(PRIVATE.as_bytes()).unwrap();
+        let token = encode(&Header::new(Algorithm::RS256), &json!({"sub": "r"}), &key).unwrap();
+        assert_eq!(verifier.connection(&token).unwrap().user, "r");
+        // The classic confusion attack: HS256 signed with the public key as secret.
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "r"}),
+            &EncodingKey::from_secret(PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert!(verifier.connection(&confused).is_err());
+    }
+}

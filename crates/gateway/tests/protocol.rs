@@ -361,3 +361,20 @@ async fn server_side_subscriptions_from_the_token() {
     gw.api().publish("personal#7", json!({"hi": 7})).await;
     assert_eq!(c.next_pub("personal#7").await["data"], json!({"hi": 7}));
 }
+
+#[tokio::test]
+async fn protobuf_is_negotiated_by_the_sdk_subprotocol() {
+    let gw = Gateway::start(config()).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (ws, chosen) = ws_handshake_with(gw.addr, stream, "", Some("centrifuge-protobuf"))
+        .await
+        .unwrap();
+    assert_eq!(chosen.as_deref(), Some("centrifuge-protobuf"));
+    let mut c = Client::from_ws(ws, true);
+    let r = c.connect(json!({})).await;
+    assert!(r["connect"]["client"].is_string());
+
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (_, chosen) = ws_handshake_with(gw.addr, stream, "", None).await.unwrap();
+    assert_eq!(chosen, None, "no subprotocol offered, none named");
+}

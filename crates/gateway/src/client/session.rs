@@ -164,7 +164,7 @@ impl Session {
     pub(super) fn send(&self, reply: &pb::Reply) {
         match self.encoding.encode_reply(reply) {
             Ok(data) => {
-                let _ = self.outbound.push(Record::new(data));
+                let _ = self.outbound.push_reply(Record::new(data));
             }
             Err(e) => {
                 tracing::debug!(client = %self.id, error = %e, "reply cannot be encoded");

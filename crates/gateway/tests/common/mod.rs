@@ -186,7 +186,23 @@ pub async fn ws_handshake<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let req = hyper::Request::builder()
+    ws_handshake_with(addr, stream, query, None)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// A handshake offering `subprotocol`; returns the socket and the subprotocol the
+/// server named back.
+pub async fn ws_handshake_with<S>(
+    addr: SocketAddr,
+    stream: S,
+    query: &str,
+    subprotocol: Option<&str>,
+) -> Result<(WebSocket<TokioIo<Upgraded>>, Option<String>), fastwebsockets::WebSocketError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut req = hyper::Request::builder()
         .method("GET")
         .uri(format!("http://{addr}/connection/websocket{query}"))
         .header("Host", addr.to_string())
@@ -196,13 +212,20 @@ where
             "Sec-WebSocket-Key",
             fastwebsockets::handshake::generate_key(),
         )
-        .header("Sec-WebSocket-Version", "13")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
+        .header("Sec-WebSocket-Version", "13");
+    if let Some(p) = subprotocol {
+        req = req.header("Sec-WebSocket-Protocol", p);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let (mut ws, response) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
     ws.set_auto_close(false);
     ws.set_auto_pong(true);
-    Ok(ws)
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((ws, chosen))
 }
 
 impl Client {
