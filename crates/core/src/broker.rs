@@ -20,6 +20,15 @@ use crate::types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
 /// encodes and enqueues).
 pub trait EventSink: Send + Sync + 'static {
     fn on_event(&self, channel: &str, event: ChannelEvent);
+
+    /// Whether this node has local subscribers in `channel` now. A broker asks
+    /// before dropping its interest, so that an unsubscribe racing a new
+    /// subscribe never leaves a subscriber deaf.
+    fn has_subscribers(&self, channel: &str) -> bool;
+
+    /// The broker lost events of `channel` it cannot fill in: every local
+    /// subscriber must reconnect and recover.
+    fn reset(&self, channel: &str);
 }
 
 /// How a channel keeps history; `None` for a channel without history.
@@ -102,6 +111,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// This node's last local subscriber left `channel`.
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// Whether the broker can serve now (readiness).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 
     /// Reads a channel's stream.
     async fn history(

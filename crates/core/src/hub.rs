@@ -234,6 +234,20 @@ impl EventSink for Hub {
         metrics::counter!("switchboard_messages_in_total").increment(1);
         self.broadcast(channel, &event);
     }
+
+    fn has_subscribers(&self, channel: &str) -> bool {
+        self.num_subscribers(channel) > 0
+    }
+
+    fn reset(&self, channel: &str) {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for sub in shard.get(channel).into_iter().flatten() {
+            sub.outbound.close(Disconnect::INSUFFICIENT_STATE, true);
+        }
+    }
 }
 
 #[cfg(test)]

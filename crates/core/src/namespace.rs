@@ -100,6 +100,12 @@ impl Namespaces {
         })
     }
 
+    /// Every namespace: `None` names the default one.
+    pub fn iter(&self) -> impl Iterator<Item = (Option<&str>, &NamespaceOptions)> {
+        std::iter::once((None, &self.default))
+            .chain(self.named.iter().map(|(name, o)| (Some(name.as_str()), o)))
+    }
+
     /// The options of the channel's namespace; `None` for an unknown namespace.
     pub fn resolve(&self, channel_name: &str) -> Option<&NamespaceOptions> {
         match channel::namespace_of(channel_name) {

@@ -92,6 +92,27 @@ pub struct Cli {
     /// Log filter, e.g. "info" or "switchboard_gateway=debug" [default: info].
     #[arg(long, env = "SWITCHBOARD_LOG")]
     pub log: Option<String>,
+    /// NATS server URLs, comma-separated: run as a cluster node over NATS JetStream.
+    /// Without it the gateway runs alone with an in-memory broker.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL", value_delimiter = ',')]
+    pub nats_url: Option<Vec<String>>,
+    /// Replicas of each history stream (3 in production) [default: 1].
+    #[arg(long, env = "SWITCHBOARD_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
+    /// Where history streams are stored: file or memory [default: file].
+    #[arg(long, env = "SWITCHBOARD_NATS_STORAGE", value_enum)]
+    pub nats_storage: Option<NatsStorage>,
+    /// Prefix of NATS subjects and stream names, to share a NATS cluster [default: sb].
+    #[arg(long, env = "SWITCHBOARD_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
+}
+
+/// Where history streams are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsStorage {
+    File,
+    Memory,
 }
 
 /// The TOML file: the same options as the flags, plus namespaces.
@@ -117,6 +138,10 @@ pub struct FileConfig {
     pub connect_timeout: Option<u64>,
     pub drain_window: Option<u64>,
     pub log: Option<String>,
+    pub nats_url: Option<Vec<String>>,
+    pub nats_replicas: Option<usize>,
+    pub nats_storage: Option<NatsStorage>,
+    pub nats_prefix: Option<String>,
     /// Options of the default namespace (channels without `ns:`).
     pub channel: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
@@ -161,6 +186,17 @@ pub struct Config {
     pub drain_window: Duration,
     pub log: String,
     pub namespaces: Namespaces,
+    /// Cluster mode over NATS; `None`: standalone with the in-memory broker.
+    pub nats: Option<NatsSettings>,
+}
+
+/// How to reach NATS and shape the streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    pub urls: Vec<String>,
+    pub replicas: usize,
+    pub storage: NatsStorage,
+    pub prefix: String,
 }
 
 impl Default for Config {
@@ -191,6 +227,7 @@ impl Default for Config {
             drain_window: Duration::from_secs(10),
             log: "info".into(),
             namespaces: Namespaces::default(),
+            nats: None,
         }
     }
 }
@@ -295,6 +332,26 @@ impl Config {
             drain_window: secs(cli.drain_window.or(file.drain_window), d.drain_window),
             log: cli.log.or(file.log).unwrap_or(d.log),
             namespaces: Namespaces::new(file.channel, file.namespaces)?,
+            nats: cli
+                .nats_url
+                .or(file.nats_url)
+                .filter(|urls| urls.iter().any(|u| !u.trim().is_empty()))
+                .map(|urls| NatsSettings {
+                    urls: urls
+                        .into_iter()
+                        .map(|u| u.trim().to_owned())
+                        .filter(|u| !u.is_empty())
+                        .collect(),
+                    replicas: cli.nats_replicas.or(file.nats_replicas).unwrap_or(1),
+                    storage: cli
+                        .nats_storage
+                        .or(file.nats_storage)
+                        .unwrap_or(NatsStorage::File),
+                    prefix: cli
+                        .nats_prefix
+                        .or(file.nats_prefix)
+                        .unwrap_or_else(|| "sb".into()),
+                }),
         };
         config.check()?;
         Ok(config)

@@ -81,9 +81,13 @@ fn websocket(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
     }
-    if !node.is_ready() {
+    if node.is_draining() {
         refused("shutting_down");
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if !node.broker.is_healthy() {
+        refused("broker_unavailable");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n");
     }
     let Some(slot) = node.try_acquire_connection() else {
         refused("connection_limit");

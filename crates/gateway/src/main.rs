@@ -37,12 +37,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let node = Node::standalone(config)?;
+    let mode = if config.nats.is_some() {
+        "cluster"
+    } else {
+        "standalone"
+    };
+    let node = Node::from_config(config).await?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("switchboard-gateway listening on {addr}");
-    tracing::info!(%addr, tls = tls.is_some(), mode = "standalone", "gateway started");
+    tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
     server::run(listener, node, tls, shutdown_signal()).await;
     tracing::info!("gateway stopped");
     Ok(())

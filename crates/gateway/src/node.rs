@@ -21,9 +21,20 @@ use switchboard_protocol::codes::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchboard_broker_nats::{NatsBroker, NatsConfig, NatsError, Storage};
+
 use crate::auth::{KeyError, Verifier};
-use crate::config::Config;
+use crate::config::{Config, NatsStorage};
 use crate::registry::Registry;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
 
 pub struct Node {
     /// Unique per process start.
@@ -76,8 +87,35 @@ impl Node {
         Node::new(config, broker, Arc::new(MemoryPresence::new()))
     }
 
+    /// A node as the configuration says: a cluster node over NATS when
+    /// `config.nats` is set, standalone otherwise.
+    pub async fn from_config(config: Config) -> Result<Arc<Node>, NodeError> {
+        let Some(nats) = config.nats.clone() else {
+            return Ok(Node::standalone(config)?);
+        };
+        let nats_config = NatsConfig {
+            urls: nats.urls,
+            replicas: nats.replicas,
+            storage: match nats.storage {
+                NatsStorage::File => Storage::File,
+                NatsStorage::Memory => Storage::Memory,
+            },
+            prefix: nats.prefix,
+            ..Default::default()
+        };
+        let broker = NatsBroker::connect(nats_config, &config.namespaces).await?;
+        // Presence stays per node until the presence service lands.
+        Ok(Node::new(config, broker, Arc::new(MemoryPresence::new()))?)
+    }
+
+    /// Ready to take connections: not draining, and the broker can serve.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.broker.is_healthy()
+    }
+
+    /// Shutting down: no new connections.
+    pub fn is_draining(&self) -> bool {
+        !self.ready.load(Ordering::Relaxed)
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -65,6 +65,10 @@ fn help_documents_every_option_and_its_environment_variable() {
         "connect-timeout",
         "drain-window",
         "log",
+        "nats-url",
+        "nats-replicas",
+        "nats-storage",
+        "nats-prefix",
     ] {
         assert!(help.contains(&format!("--{option}")), "--{option} missing");
         let env = format!("SWITCHBOARD_{}", option.to_uppercase().replace('-', "_"));

@@ -303,6 +303,10 @@ mod tests {
         fn on_event(&self, channel: &str, event: ChannelEvent) {
             lock(&self.0).push((channel.to_owned(), event));
         }
+        fn has_subscribers(&self, _: &str) -> bool {
+            true
+        }
+        fn reset(&self, _: &str) {}
     }
 
     fn opts(size: usize, ttl_secs: u64) -> PublishOptions {

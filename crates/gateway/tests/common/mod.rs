@@ -102,10 +102,21 @@ impl Gateway {
         Gateway::start_tls(config, None).await
     }
 
+    /// A cluster node over the NATS server(s) at `nats_urls` (comma-separated).
+    pub async fn cluster(mut config: Config, nats_urls: &str) -> Gateway {
+        config.nats = Some(switchboard_gateway::config::NatsSettings {
+            urls: nats_urls.split(',').map(str::to_owned).collect(),
+            replicas: 1,
+            storage: switchboard_gateway::config::NatsStorage::File,
+            prefix: "sb".into(),
+        });
+        Gateway::start_tls(config, None).await
+    }
+
     pub async fn start_tls(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let node = Node::standalone(config).unwrap();
+        let node = Node::from_config(config).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(switchboard_gateway::server::run(
             listener,
@@ -274,7 +285,12 @@ impl Client {
 
     /// Reads the next frame or close, within the patience.
     pub async fn read(&mut self) -> Received {
-        let frame = tokio::time::timeout(PATIENCE, self.ws.read_frame())
+        self.read_within(PATIENCE).await
+    }
+
+    /// Reads the next frame or close, within `patience`.
+    pub async fn read_within(&mut self, patience: Duration) -> Received {
+        let frame = tokio::time::timeout(patience, self.ws.read_frame())
             .await
             .expect("no frame within the patience");
         match frame {
@@ -355,6 +371,32 @@ impl Client {
             .wait_for(|v| v["push"]["channel"] == json!(channel) && v["push"].get("pub").is_some())
             .await;
         v["push"]["pub"].clone()
+    }
+
+    /// A reply or push already read and not yet asked for, if any.
+    pub fn try_next_push(&mut self) -> Option<Value> {
+        self.backlog
+            .iter()
+            .position(|v| v.get("push").is_some())
+            .and_then(|i| self.backlog.remove(i))
+    }
+
+    /// The next publication of `channel`, or the close code if the server closes.
+    pub async fn next_pub_or_close(&mut self, channel: &str) -> Result<Value, u16> {
+        loop {
+            while let Some(v) = self.backlog.pop_front() {
+                if v["push"]["channel"] == json!(channel) && v["push"].get("pub").is_some() {
+                    return Ok(v["push"]["pub"].clone());
+                }
+            }
+            // Outages in cluster tests last longer than the usual patience.
+            match self.read_within(PATIENCE * 6).await {
+                Received::Frame(_, data) => {
+                    self.backlog.extend(decode_replies(&data, self.protobuf))
+                }
+                Received::Closed { code, .. } => return Err(code),
+            }
+        }
     }
 
     /// Reads until the server closes the connection; returns the close code.

@@ -1,0 +1,97 @@
+//! The body of every message on NATS, and its mapping to core events.
+
+use bytes::Bytes;
+use prost::Message as _;
+use switchboard_core::{ChannelEvent, ClientInfo, Publication};
+
+#[allow(clippy::all, missing_docs)]
+mod pb {
+    include!(concat!(env!("OUT_DIR"), "/switchboard.broker.rs"));
+}
+
+pub use pb::envelope::Kind;
+pub use pb::Envelope;
+
+fn to_pb(info: ClientInfo) -> pb::ClientInfo {
+    pb::ClientInfo {
+        user: info.user,
+        client: info.client,
+        conn_info: info.conn_info,
+        chan_info: info.chan_info,
+    }
+}
+
+fn from_pb(info: pb::ClientInfo) -> ClientInfo {
+    ClientInfo {
+        user: info.user,
+        client: info.client,
+        conn_info: info.conn_info,
+        chan_info: info.chan_info,
+    }
+}
+
+pub fn publication(data: Bytes, info: Option<ClientInfo>, time_us: u64, first: bool) -> Bytes {
+    let envelope = Envelope {
+        kind: Kind::Publication as i32,
+        data,
+        info: info.map(to_pb),
+        time_us,
+        first,
+    };
+    Bytes::from(envelope.encode_to_vec())
+}
+
+pub fn presence(kind: Kind, info: ClientInfo) -> Bytes {
+    let envelope = Envelope {
+        kind: kind as i32,
+        info: Some(to_pb(info)),
+        ..Default::default()
+    };
+    Bytes::from(envelope.encode_to_vec())
+}
+
+pub fn decode(payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
+    Envelope::decode(payload)
+}
+
+/// The core event an envelope carries, at stream offset `offset` (0: none).
+pub fn event(envelope: Envelope, offset: u64) -> ChannelEvent {
+    let info = envelope.info.map(from_pb);
+    match Kind::try_from(envelope.kind).unwrap_or(Kind::Publication) {
+        Kind::Publication => ChannelEvent::Publication(Publication {
+            offset,
+            data: envelope.data,
+            info,
+            time_us: envelope.time_us,
+        }),
+        Kind::Join => ChannelEvent::Join(info.unwrap_or_default()),
+        Kind::Leave => ChannelEvent::Leave(info.unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let info = ClientInfo {
+            user: "u".into(),
+            client: "c".into(),
+            conn_info: Some(Bytes::from_static(b"{}")),
+            chan_info: None,
+        };
+        let body = publication(Bytes::from_static(b"[1]"), Some(info.clone()), 42, true);
+        let env = decode(&body).unwrap();
+        assert!(env.first);
+        match event(env, 7) {
+            ChannelEvent::Publication(p) => {
+                assert_eq!((p.offset, p.time_us, &p.data[..]), (7, 42, &b"[1]"[..]));
+                assert_eq!(p.info, Some(info.clone()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = presence(Kind::Leave, info.clone());
+        assert_eq!(event(decode(&body).unwrap(), 0), ChannelEvent::Leave(info));
+    }
+}

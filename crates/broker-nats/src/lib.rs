@@ -1,0 +1,360 @@
+//! The NATS JetStream implementation of Switchboard's [`Broker`].
+//!
+//! # Layout
+//! - [`subject`]: channel names → subjects (one base64url token each) and stream names.
+//! - `envelope`: the message body on NATS (prost, `proto/broker.proto`).
+//! - `streams`: one stream per history-enabled namespace, created or updated at start-up.
+//! - `history`: reads of a channel's stored messages (positions, ranges, recovery proofs).
+//! - `live`: one task per channel with local subscribers: ordered delivery with gap
+//!   detection (`Nats-Last-Sequence`) and gap filling from the stream.
+//!
+//! The path of a publication: a history-enabled channel's publication is published
+//! to JetStream and acknowledged; the stream's RePublish sends it, in stream order,
+//! to the channel's live subject with its sequence (the offset) and the previous
+//! sequence of the same channel. Channels without history, and join/leave events,
+//! are published to the live subject directly (at most once). Gateways subscribe to
+//! a live subject only while they have local subscribers.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod envelope;
+mod history;
+mod live;
+mod streams;
+pub mod subject;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchboard_core::broker::HistoryOptions;
+use switchboard_core::namespace::Namespaces;
+use switchboard_core::{
+    Broker, BrokerError, ClientInfo, EventSink, HistoryQuery, HistoryResult, PublishOptions,
+    StreamPosition,
+};
+use tokio::sync::watch;
+
+pub use streams::Storage;
+use subject::Subjects;
+
+/// Settings of the NATS broker.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// Server URLs; the client fails over between them.
+    pub urls: Vec<String>,
+    /// Replicas of each history stream (3 in production).
+    pub replicas: usize,
+    pub storage: Storage,
+    /// Prefix of every subject and stream name.
+    pub prefix: String,
+    /// Longest wait for a publish acknowledgement.
+    pub publish_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            replicas: 1,
+            storage: Storage::File,
+            prefix: "sb".into(),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect {
+        urls: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot set up stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+}
+
+/// Channels this gateway publishes to that are known to hold messages: their
+/// publishes skip the first-message check. Bounded; forgetting only costs one
+/// rejected publish.
+const KNOWN_CHANNELS: usize = 100_000;
+
+/// Shared between the broker and its channel tasks.
+pub(crate) struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    streams: streams::Streams,
+    sink: OnceLock<Arc<dyn EventSink>>,
+    reconnects: watch::Receiver<u64>,
+}
+
+impl Shared {
+    fn sink(&self) -> Option<&Arc<dyn EventSink>> {
+        self.sink.get()
+    }
+}
+
+pub struct NatsBroker {
+    shared: Arc<Shared>,
+    config: NatsConfig,
+    listeners: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    non_empty: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+impl NatsBroker {
+    /// Connects and creates (or updates) the history stream of every namespace
+    /// that keeps history. Safe to run on many gateways at once.
+    pub async fn connect(
+        config: NatsConfig,
+        namespaces: &Namespaces,
+    ) -> Result<Arc<NatsBroker>, NatsError> {
+        let (reconnect_tx, reconnects) = watch::channel(0u64);
+        let urls = config.urls.join(",");
+        let client = async_nats::ConnectOptions::new()
+            .name("switchboard-gateway")
+            .event_callback(move |event| {
+                let tx = reconnect_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            metrics::gauge!("switchboard_nats_connected").set(1.0);
+                            tx.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => {
+                            metrics::gauge!("switchboard_nats_connected").set(0.0);
+                            tracing::warn!("NATS connection lost; reconnecting");
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }
+            })
+            .connect(config.urls.as_slice())
+            .await
+            .map_err(|source| NatsError::Connect { urls, source })?;
+        metrics::gauge!("switchboard_nats_connected").set(1.0);
+        let js = jetstream::new(client.clone());
+        let subjects = Subjects::new(config.prefix.clone());
+        let wanted = namespaces
+            .iter()
+            .filter(|(_, o)| o.history_enabled())
+            .map(|(ns, o)| {
+                let history = HistoryOptions {
+                    size: o.history_size,
+                    ttl: o.history_ttl(),
+                };
+                (ns.map(str::to_owned), history)
+            })
+            .collect::<Vec<_>>();
+        let streams = streams::Streams::ensure(&js, &subjects, &config, &wanted).await?;
+        Ok(Arc::new(NatsBroker {
+            shared: Arc::new(Shared {
+                client,
+                js,
+                subjects,
+                streams,
+                sink: OnceLock::new(),
+                reconnects,
+            }),
+            config,
+            listeners: Mutex::new(HashMap::new()),
+            non_empty: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    fn check_connected(&self) -> Result<(), BrokerError> {
+        match self.shared.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(BrokerError::Unavailable(format!("NATS is {state:?}"))),
+        }
+    }
+
+    async fn publish_stored(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        idempotency_key: Option<&str>,
+    ) -> Result<StreamPosition, BrokerError> {
+        let subject = self.shared.subjects.stored(channel);
+        let time_us = switchboard_core::now_micros();
+        // The first publish of a channel (as far as this gateway knows) expects an
+        // empty subject; when that holds, the message is marked first, which is
+        // what proves a later recovery from offset 0 complete.
+        let mut first = !lock(&self.non_empty).contains(channel);
+        loop {
+            let mut headers = HeaderMap::new();
+            if let Some(key) = idempotency_key {
+                headers.insert("Nats-Msg-Id", format!("{channel}\u{1f}{key}").as_str());
+            }
+            if first {
+                headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+            }
+            let body = envelope::publication(data.clone(), info.clone(), time_us, first);
+            let started = std::time::Instant::now();
+            let ack = async {
+                self.shared
+                    .js
+                    .publish_with_headers(subject.clone(), headers, body)
+                    .await?
+                    .await
+            };
+            let result = tokio::time::timeout(self.config.publish_timeout, ack).await;
+            metrics::histogram!("switchboard_broker_publish_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Err(_) => return Err(unavailable("publish not acknowledged in time")),
+                Ok(Ok(ack)) => {
+                    self.remember_non_empty(channel);
+                    let epoch = self
+                        .shared
+                        .streams
+                        .epoch(&self.shared.subjects.stream_of(channel))?;
+                    return Ok(StreamPosition {
+                        offset: ack.sequence,
+                        epoch,
+                    });
+                }
+                Ok(Err(e))
+                    if first
+                        && e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    self.remember_non_empty(channel);
+                    first = false;
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    fn remember_non_empty(&self, channel: &str) {
+        let mut known = lock(&self.non_empty);
+        if known.len() >= KNOWN_CHANNELS {
+            known.clear();
+        }
+        known.insert(channel.to_owned());
+    }
+
+    async fn publish_live(&self, channel: &str, body: Bytes) -> Result<(), BrokerError> {
+        self.check_connected()?;
+        self.shared
+            .client
+            .publish(self.shared.subjects.live(channel), body)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Broker for NatsBroker {
+    fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, BrokerError> {
+        self.check_connected()?;
+        match options.history {
+            Some(_) => {
+                self.publish_stored(channel, data, info, options.idempotency_key.as_deref())
+                    .await
+            }
+            None => {
+                let body = envelope::publication(data, info, switchboard_core::now_micros(), false);
+                self.publish_live(channel, body).await?;
+                Ok(StreamPosition::default())
+            }
+        }
+    }
+
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        self.publish_live(channel, envelope::presence(envelope::Kind::Join, info))
+            .await
+    }
+
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        self.publish_live(channel, envelope::presence(envelope::Kind::Leave, info))
+            .await
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        if lock(&self.listeners).contains_key(channel) {
+            return Ok(());
+        }
+        let subscriber = self
+            .shared
+            .client
+            .subscribe(self.shared.subjects.live(channel))
+            .await
+            .map_err(unavailable)?;
+        // The interest must reach the server before the caller reads the stream:
+        // every message after that read then arrives live.
+        self.shared.client.flush().await.map_err(unavailable)?;
+        let mut listeners = lock(&self.listeners);
+        if listeners.contains_key(channel) {
+            return Ok(());
+        }
+        let task = tokio::spawn(live::run(
+            self.shared.clone(),
+            channel.to_owned(),
+            subscriber,
+        ));
+        listeners.insert(channel.to_owned(), task);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        let mut listeners = lock(&self.listeners);
+        let still_wanted = self
+            .shared
+            .sink()
+            .is_some_and(|s| s.has_subscribers(channel));
+        if !still_wanted {
+            if let Some(task) = listeners.remove(channel) {
+                task.abort();
+            }
+        }
+        Ok(())
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.check_connected().is_ok()
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: &HistoryQuery,
+        options: HistoryOptions,
+    ) -> Result<HistoryResult, BrokerError> {
+        self.check_connected()?;
+        history::read(&self.shared, channel, query, options).await
+    }
+}
+
+impl Drop for NatsBroker {
+    fn drop(&mut self) {
+        for (_, task) in lock(&self.listeners).drain() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! One task per channel with local subscribers: receives the channel's live
+//! subject, delivers in stream order, and repairs gaps.
+//!
+//! Republished messages carry `Nats-Sequence` (the offset) and
+//! `Nats-Last-Sequence` (the channel's previous offset). When the previous offset
+//! is not the last one delivered, messages were missed (core NATS is at most once,
+//! e.g. across a reconnect): they are read from the stream and delivered first.
+//! After a reconnect the channel's newest offset is checked too, for messages
+//! missed with none after them. When a gap cannot be filled, the channel's local
+//! subscribers are told to reconnect and recover.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use switchboard_core::BrokerError;
+
+use crate::history::{last_offset, prove_complete, range};
+use crate::{envelope, Shared};
+
+/// Most messages read to fill one gap; larger gaps make subscribers recover.
+const MAX_FILL: usize = 10_000;
+
+struct Channel {
+    shared: Arc<Shared>,
+    name: String,
+    /// Offset of the last publication delivered; `None` until the first.
+    last: Option<u64>,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, name: String, mut subscriber: async_nats::Subscriber) {
+    let mut reconnects = shared.reconnects.clone();
+    reconnects.mark_unchanged();
+    let mut channel = Channel {
+        shared,
+        name,
+        last: None,
+    };
+    loop {
+        tokio::select! {
+            message = subscriber.next() => match message {
+                Some(m) => channel.on_message(m).await,
+                None => return,
+            },
+            changed = reconnects.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                channel.after_reconnect().await;
+            }
+        }
+    }
+}
+
+fn header_u64(m: &async_nats::Message, name: &str) -> Option<u64> {
+    m.headers.as_ref()?.get_last(name)?.as_str().parse().ok()
+}
+
+impl Channel {
+    fn deliver(&self, event: switchboard_core::ChannelEvent) {
+        if let Some(sink) = self.shared.sink() {
+            sink.on_event(&self.name, event);
+        }
+    }
+
+    fn stream(&self) -> Option<&Stream> {
+        self.shared
+            .streams
+            .get(&self.shared.subjects.stream_of(&self.name))
+            .ok()
+    }
+
+    async fn on_message(&mut self, m: async_nats::Message) {
+        metrics::counter!("switchboard_broker_messages_total").increment(1);
+        let envelope = match envelope::decode(&m.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(channel = self.name, error = %e, "undecodable message on a live subject");
+                return;
+            }
+        };
+        let Some(offset) = header_u64(&m, "Nats-Sequence") else {
+            // Not stored: a channel without history, or a join/leave.
+            self.deliver(envelope::event(envelope, 0));
+            return;
+        };
+        if let Some(last) = self.last {
+            if offset <= last {
+                return; // already delivered by a gap fill
+            }
+            let previous = header_u64(&m, "Nats-Last-Sequence").unwrap_or(0);
+            if previous != last {
+                self.fill(last, offset - 1).await;
+                if self.last.is_none() {
+                    return; // the gap could not be filled; subscribers were reset
+                }
+            }
+        }
+        self.deliver(envelope::event(envelope, offset));
+        self.last = Some(offset);
+    }
+
+    /// Delivers the channel's stored publications in (`after`, `upto`].
+    async fn fill(&mut self, after: u64, upto: u64) {
+        metrics::counter!("switchboard_broker_gaps_total", "result" => "detected").increment(1);
+        match self.try_fill(after, upto).await {
+            Ok(()) => {
+                metrics::counter!("switchboard_broker_gaps_total", "result" => "filled")
+                    .increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("switchboard_broker_gaps_total", "result" => "reset")
+                    .increment(1);
+                tracing::warn!(channel = self.name, after, upto, error = %e, "gap not fillable; subscribers will recover");
+                if let Some(sink) = self.shared.sink() {
+                    sink.reset(&self.name);
+                }
+                self.last = None;
+            }
+        }
+    }
+
+    async fn try_fill(&mut self, after: u64, upto: u64) -> Result<(), BrokerError> {
+        let stream = self
+            .stream()
+            .ok_or_else(|| BrokerError::Internal("no history stream".into()))?
+            .clone();
+        let subject = self.shared.subjects.stored(&self.name);
+        prove_complete(&stream, &subject, after).await?;
+        let missed = range(&stream, &subject, after, upto, MAX_FILL, MAX_FILL).await?;
+        if missed.last().map_or(after, |p| p.offset) < upto && missed.len() >= MAX_FILL {
+            return Err(BrokerError::Internal("gap too large to fill".into()));
+        }
+        for p in missed {
+            let offset = p.offset;
+            self.deliver(switchboard_core::ChannelEvent::Publication(p));
+            self.last = Some(offset);
+        }
+        Ok(())
+    }
+
+    async fn after_reconnect(&mut self) {
+        // The client re-sends its subscriptions on reconnect; a flush returns once
+        // the server has them, so whatever is published after the check below
+        // arrives live.
+        if let Err(e) = self.shared.client.flush().await {
+            tracing::debug!(error = %e, "flush after reconnect failed");
+        }
+        let stream_name = self.shared.subjects.stream_of(&self.name);
+        if let Err(e) = self.shared.streams.refresh_epoch(&stream_name).await {
+            tracing::debug!(error = %e, "epoch refresh after reconnect failed");
+        }
+        let (Some(last), Some(stream)) = (self.last, self.stream().cloned()) else {
+            return;
+        };
+        let subject = self.shared.subjects.stored(&self.name);
+        match last_offset(&stream, &subject).await {
+            Ok(top) if top > last => self.fill(last, top).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(channel = self.name, error = %e, "cannot check for missed messages; subscribers will recover");
+                if let Some(sink) = self.shared.sink() {
+                    sink.reset(&self.name);
+                }
+                self.last = None;
+            }
+        }
+    }
+}
