@@ -93,6 +93,8 @@ impl Node {
         let Some(nats) = config.nats.clone() else {
             return Ok(Node::standalone(config)?);
         };
+        // The broker reports its connection state from the start.
+        crate::metrics::install();
         let nats_config = NatsConfig {
             urls: nats.urls,
             replicas: nats.replicas,
