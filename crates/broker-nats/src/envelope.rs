@@ -30,6 +30,22 @@ fn from_pb(info: pb::ClientInfo) -> ClientInfo {
     }
 }
 
+/// Client info alone, as presence values hold it.
+pub mod presence_info {
+    use prost::Message as _;
+
+    use super::{from_pb, pb, to_pb};
+    use switchboard_core::ClientInfo;
+
+    pub fn encode(info: ClientInfo) -> pb::ClientInfo {
+        to_pb(info)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ClientInfo, prost::DecodeError> {
+        pb::ClientInfo::decode(bytes).map(from_pb)
+    }
+}
+
 pub fn publication(data: Bytes, info: Option<ClientInfo>, time_us: u64, first: bool) -> Bytes {
     let envelope = Envelope {
         kind: Kind::Publication as i32,

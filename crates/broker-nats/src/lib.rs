@@ -7,6 +7,7 @@
 //! - `history`: reads of a channel's stored messages (positions, ranges, recovery proofs).
 //! - `live`: one task per channel with local subscribers: ordered delivery with gap
 //!   detection (`Nats-Last-Sequence`) and gap filling from the stream.
+//! - [`KvPresence`]: presence shared by every gateway in a JetStream KV bucket.
 //!
 //! The path of a publication: a history-enabled channel's publication is published
 //! to JetStream and acknowledged; the stream's RePublish sends it, in stream order,
@@ -21,6 +22,7 @@
 mod envelope;
 mod history;
 mod live;
+mod presence;
 mod streams;
 pub mod subject;
 
@@ -40,6 +42,7 @@ use switchboard_core::{
 };
 use tokio::sync::watch;
 
+pub use presence::KvPresence;
 pub use streams::Storage;
 use subject::Subjects;
 
@@ -174,6 +177,11 @@ impl NatsBroker {
             listeners: Mutex::new(HashMap::new()),
             non_empty: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// The JetStream context of this broker's connection, for presence.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.shared.js
     }
 
     fn check_connected(&self) -> Result<(), BrokerError> {

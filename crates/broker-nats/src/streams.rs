@@ -112,7 +112,7 @@ impl Streams {
     }
 }
 
-async fn create_or_update(
+pub(crate) async fn create_or_update(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, String> {

@@ -105,6 +105,9 @@ pub struct Cli {
     /// Prefix of NATS subjects and stream names, to share a NATS cluster [default: sb].
     #[arg(long, env = "SWITCHBOARD_NATS_PREFIX")]
     pub nats_prefix: Option<String>,
+    /// Seconds a member of a gateway that died stays in presence (cluster mode) [default: 30].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL")]
+    pub presence_ttl: Option<u64>,
 }
 
 /// Where history streams are stored.
@@ -142,6 +145,7 @@ pub struct FileConfig {
     pub nats_replicas: Option<usize>,
     pub nats_storage: Option<NatsStorage>,
     pub nats_prefix: Option<String>,
+    pub presence_ttl: Option<u64>,
     /// Options of the default namespace (channels without `ns:`).
     pub channel: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
@@ -197,6 +201,8 @@ pub struct NatsSettings {
     pub replicas: usize,
     pub storage: NatsStorage,
     pub prefix: String,
+    /// Members of a gateway that died expire after this.
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -351,6 +357,9 @@ impl Config {
                         .nats_prefix
                         .or(file.nats_prefix)
                         .unwrap_or_else(|| "sb".into()),
+                    presence_ttl: Duration::from_secs(
+                        cli.presence_ttl.or(file.presence_ttl).unwrap_or(30).max(3),
+                    ),
                 }),
         };
         config.check()?;

@@ -21,7 +21,7 @@ use switchboard_protocol::codes::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use switchboard_broker_nats::{NatsBroker, NatsConfig, NatsError, Storage};
+use switchboard_broker_nats::{KvPresence, NatsBroker, NatsConfig, NatsError, Storage};
 
 use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, NatsStorage};
@@ -102,12 +102,18 @@ impl Node {
                 NatsStorage::File => Storage::File,
                 NatsStorage::Memory => Storage::Memory,
             },
-            prefix: nats.prefix,
+            prefix: nats.prefix.clone(),
             ..Default::default()
         };
         let broker = NatsBroker::connect(nats_config, &config.namespaces).await?;
-        // Presence stays per node until the presence service lands.
-        Ok(Node::new(config, broker, Arc::new(MemoryPresence::new()))?)
+        let presence = KvPresence::open(
+            broker.jetstream(),
+            &nats.prefix,
+            nats.presence_ttl,
+            nats.replicas,
+        )
+        .await?;
+        Ok(Node::new(config, broker, presence)?)
     }
 
     /// Ready to take connections: not draining, and the broker can serve.

@@ -374,6 +374,7 @@ async fn killing_one_node_of_a_three_node_cluster_loses_nothing() {
             replicas: 3,
             storage: switchboard_gateway::config::NatsStorage::File,
             prefix: "sb".into(),
+            presence_ttl: std::time::Duration::from_secs(30),
         });
         gws.push(Gateway::start_tls(cfg, None).await);
     }
@@ -430,4 +431,155 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
         }
     }
     assert_eq!(c.next_pub("outage").await["data"], json!(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_by_every_gateway() {
+    let nats = NatsServer::start();
+    let gws = gateways(2, &nats.url()).await;
+    let mut a = gws[0].client().await;
+    a.connect(json!({"token": token(json!({"sub": "ann"}))}))
+        .await;
+    a.subscribe(json!({"channel": "lobby"})).await;
+    let mut b = gws[1].client().await;
+    b.connect(json!({"token": token(json!({"sub": "bob"}))}))
+        .await;
+    b.subscribe(json!({"channel": "lobby"})).await;
+    let mut b2 = gws[1].client().await;
+    b2.connect(json!({"token": token(json!({"sub": "bob"}))}))
+        .await;
+    b2.subscribe(json!({"channel": "lobby"})).await;
+
+    for gw in &gws {
+        let (_, stats) = gw
+            .api()
+            .call("presence_stats", json!({"channel": "lobby"}))
+            .await;
+        assert_eq!(
+            stats["result"],
+            json!({"num_clients": 3, "num_users": 2}),
+            "{stats}"
+        );
+    }
+    let r = a.call(json!({"presence": {"channel": "lobby"}})).await;
+    let users: std::collections::BTreeSet<String> = r["presence"]["presence"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        users,
+        ["ann", "bob"].iter().map(|s| s.to_string()).collect()
+    );
+
+    b2.call(json!({"unsubscribe": {"channel": "lobby"}})).await;
+    drop(b);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, stats) = gws[0]
+            .api()
+            .call("presence_stats", json!({"channel": "lobby"}))
+            .await;
+        if stats["result"] == json!({"num_clients": 1, "num_users": 1}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members never left: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A gateway process, killed on drop.
+struct GatewayProcess(std::process::Child, std::net::SocketAddr);
+
+impl GatewayProcess {
+    fn start(nats: &str, extra: &[&str]) -> GatewayProcess {
+        use std::io::BufRead;
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"))
+            .args([
+                "--config",
+                config,
+                "--listen",
+                "127.0.0.1:0",
+                "--nats-url",
+                nats,
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("switchboard-gateway listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        GatewayProcess(child, addr)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_gateway_killed_with_sigkill_expire() {
+    let nats = NatsServer::start();
+    let mut doomed = GatewayProcess::start(&nats.url(), &["--presence-ttl", "3"]);
+    // Every gateway of a cluster has the same presence TTL: the last to start
+    // sets the bucket's.
+    let mut survivor_config = config();
+    survivor_config.nats = None;
+    let survivor = {
+        let mut cfg = survivor_config;
+        cfg.nats = Some(switchboard_gateway::config::NatsSettings {
+            urls: vec![nats.url()],
+            replicas: 1,
+            storage: switchboard_gateway::config::NatsStorage::File,
+            prefix: "sb".into(),
+            presence_ttl: std::time::Duration::from_secs(3),
+        });
+        Gateway::start_tls(cfg, None).await
+    };
+    let mut c = Client::open(doomed.1, false).await;
+    c.connect(json!({})).await;
+    let r = c.subscribe(json!({"channel": "ghosts"})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let stats = || async {
+        let (_, s) = survivor
+            .api()
+            .call("presence_stats", json!({"channel": "ghosts"}))
+            .await;
+        s["result"]["num_clients"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(
+        stats().await,
+        1,
+        "the member is visible from the other gateway"
+    );
+    doomed.kill9();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stats().await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a dead gateway's member never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -32,14 +32,15 @@ for (const [signal, number] of [['SIGINT', 2], ['SIGTERM', 15]]) {
 
 /**
  * Spawns the gateway and resolves once it printed its listening line on stdout.
+ * `args` are extra CLI arguments after the usual ones, e.g. ['--nats-url', url].
  * Set COMPAT_GATEWAY_LOG=1 to forward the gateway's stderr to ours.
  */
-async function startGateway() {
+async function startGateway({ args = [] } = {}) {
   const bin = gatewayBinary();
   if (!fs.existsSync(bin)) {
     throw new Error(`gateway binary not found at ${bin} (set SWITCHBOARD_GATEWAY_BIN)`);
   }
-  const child = spawn(bin, ['--config', CONFIG_PATH, '--listen', '127.0.0.1:0'], {
+  const child = spawn(bin, ['--config', CONFIG_PATH, '--listen', '127.0.0.1:0', ...args], {
     cwd: COMPAT_DIR,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -111,6 +112,12 @@ async function startGateway() {
     /** Like api() but returns the raw {status, json, text}; headers are fully controlled by the caller. */
     apiRaw(method, params = {}, headers) {
       return apiRequest(base, method, params, headers);
+    },
+    /** SIGKILL, no shutdown at all; resolves once the process is gone. */
+    async kill() {
+      stopping = true;
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
     },
     async stop() {
       stopping = true;

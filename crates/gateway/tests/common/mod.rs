@@ -109,6 +109,7 @@ impl Gateway {
             replicas: 1,
             storage: switchboard_gateway::config::NatsStorage::File,
             prefix: "sb".into(),
+            presence_ttl: std::time::Duration::from_secs(30),
         });
         Gateway::start_tls(config, None).await
     }
