@@ -62,6 +62,12 @@ impl Bucket {
     }
 }
 
+/// What a read command asks for.
+enum Read {
+    Presence,
+    History,
+}
+
 pub(super) struct Connected {
     pub user: String,
     pub conn_info: Option<Bytes>,
@@ -490,21 +496,28 @@ impl Session {
 
     /// Presence and history need the namespace's `*_for_client` permission, or its
     /// `*_for_subscriber` one and a subscription.
-    fn may_read(&self, channel: &str, for_client: bool, for_subscriber: bool) -> bool {
-        for_client || (for_subscriber && self.subs.contains_key(channel))
+    fn may_read(&self, channel: &str, what: Read) -> Result<(), ErrorCode> {
+        let options = self.node.channel_options(channel)?;
+        let (for_client, for_subscriber) = match what {
+            Read::Presence => (
+                options.allow_presence_for_client,
+                options.allow_presence_for_subscriber,
+            ),
+            Read::History => (
+                options.allow_history_for_client,
+                options.allow_history_for_subscriber,
+            ),
+        };
+        if for_client || (for_subscriber && self.subs.contains_key(channel)) {
+            Ok(())
+        } else {
+            Err(ErrorCode::PERMISSION_DENIED)
+        }
     }
 
     async fn presence(&mut self, id: u32, channel: String) -> Outcome {
-        let options = match self.node.channel_options(&channel) {
-            Ok(o) => o,
-            Err(code) => return error_reply(id, code),
-        };
-        if !self.may_read(
-            &channel,
-            options.allow_presence_for_client,
-            options.allow_presence_for_subscriber,
-        ) {
-            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        if let Err(code) = self.may_read(&channel, Read::Presence) {
+            return error_reply(id, code);
         }
         match self.node.presence(&channel).await {
             Ok(members) => {
@@ -519,16 +532,8 @@ impl Session {
     }
 
     async fn presence_stats(&mut self, id: u32, channel: String) -> Outcome {
-        let options = match self.node.channel_options(&channel) {
-            Ok(o) => o,
-            Err(code) => return error_reply(id, code),
-        };
-        if !self.may_read(
-            &channel,
-            options.allow_presence_for_client,
-            options.allow_presence_for_subscriber,
-        ) {
-            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        if let Err(code) = self.may_read(&channel, Read::Presence) {
+            return error_reply(id, code);
         }
         match self.node.presence_stats(&channel).await {
             Ok(stats) => reply(id, |r| {
@@ -542,16 +547,8 @@ impl Session {
     }
 
     async fn history(&mut self, id: u32, req: pb::HistoryRequest) -> Outcome {
-        let options = match self.node.channel_options(&req.channel) {
-            Ok(o) => o,
-            Err(code) => return error_reply(id, code),
-        };
-        if !self.may_read(
-            &req.channel,
-            options.allow_history_for_client,
-            options.allow_history_for_subscriber,
-        ) {
-            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        if let Err(code) = self.may_read(&req.channel, Read::History) {
+            return error_reply(id, code);
         }
         let query = history_query(
             req.limit,
