@@ -73,6 +73,13 @@ impl Channel {
     async fn on_message(&mut self, m: async_nats::Message) {
         metrics::counter!("switchboard_broker_messages_total").increment(1);
         let envelope = match envelope::decode(&m.payload) {
+            Ok(e) if e.time_us > 0 => {
+                // How far live delivery trails acceptance: NATS, the stream and RePublish.
+                let lag = switchboard_core::now_micros().saturating_sub(e.time_us);
+                metrics::histogram!("switchboard_broker_stream_lag_seconds")
+                    .record(lag as f64 / 1e6);
+                e
+            }
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(channel = self.name, error = %e, "undecodable message on a live subject");

@@ -583,3 +583,31 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_is_stored_once_whichever_gateway_takes_it() {
+    let nats = NatsServer::start();
+    let gws = gateways(2, &nats.url()).await;
+    let mut c = gws[0].connected().await;
+    c.subscribe(json!({"channel": "once"})).await;
+    let body = json!({"channel": "once", "data": {"order": 42}, "idempotency_key": "order-42"});
+    let (_, first) = gws[0].api().call("publish", body.clone()).await;
+    let (_, retry) = gws[1].api().call("publish", body).await;
+    assert_eq!(first["result"], retry["result"], "{first} {retry}");
+    let (_, h) = gws[1]
+        .api()
+        .call("history", json!({"channel": "once", "limit": -1}))
+        .await;
+    assert_eq!(
+        h["result"]["publications"].as_array().unwrap().len(),
+        1,
+        "{h}"
+    );
+    gws[1].api().publish("once", json!("next")).await;
+    assert_eq!(c.next_pub("once").await["data"], json!({"order": 42}));
+    assert_eq!(
+        c.next_pub("once").await["data"],
+        json!("next"),
+        "the retry was not delivered again"
+    );
+}
