@@ -104,10 +104,14 @@ impl Shared {
     }
 }
 
+/// A channel's listener task, once its NATS subscription is in place. The async
+/// lock makes every subscriber wait until the first one has established it.
+type ListenerSlot = Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
 pub struct NatsBroker {
     shared: Arc<Shared>,
     config: NatsConfig,
-    listeners: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    listeners: Mutex<HashMap<String, ListenerSlot>>,
     non_empty: Mutex<HashSet<String>>,
 }
 
@@ -305,7 +309,15 @@ impl Broker for NatsBroker {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        if lock(&self.listeners).contains_key(channel) {
+        // Every local subscriber comes through here, not only the first: a later
+        // one must not read the stream before the first one's NATS subscription
+        // is in place, or a publication in between would reach neither.
+        let slot = lock(&self.listeners)
+            .entry(channel.to_owned())
+            .or_default()
+            .clone();
+        let mut listener = slot.lock().await;
+        if listener.is_some() {
             return Ok(());
         }
         let subscriber = self
@@ -317,29 +329,28 @@ impl Broker for NatsBroker {
         // The interest must reach the server before the caller reads the stream:
         // every message after that read then arrives live.
         self.shared.client.flush().await.map_err(unavailable)?;
-        let mut listeners = lock(&self.listeners);
-        if listeners.contains_key(channel) {
-            return Ok(());
-        }
-        let task = tokio::spawn(live::run(
+        *listener = Some(tokio::spawn(live::run(
             self.shared.clone(),
             channel.to_owned(),
             subscriber,
-        ));
-        listeners.insert(channel.to_owned(), task);
+        )));
         Ok(())
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
         let mut listeners = lock(&self.listeners);
-        let still_wanted = self
+        // A subscriber added since the hub emptied keeps the listener: it was added
+        // to the hub before it called subscribe, so this check sees it.
+        if self
             .shared
             .sink()
-            .is_some_and(|s| s.has_subscribers(channel));
-        if !still_wanted {
-            if let Some(task) = listeners.remove(channel) {
-                task.abort();
-            }
+            .is_some_and(|s| s.has_subscribers(channel))
+        {
+            return Ok(());
+        }
+        if let Some(slot) = listeners.remove(channel) {
+            drop(listeners);
+            stop_listener(slot);
         }
         Ok(())
     }
@@ -359,10 +370,29 @@ impl Broker for NatsBroker {
     }
 }
 
+/// Aborts a listener task; if a subscribe holds its slot right now, once it lets go.
+fn stop_listener(slot: ListenerSlot) {
+    if let Ok(mut listener) = slot.try_lock() {
+        if let Some(task) = listener.take() {
+            task.abort();
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        if let Some(task) = slot.lock().await.take() {
+            task.abort();
+        }
+    });
+}
+
 impl Drop for NatsBroker {
     fn drop(&mut self) {
-        for (_, task) in lock(&self.listeners).drain() {
-            task.abort();
+        for (_, slot) in lock(&self.listeners).drain() {
+            if let Ok(mut listener) = slot.try_lock() {
+                if let Some(task) = listener.take() {
+                    task.abort();
+                }
+            }
         }
     }
 }

@@ -105,8 +105,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Delivers a leave event to the channel's subscribers (not stored).
     async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError>;
 
-    /// This node has its first local subscriber in `channel`: start delivering its
-    /// events to the sink.
+    /// A local subscriber was added to `channel` (in the hub, before this call):
+    /// make sure the channel's events reach the sink. Returns once every event
+    /// published after it will arrive, so the caller may then read the stream.
+    /// Called for every subscriber; cheap once the channel has interest.
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
     /// This node's last local subscriber left `channel`.

@@ -237,6 +237,17 @@ async fn collect_resiliently(
     channel: &str,
     count: usize,
 ) -> Vec<Value> {
+    collect_gated(gws, start, channel, count, None).await
+}
+
+/// [`collect_resiliently`], reconnecting only once `gate` says so (when given).
+async fn collect_gated(
+    gws: &[Gateway],
+    start: usize,
+    channel: &str,
+    count: usize,
+    mut gate: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Vec<Value> {
     let (_, top) = gws[start]
         .api()
         .call("history", json!({"channel": channel, "limit": 0}))
@@ -291,6 +302,9 @@ async fn collect_resiliently(
                         which % gws.len(),
                         got.len()
                     );
+                    if let Some(gate) = gate.as_mut() {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
                     break;
                 }
             }
@@ -610,4 +624,61 @@ async fn a_retried_publish_is_stored_once_whichever_gateway_takes_it() {
         json!("next"),
         "the retry was not delivered again"
     );
+}
+
+/// Everyone is disconnected at once and resubscribes with recovery while
+/// publications keep coming: the channel's hub empties and fills again, and no
+/// subscriber may read the stream before the channel's NATS subscription is back
+/// (a publication in between would reach none of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_reconnect_while_publishing_loses_nothing() {
+    const SUBSCRIBERS: usize = 60;
+    const COUNT: usize = 400;
+    let nats = NatsServer::start();
+    let gws = std::sync::Arc::new(gateways(1, &nats.url()).await);
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let mut collectors = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let gws = gws.clone();
+        let gate = gate.clone();
+        collectors.push(tokio::spawn(async move {
+            collect_gated(&gws, 0, "big:mass", COUNT, Some(gate)).await
+        }));
+    }
+    let node = gws[0].node.clone();
+    eventually("all subscribed", || {
+        node.hub.num_subscribers("big:mass") == SUBSCRIBERS
+    })
+    .await;
+    let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publisher = {
+        let node = node.clone();
+        let published = published.clone();
+        tokio::spawn(async move {
+            for i in 0..COUNT {
+                node.publish("big:mass", bytes::Bytes::from(i.to_string()), None, None)
+                    .await
+                    .unwrap();
+                published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A steady stream rather than a burst, so that publications keep
+                // arriving while everyone resubscribes.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    eventually("a third published", || {
+        published.load(std::sync::atomic::Ordering::Relaxed) >= COUNT / 3
+    })
+    .await;
+    let everyone = json!({"user": "", "disconnect": {"code": 3011, "reason": "reconnect"}});
+    let (_, r) = gws[0].api().call("disconnect", everyone).await;
+    assert_eq!(r, json!({"result": {}}));
+    // Everyone is gone (the channel's interest is dropped), then everyone comes
+    // back at once while publications keep coming.
+    eventually("hub emptied", || node.hub.num_subscribers("big:mass") == 0).await;
+    open.send_replace(true);
+    publisher.await.unwrap();
+    for c in collectors {
+        assert_eq!(c.await.unwrap(), expected(COUNT));
+    }
 }

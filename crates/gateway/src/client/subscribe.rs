@@ -93,11 +93,10 @@ impl Session {
             self.outbound.clone(),
             wants_join_leave,
         );
-        if self.node.hub.add(channel, sub.clone()) {
-            if let Err(e) = self.node.broker.subscribe(channel).await {
-                self.node.hub.remove(channel, &self.id);
-                return Err(broker_error(e));
-            }
+        self.node.hub.add(channel, sub.clone());
+        if let Err(e) = self.node.broker.subscribe(channel).await {
+            self.leave_hub(channel).await;
+            return Err(broker_error(e));
         }
         let (mut result, after) = match self.read_position(req, &options).await {
             Ok(r) => r,
