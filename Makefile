@@ -4,7 +4,7 @@ CARGO ?= cargo
 NPM ?= npm
 GATEWAY_DEBUG := $(CURDIR)/target/debug/switchboard-gateway
 
-.PHONY: run test test-rust test-compat lint build help
+.PHONY: run test test-rust test-compat lint build help bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,3 +27,6 @@ build:
 test-compat: build ## The real centrifuge-js SDK (JSON and protobuf) against the gateway binary
 	cd tests/compat && $(NPM) ci --no-audit --no-fund --loglevel=error
 	cd tests/compat && SWITCHBOARD_GATEWAY_BIN=$(GATEWAY_DEBUG) $(NPM) test
+
+bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
+	CARGO=$(CARGO) loadtest/bench/run.sh

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# The standard benchmark suite behind `make bench`: builds release binaries, starts a
+# fresh standalone gateway (config/dev.toml, port 0) for each run, runs
+# switchboard-loadtest against it, and rewrites the matching sections of
+# BENCHMARKS.md (between their <!-- bench:NAME --> markers) with the machine, the
+# exact command and the numbers. Traffic stays on 127.0.0.0/8; every run is bounded
+# by --duration, --setup-timeout and --drain.
+#
+# Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
+# BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
+# space-separated: idle fanout-10k api-5k protobuf-1k cluster-10k cluster-failover).
+# The cluster sections need `nats-server` (with JetStream) on the PATH; without it
+# they say so in BENCHMARKS.md instead of numbers.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+CARGO=${CARGO:-cargo}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
+ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-failover}
+GATEWAY=$TARGET_DIR/release/switchboard-gateway
+LOADTEST=$TARGET_DIR/release/switchboard-loadtest
+WORK=$(mktemp -d)
+GW_PID=
+GW1_PID=
+GW2_PID=
+NATS_PID=
+
+cleanup() {
+    stop_gateway
+    stop_cluster
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== building release binaries" >&2
+"$CARGO" build --release -p switchboard-gateway -p switchboard-loadtest >&2
+
+# Use every file descriptor the hard limit allows (the gateway inherits it).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+start_gateway() {
+    "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
+        >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+    GW_PID=$!
+    PORT=
+    for _ in $(seq 1 100); do # at most 10 s
+        PORT=$(sed -n 's/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/gateway.out")
+        [ -n "$PORT" ] && break
+        kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/gateway.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    [ -n "$PORT" ] || { echo "gateway did not report its port" >&2; exit 1; }
+    URL="ws://127.0.0.1:$PORT/connection/websocket"
+}
+
+stop_gateway() {
+    if [ -n "${GW_PID:-}" ] && kill -0 "$GW_PID" 2>/dev/null; then
+        kill "$GW_PID"
+        # The gateway drains (config/dev.toml: 10 s window + 5 s grace) before exiting.
+        for _ in $(seq 1 200); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$GW_PID" 2>/dev/null || true
+        wait "$GW_PID" 2>/dev/null || true
+    fi
+    GW_PID=
+}
+
+# Waits (at most 10 s) for "switchboard-gateway listening on 127.0.0.1:PORT" in $1.
+port_of() {
+    local out=$1 pid=$2 port=
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { echo "gateway did not report its port: $(cat "$out.err" 2>/dev/null)" >&2; exit 1; }
+    echo "$port"
+}
+
+# One nats-server with JetStream (temp store, dynamic port) and two gateways over it.
+start_cluster() {
+    rm -rf "$WORK/nats"
+    nats-server -a 127.0.0.1 -p -1 -js -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+    NATS_PID=$!
+    NATS_PORT=
+    for _ in $(seq 1 100); do
+        NATS_PORT=$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/nats.log")
+        [ -n "$NATS_PORT" ] && break
+        sleep 0.1
+    done
+    [ -n "$NATS_PORT" ] || { cat "$WORK/nats.log" >&2; exit 1; }
+    for i in 1 2; do
+        "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
+            --nats-url "nats://127.0.0.1:$NATS_PORT" >"$WORK/gw$i.out" 2>"$WORK/gw$i.out.err" &
+        eval "GW${i}_PID=$!"
+    done
+    P1=$(port_of "$WORK/gw1.out" "$GW1_PID")
+    P2=$(port_of "$WORK/gw2.out" "$GW2_PID")
+}
+
+stop_cluster() {
+    local pid
+    for pid in ${GW1_PID:-} ${GW2_PID:-}; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in ${GW1_PID:-} ${GW2_PID:-}; do
+        for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${NATS_PID:-}" ]; then
+        kill "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+    fi
+    GW1_PID= GW2_PID= NATS_PID=
+}
+
+# cluster_run NAME TITLE LOADTEST-ARGS... ({P1} {P2} {GW1_PID} in arguments are replaced)
+cluster_run() {
+    local name=$1 title=$2
+    shift 2
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    echo "== $name: $title" >&2
+    if ! command -v nats-server >/dev/null; then
+        printf '%s\n' "<!-- bench:$name begin -->" "### $title" "" \
+            "Not measured: \`nats-server\` was not installed on the machine that ran \`make bench\`." \
+            "<!-- bench:$name end -->" >"$WORK/section.md"
+        replace_section "$name" "$WORK/section.md"
+        return 0
+    fi
+    start_cluster
+    local args=() a
+    for a in "$@"; do
+        a=${a//\{P1\}/$P1}
+        a=${a//\{P2\}/$P2}
+        a=${a//\{GW1_PID\}/$GW1_PID}
+        args+=("$a")
+    done
+    "$LOADTEST" "${args[@]}" --server-pid "$GW1_PID" --server-pid "$GW2_PID" --quiet \
+        --json "$WORK/$name.json" \
+        --bench-md "$BENCH_MD" --bench-section "$name" --bench-title "$title" \
+        --bench-note "$CLUSTER_NOTE"
+    stop_cluster
+}
+
+# Replaces (or appends) the section NAME of $BENCH_MD with the content of FILE.
+replace_section() {
+    local name=$1 file=$2
+    touch "$BENCH_MD"
+    awk -v begin="<!-- bench:$name begin" -v end="<!-- bench:$name end -->" -v file="$file" '
+        index($0, begin) == 1 { while ((getline line < file) > 0) print line; skip = 1; done = 1; next }
+        skip && index($0, end) == 1 { skip = 0; next }
+        !skip { print }
+        END { if (!done) { print ""; while ((getline line < file) > 0) print line } }
+    ' "$BENCH_MD" >"$BENCH_MD.tmp" && mv "$BENCH_MD.tmp" "$BENCH_MD"
+}
+
+GATEWAY_NOTE="Server: \`switchboard-gateway --config config/dev.toml --listen 127.0.0.1:0\` (release build, standalone: in-memory broker and presence), started fresh for this run; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' with uncommitted changes under crates/')."
+
+CLUSTER_NOTE="Servers: one \`nats-server -js\` ($(nats-server --version 2>/dev/null || echo 'not installed'), single node, temp store) and two \`switchboard-gateway --config config/dev.toml --listen 127.0.0.1:0 --nats-url nats://127.0.0.1:PORT\` (release build), all started fresh for this run on the same machine; the gateway CPU and RSS figures are the two gateways summed (NATS not included); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+
+# run NAME TITLE LOADTEST-ARGS...
+run() {
+    local name=$1 title=$2
+    shift 2
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    echo "== $name: $title" >&2
+    start_gateway
+    "$LOADTEST" "$@" --url "$URL" --server-pid "$GW_PID" --quiet \
+        --json "$WORK/$name.json" \
+        --bench-md "$BENCH_MD" --bench-section "$name" --bench-title "$title" \
+        --bench-note "$GATEWAY_NOTE"
+    stop_gateway
+}
+
+run idle "Idle: 19,000 connections on one gateway" \
+    connect --connections 19000 --connect-rate 10000 --concurrency 200 --duration 10 \
+    --target 'success_rate_percent>=100' --target 'rss_per_connection_bytes<=4096' \
+    --target 'connect_rate_per_s>=10000'
+
+run fanout-10k "Fan-out efficiency: one channel, 10,000 subscribers" \
+    fanout --channels 1 --subscribers 10000 --publishers 1 --rate 60 --payload 100 \
+    --via api --duration 15 --concurrency 200 \
+    --target 'cpu_us_per_delivery<=1' --target 'lost<=0' --target 'duplicates<=0' \
+    --target 'out_of_order<=0'
+
+run api-5k "5,000 subscribers, 20 messages/s, 100-byte payload, HTTP API" \
+    fanout --channels 1 --subscribers 5000 --publishers 1 --rate 20 --payload 100 \
+    --via api --duration 30 --concurrency 200 \
+    --target 'p99_ms<=5' --target 'lost<=0' --target 'out_of_order<=0'
+
+run protobuf-1k "Protobuf clients, client publish: 10 channels × 100 subscribers" \
+    fanout --protobuf --via client --channels 10 --subscribers 100 --publishers 2 --rate 50 \
+    --payload 100 --duration 10 --target 'lost<=0' --target 'duplicates<=0'
+
+cluster_run cluster-10k "Cluster: 10,000 subscribers over 2 gateways and NATS, 10 messages/s" \
+    fanout --url 'ws://127.0.0.1:{P1}/connection/websocket' --url 'ws://127.0.0.1:{P2}/connection/websocket' \
+    --api-addr '127.0.0.1:{P1}' --channels 1 --subscribers 10000 --rate 10 --payload 100 \
+    --via api --duration 20 --concurrency 200 \
+    --target 'p99_ms<=10' --target 'lost<=0' --target 'out_of_order<=0'
+
+cluster_run cluster-failover "Failover: kill -9 one of 2 gateways holding 10,000 subscribers" \
+    failover --url 'ws://127.0.0.1:{P1}/connection/websocket' --url 'ws://127.0.0.1:{P2}/connection/websocket' \
+    --api-addr '127.0.0.1:{P2}' --channels 1 --subscribers 10000 --rate 10 --payload 100 \
+    --via api --duration 20 --drain 20 --concurrency 200 \
+    --kill-command 'kill -9 {GW1_PID}' --kill-at 5 \
+    --target 'reconnect_p99_ms<=5000' --target 'lost<=0' --target 'duplicates<=0'
+
+echo "== wrote $BENCH_MD" >&2

@@ -1,0 +1,117 @@
+//! The server API client: `POST /api/publish` with `X-API-Key` over one kept-alive
+//! HTTP/1 connection, opened again when it breaks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::client::{within, ClientError};
+
+pub struct ApiClient {
+    addr: SocketAddr,
+    key: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr, key: &str, timeout: Duration) -> ApiClient {
+        ApiClient {
+            addr,
+            key: key.to_owned(),
+            sender: None,
+            timeout,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Publishes raw JSON `data` to `channel`; an error reply is an error.
+    pub async fn publish(&mut self, channel: &str, data: &[u8]) -> Result<(), ClientError> {
+        let mut body = Vec::with_capacity(data.len() + channel.len() + 24);
+        body.extend_from_slice(b"{\"channel\":");
+        body.extend_from_slice(
+            serde_json::to_string(channel)
+                .map_err(|e| ClientError::Decode(e.to_string()))?
+                .as_bytes(),
+        );
+        body.extend_from_slice(b",\"data\":");
+        body.extend_from_slice(data);
+        body.push(b'}');
+        let (status, reply) = self.post("publish", body).await?;
+        if status != 200 {
+            return Err(ClientError::Handshake(format!("status {status}")));
+        }
+        let reply: serde_json::Value =
+            serde_json::from_slice(&reply).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if let Some(e) = reply.get("error") {
+            return Err(ClientError::Reply {
+                code: e["code"].as_u64().unwrap_or(0) as u32,
+                message: e["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// POSTs to `/api/<method>`; returns (status, body). A broken connection is
+    /// dropped so that the next call opens a new one.
+    pub async fn post(&mut self, method: &str, body: Vec<u8>) -> Result<(u16, Bytes), ClientError> {
+        let limit = self.timeout;
+        let result = within(limit, "api", self.post_once(method, body)).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn post_once(
+        &mut self,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let sender = match &mut self.sender {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let stream = tokio::net::TcpStream::connect(self.addr)
+                    .await
+                    .map_err(ClientError::Tcp)?;
+                stream.set_nodelay(true).map_err(ClientError::Tcp)?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| ClientError::Handshake(e.to_string()))?;
+                tokio::spawn(conn);
+                self.sender.insert(sender)
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("/api/{method}"))
+            .header("Host", self.addr.to_string())
+            .header("Content-Type", "application/json")
+            .header("X-API-Key", &self.key)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,261 @@
+//! Command-line interface. Every option is also an environment variable
+//! `SWITCHBOARD_<OPTION>`; flags win over the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::target::Target;
+
+const ABOUT: &str = "Load generator for Switchboard (and other Centrifugo-protocol servers): \
+connect storms, fan-out, churn and failover, with exact delivery accounting.";
+
+const LONG_ABOUT: &str = "\
+Load generator for Switchboard (and other Centrifugo-protocol servers): connect storms, \
+fan-out, churn and failover, with exact delivery accounting.
+
+Every publication carries its channel, a per-channel sequence number and its send time. \
+Every receiver records the delivery latency in an HDR histogram and sorts each arrival \
+into in order, late (out of order) or duplicate; at the end, lost = published × \
+subscribers − distinct deliveries, per channel. Reports: p50/p95/p99/max latency, \
+connection success rate and failures by reason, delivery rate, reconnection time, and \
+the server's CPU and memory (from /proc, with --server-pid).";
+
+const AFTER_HELP: &str = "\
+MANY CONNECTIONS FROM ONE MACHINE
+  Source addresses: each client socket is bound to 127.0.0.K:0 before it connects, K \
+going round 1..=--sources, when the target is on loopback. Every source address has its \
+own ~28,000 ephemeral ports (net.ipv4.ip_local_port_range), so 4 sources allow ~110,000 \
+connections to one server port. Linux routes all of 127.0.0.0/8 to loopback: nothing to \
+configure.
+  File descriptors: the tool raises its soft RLIMIT_NOFILE to the hard limit at start. \
+When a run needs more connections than --conns-per-process (default 15,000; keep it \
+under the hard limit, e.g. 20,000), the connections are split over worker processes: the \
+same binary re-executed with a hidden `worker` subcommand, one JSON spec on its stdin, \
+progress and a final result (counts and lossless HDR histograms) as JSON lines on its \
+stdout. The parent runs the publishers, merges the workers' histograms and counts, and \
+reports as if one process had measured everything. --workers N forces N workers.
+
+EXAMPLES
+  switchboard-loadtest connect --connections 19000 --connect-rate 10000 --duration 10 --server-pid $PID
+  switchboard-loadtest fanout --subscribers 5000 --rate 20 --payload 100 --api-key dev-api-key --duration 30
+  switchboard-loadtest fanout --channels 10 --subscribers 100 --publishers 2 --via client --protobuf
+  switchboard-loadtest churn --subscribers 1000 --churn-rate 200 --api-key dev-api-key
+  switchboard-loadtest failover --url ws://127.0.0.1:8001 --url ws://127.0.0.1:8002 \\
+      --kill-command 'kill -9 $(cat gw1.pid)' --kill-at 5 --api-key dev-api-key";
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-loadtest", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML file of options (`subscribers = 5000`, `url = ["ws://…"]`): each key is an
+    /// option; flags and SWITCHBOARD_<OPTION> variables win over it.
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open N connections at a target rate and hold them: connect latency, success rate,
+    /// failures by reason, server memory per connection and CPU.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, env = "SWITCHBOARD_CONNECTIONS", default_value_t = 1000)]
+        connections: u64,
+        /// Subscribe each connection to one of --channels channels (idle subscribers).
+        #[arg(long, env = "SWITCHBOARD_SUBSCRIBE")]
+        subscribe: bool,
+        #[arg(long, env = "SWITCHBOARD_CHANNELS", default_value_t = 1)]
+        channels: u32,
+        #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX", default_value = "chat:lt")]
+        channel_prefix: String,
+    },
+    /// C channels × S subscribers each, P publishers at R messages/s: latency, loss,
+    /// duplicates, order, server CPU per delivery.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fanout: FanoutArgs,
+    },
+    /// Fan-out while other connections arrive and leave at a rate.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        #[command(flatten)]
+        churn: ChurnArgs,
+    },
+    /// Fan-out over several --url gateways while hook commands kill or restart one;
+    /// subscribers reconnect to the next URL and recover. Reports reconnection time and
+    /// loss after recovery.
+    Failover {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        #[command(flatten)]
+        failover: FailoverArgs,
+    },
+    /// Internal: run a share of the connections for a parent process.
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Gateway WebSocket URL, ws://IP:PORT/path; repeat (or separate with commas) for
+    /// several gateways: connection i goes to URL i mod n.
+    #[arg(
+        long = "url",
+        env = "SWITCHBOARD_URL",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8000/connection/websocket"
+    )]
+    pub urls: Vec<Target>,
+    /// Speak the protobuf encoding (subprotocol centrifuge-protobuf) instead of JSON.
+    #[arg(long, env = "SWITCHBOARD_PROTOBUF")]
+    pub protobuf: bool,
+    /// Connection token (JWT) every client sends; none: anonymous.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds of publishing (fanout, churn, failover) or of holding (connect). Setup is
+    /// bounded by --setup-timeout and the drain by --drain.
+    #[arg(long, env = "SWITCHBOARD_DURATION", default_value_t = 10.0)]
+    pub duration: f64,
+    /// New connections per second (over all processes).
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE", default_value_t = 5000.0)]
+    pub connect_rate: f64,
+    /// Connection setups in flight at once, per process.
+    #[arg(long, env = "SWITCHBOARD_CONCURRENCY", default_value_t = 1000)]
+    pub concurrency: usize,
+    /// Seconds one connection setup (TCP, upgrade, connect, subscribe) may take.
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Seconds every connection together may take to set up before the run goes on.
+    #[arg(long, env = "SWITCHBOARD_SETUP_TIMEOUT", default_value_t = 120.0)]
+    pub setup_timeout: f64,
+    /// Loopback source addresses to spread client sockets over: 127.0.0.1..=127.0.0.N.
+    #[arg(long, env = "SWITCHBOARD_SOURCES", default_value_t = 4)]
+    pub sources: u8,
+    /// Connections one process holds at most; more go to worker processes.
+    #[arg(long, env = "SWITCHBOARD_CONNS_PER_PROCESS", default_value_t = 15_000)]
+    pub conns_per_process: u64,
+    /// Worker processes to use whatever the count (0: only when needed).
+    #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
+    pub workers: u32,
+    /// PID of a server process to measure (CPU, RSS) from /proc; repeatable.
+    #[arg(
+        long = "server-pid",
+        env = "SWITCHBOARD_SERVER_PID",
+        value_delimiter = ','
+    )]
+    pub server_pids: Vec<u32>,
+    /// Write every figure as JSON to this file.
+    #[arg(long, env = "SWITCHBOARD_JSON")]
+    pub json: Option<PathBuf>,
+    /// Write a latency histogram and a timeline to this file (.svg, or .html with the table).
+    #[arg(long, env = "SWITCHBOARD_REPORT")]
+    pub report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, env = "SWITCHBOARD_QUIET")]
+    pub quiet: bool,
+    /// Write the run into a section of this markdown file (e.g. BENCHMARKS.md).
+    #[arg(long, env = "SWITCHBOARD_BENCH_MD", requires = "bench_section")]
+    pub bench_md: Option<PathBuf>,
+    /// Name of the section --bench-md replaces (between its markers) or appends.
+    #[arg(long, env = "SWITCHBOARD_BENCH_SECTION")]
+    pub bench_section: Option<String>,
+    /// Heading of the section.
+    #[arg(long, env = "SWITCHBOARD_BENCH_TITLE", default_value = "")]
+    pub bench_title: String,
+    /// A paragraph under the heading (e.g. how the server was started).
+    #[arg(long, env = "SWITCHBOARD_BENCH_NOTE", default_value = "")]
+    pub bench_note: String,
+    /// A target to judge the run by, FIGURE<=N or FIGURE>=N (repeatable), e.g.
+    /// p99_ms<=5, rss_per_connection_bytes<=4096, connect_rate_per_s>=10000, lost<=0,
+    /// cpu_us_per_delivery<=1, success_rate_percent>=100, reconnect_p99_ms<=5000.
+    #[arg(long = "target", env = "SWITCHBOARD_TARGET", value_delimiter = ';')]
+    pub targets: Vec<crate::benchmd::Target>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// POST /api/publish with X-API-Key.
+    Api,
+    /// The client protocol's publish command (the namespace must allow client publish).
+    Client,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Channels.
+    #[arg(long, env = "SWITCHBOARD_CHANNELS", default_value_t = 1)]
+    pub channels: u32,
+    /// Subscribers per channel (one connection each).
+    #[arg(long, env = "SWITCHBOARD_SUBSCRIBERS", default_value_t = 100)]
+    pub subscribers: u64,
+    /// Publishers; channel c belongs to publisher c mod P.
+    #[arg(long, env = "SWITCHBOARD_PUBLISHERS", default_value_t = 1)]
+    pub publishers: u32,
+    /// Publications per second of each publisher, round robin over its channels.
+    #[arg(long, env = "SWITCHBOARD_RATE", default_value_t = 10.0)]
+    pub rate: f64,
+    /// Payload size in bytes (JSON; at least the ~30-byte stamp).
+    #[arg(long, env = "SWITCHBOARD_PAYLOAD", default_value_t = 100)]
+    pub payload: usize,
+    /// How publications reach the server.
+    #[arg(long, env = "SWITCHBOARD_VIA", value_enum, default_value_t = Via::Api)]
+    pub via: Via,
+    /// Server API key (X-API-Key), for --via api.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true,
+        default_value = "dev-api-key"
+    )]
+    pub api_key: String,
+    /// Address(es) of the HTTP API to publish to, IP:PORT (default: those of --url). The
+    /// publisher moves to the next one after a failure.
+    #[arg(long = "api-addr", env = "SWITCHBOARD_API_ADDR", value_delimiter = ',')]
+    pub api_addrs: Vec<std::net::SocketAddr>,
+    /// Channel names are PREFIX0, PREFIX1, …
+    #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX", default_value = "chat:lt")]
+    pub channel_prefix: String,
+    /// Seconds to wait after publishing for the last deliveries.
+    #[arg(long, env = "SWITCHBOARD_DRAIN", default_value_t = 5.0)]
+    pub drain: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Churning connections arriving per second (each subscribes, stays, leaves).
+    #[arg(long, env = "SWITCHBOARD_CHURN_RATE", default_value_t = 100.0)]
+    pub churn_rate: f64,
+    /// Mean seconds a churning connection stays (uniform in 0..2×mean).
+    #[arg(long, env = "SWITCHBOARD_CHURN_LIFETIME", default_value_t = 2.0)]
+    pub churn_lifetime: f64,
+    /// Churning connections open at once, at most.
+    #[arg(long, env = "SWITCHBOARD_CHURN_MAX", default_value_t = 5000)]
+    pub churn_max: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// Shell command run (sh -c) at --kill-at, e.g. 'kill -9 1234'.
+    #[arg(long, env = "SWITCHBOARD_KILL_COMMAND")]
+    pub kill_command: Option<String>,
+    /// Seconds after publishing starts to run --kill-command.
+    #[arg(long, env = "SWITCHBOARD_KILL_AT", default_value_t = 3.0)]
+    pub kill_at: f64,
+    /// Shell command run at --restart-at; must return (start servers in the background).
+    #[arg(long, env = "SWITCHBOARD_RESTART_COMMAND")]
+    pub restart_command: Option<String>,
+    /// Seconds after publishing starts to run --restart-command.
+    #[arg(long, env = "SWITCHBOARD_RESTART_AT", default_value_t = 6.0)]
+    pub restart_at: f64,
+}

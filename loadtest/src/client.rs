@@ -1,0 +1,364 @@
+//! A Centrifugo protocol client over fastwebsockets: JSON or protobuf, connect,
+//! subscribe (with recovery), publish, and reading pushes.
+//!
+//! Each connection is owned by one task, which both reads and writes, so no locks.
+//! The client answers server pings (an empty reply) with a pong (an empty
+//! command), as the SDKs do, so connections can be held for any duration.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use prost::Message as _;
+use switchboard_protocol::pb::{
+    Command, ConnectRequest, ConnectResult, PublishRequest, Reply, SubscribeRequest,
+    SubscribeResult,
+};
+use switchboard_protocol::Encoding;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::target::Target;
+
+/// Why a client operation failed; [`ClientError::reason`] is the label reports group by.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("tcp: {0}")]
+    Tcp(std::io::Error),
+    #[error("websocket handshake: {0}")]
+    Handshake(String),
+    #[error("websocket: {0}")]
+    Ws(#[from] fastwebsockets::WebSocketError),
+    #[error("closed by the server: {code} {reason}")]
+    Closed { code: u16, reason: String },
+    #[error("error reply {code}: {message}")]
+    Reply { code: u32, message: String },
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl ClientError {
+    /// A short label: `tcp AddrNotAvailable`, `http 503`, `close 3008`, `error 106`, …
+    pub fn reason(&self) -> String {
+        match self {
+            ClientError::Tcp(e) => format!("tcp {:?}", e.kind()),
+            ClientError::Handshake(s) => match s.strip_prefix("status ") {
+                Some(code) => format!("http {code}"),
+                None => "handshake".into(),
+            },
+            ClientError::Ws(_) => "websocket".into(),
+            ClientError::Closed { code, .. } => format!("close {code}"),
+            ClientError::Reply { code, .. } => format!("error {code}"),
+            ClientError::Decode(_) => "decode".into(),
+            ClientError::Timeout(what) => format!("timeout {what}"),
+        }
+    }
+}
+
+/// How to open a connection.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub encoding: Encoding,
+    /// Local address to bind before connecting (spreads source ports over addresses).
+    pub source: Option<IpAddr>,
+    /// Connection token (JWT); none for anonymous connects.
+    pub token: Option<String>,
+    /// Bound on the TCP connect, the upgrade and the connect reply together.
+    pub timeout: Duration,
+}
+
+/// Replies read but not yet asked for are kept, up to this many; beyond, the oldest go.
+const BACKLOG: usize = 10_000;
+
+pub struct Client {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+    encoding: Encoding,
+    next_id: u32,
+    backlog: VecDeque<Reply>,
+    pub connect: ConnectResult,
+}
+
+impl Client {
+    /// TCP connect, WebSocket upgrade and the protocol's connect command.
+    pub async fn open(target: &Target, opts: &ClientOptions) -> Result<Client, ClientError> {
+        let connecting = async {
+            let stream = tcp_connect(target, opts.source).await?;
+            let ws = upgrade(target, stream, opts.encoding).await?;
+            let mut client = Client {
+                ws: FragmentCollector::new(ws),
+                encoding: opts.encoding,
+                next_id: 0,
+                backlog: VecDeque::new(),
+                connect: ConnectResult::default(),
+            };
+            let reply = client
+                .call(Command {
+                    connect: Some(ConnectRequest {
+                        token: opts.token.clone().unwrap_or_default(),
+                        name: "switchboard-loadtest".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+            client.connect = reply.connect.unwrap_or_default();
+            Ok(client)
+        };
+        within(opts.timeout, "connect", connecting).await
+    }
+
+    /// Subscribes; with `recover`, asks for what was published after `(offset, epoch)`.
+    pub async fn subscribe(
+        &mut self,
+        channel: &str,
+        recover: Option<(u64, &str)>,
+    ) -> Result<SubscribeResult, ClientError> {
+        let mut req = SubscribeRequest {
+            channel: channel.to_owned(),
+            recoverable: true,
+            ..Default::default()
+        };
+        if let Some((offset, epoch)) = recover {
+            req.recover = true;
+            req.offset = offset;
+            req.epoch = epoch.to_owned();
+        }
+        let reply = self
+            .call(Command {
+                subscribe: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        Ok(reply.subscribe.unwrap_or_default())
+    }
+
+    /// Publishes `data` (JSON) to `channel` and waits for the reply.
+    pub async fn publish(&mut self, channel: &str, data: Vec<u8>) -> Result<(), ClientError> {
+        self.call(Command {
+            publish: Some(PublishRequest {
+                channel: channel.to_owned(),
+                data: data.into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sends a command with the next id and waits for its reply; pushes read
+    /// meanwhile are kept for [`Client::next_replies`].
+    pub async fn call(&mut self, mut command: Command) -> Result<Reply, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        command.id = id;
+        self.send(&command).await?;
+        loop {
+            // The reply may share its frame with pushes queued right behind it (a
+            // subscribe reply and the publications held while it was built): keep
+            // every other record of the frame, before and after the reply.
+            let mut found = None;
+            for reply in self.read_replies().await? {
+                if found.is_none() && reply.id == id {
+                    found = Some(reply);
+                    continue;
+                }
+                if self.backlog.len() == BACKLOG {
+                    self.backlog.pop_front();
+                }
+                self.backlog.push_back(reply);
+            }
+            if let Some(reply) = found {
+                if let Some(e) = reply.error {
+                    return Err(ClientError::Reply {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// The next replies and pushes: those kept by [`Client::call`], else one frame's worth.
+    /// Not cancel-safe: a cancelled read leaves the connection unusable.
+    pub async fn next_replies(&mut self) -> Result<Vec<Reply>, ClientError> {
+        if !self.backlog.is_empty() {
+            return Ok(self.backlog.drain(..).collect());
+        }
+        self.read_replies().await
+    }
+
+    /// Closes the connection with a normal close frame (best effort).
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.ws.write_frame(Frame::close(1000, b"")),
+        )
+        .await;
+    }
+
+    async fn send(&mut self, command: &Command) -> Result<(), ClientError> {
+        let frame = match self.encoding {
+            Encoding::Json => {
+                let body =
+                    serde_json::to_vec(command).map_err(|e| ClientError::Decode(e.to_string()))?;
+                Frame::text(Payload::Owned(body))
+            }
+            Encoding::Protobuf => {
+                Frame::binary(Payload::Owned(command.encode_length_delimited_to_vec()))
+            }
+        };
+        self.ws.write_frame(frame).await?;
+        Ok(())
+    }
+
+    /// Reads one data frame, answering server pings; returns its non-ping replies.
+    async fn read_replies(&mut self) -> Result<Vec<Reply>, ClientError> {
+        loop {
+            let frame = self.ws.read_frame().await?;
+            match frame.opcode {
+                OpCode::Close => return Err(closed(&frame.payload)),
+                OpCode::Text | OpCode::Binary => {
+                    let mut replies = decode(&frame.payload, self.encoding)?;
+                    let pings = replies.iter().filter(|r| **r == Reply::default()).count();
+                    if pings > 0 {
+                        replies.retain(|r| *r != Reply::default());
+                        self.send(&Command::default()).await?;
+                    }
+                    if !replies.is_empty() {
+                        return Ok(replies);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Decodes one server frame into its replies and pushes.
+pub fn decode(data: &[u8], encoding: Encoding) -> Result<Vec<Reply>, ClientError> {
+    let mut out = Vec::new();
+    match encoding {
+        Encoding::Json => {
+            for line in data.split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                out.push(
+                    serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?,
+                );
+            }
+        }
+        Encoding::Protobuf => {
+            let mut buf = data;
+            while !buf.is_empty() {
+                out.push(
+                    Reply::decode_length_delimited(&mut buf)
+                        .map_err(|e| ClientError::Decode(e.to_string()))?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn closed(payload: &[u8]) -> ClientError {
+    let code = match payload {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 1005,
+    };
+    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+    ClientError::Closed { code, reason }
+}
+
+/// Runs `fut` within `limit`, naming what timed out.
+pub async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(what)))
+}
+
+/// A TCP connection to `target`, bound first to `source` when given.
+pub async fn tcp_connect(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ClientError> {
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ClientError::Tcp)?;
+    if let Some(ip) = source {
+        socket
+            .bind(std::net::SocketAddr::new(ip, 0))
+            .map_err(ClientError::Tcp)?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(ClientError::Tcp)?;
+    stream.set_nodelay(true).map_err(ClientError::Tcp)?;
+    Ok(stream)
+}
+
+async fn upgrade(
+    target: &Target,
+    stream: TcpStream,
+    encoding: Encoding,
+) -> Result<fastwebsockets::WebSocket<TokioIo<Upgraded>>, ClientError> {
+    let mut req = hyper::Request::builder()
+        .method("GET")
+        .uri(format!("http://{}{}", target.addr, target.path))
+        .header("Host", target.addr.to_string())
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13");
+    if encoding == Encoding::Protobuf {
+        req = req.header(
+            "Sec-WebSocket-Protocol",
+            switchboard_protocol::codec::PROTOBUF_SUBPROTOCOL,
+        );
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+        .await
+        .map_err(|e| match e {
+            fastwebsockets::WebSocketError::InvalidStatusCode(code) => {
+                ClientError::Handshake(format!("status {code}"))
+            }
+            other => ClientError::Handshake(other.to_string()),
+        })?;
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    Ok(ws)
+}
+
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::spawn(fut);
+    }
+}

@@ -1,0 +1,91 @@
+//! The `switchboard-loadtest` binary: parses the command line and runs a scenario.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard_loadtest::cli::{Cli, Scenario};
+use switchboard_loadtest::receivers::Channels;
+use switchboard_loadtest::{config, limits, scenario, workers};
+
+fn main() -> ExitCode {
+    // Before any thread starts: the file's options become environment defaults.
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = config::apply(&args) {
+        eprintln!("switchboard-loadtest: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard-loadtest: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (summary, common) = match cli.scenario {
+        Scenario::Worker => return workers::worker_main().await,
+        Scenario::Connect {
+            common,
+            connections,
+            subscribe,
+            channels,
+            channel_prefix,
+        } => {
+            limits::raise_nofile();
+            let channels = subscribe.then(|| Channels {
+                prefix: channel_prefix,
+                count: channels.max(1),
+            });
+            (
+                scenario::connect::run(&common, connections, channels).await?,
+                common,
+            )
+        }
+        Scenario::Fanout { common, fanout } => {
+            limits::raise_nofile();
+            (
+                scenario::fanout::run(&common, &fanout, None, None).await?,
+                common,
+            )
+        }
+        Scenario::Churn {
+            common,
+            fanout,
+            churn,
+        } => {
+            limits::raise_nofile();
+            (
+                scenario::fanout::run(&common, &fanout, Some(&churn), None).await?,
+                common,
+            )
+        }
+        Scenario::Failover {
+            common,
+            fanout,
+            failover,
+        } => {
+            limits::raise_nofile();
+            (
+                scenario::fanout::run(&common, &fanout, None, Some(&failover)).await?,
+                common,
+            )
+        }
+    };
+    scenario::output(&summary, &common)
+}

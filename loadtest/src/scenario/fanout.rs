@@ -1,0 +1,268 @@
+//! `fanout` (and `churn`, `failover`): C channels × S subscribers, P publishers
+//! at R messages/s each.
+//!
+//! Phases: set up every subscriber (bounded by `--setup-timeout`); publish for
+//! `--duration`, with churning connections or failover hooks alongside when asked;
+//! drain (until deliveries stop, everyone expected has everything, or `--drain`);
+//! stop the receivers and settle the accounts against what was published.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{ChurnArgs, Common, FailoverArgs, FanoutArgs, Via};
+use crate::hist::{self, Percentiles};
+use crate::payload::now_us;
+use crate::procstat;
+use crate::publisher::{self, PublishSpec};
+use crate::receivers::Channels;
+use crate::report::{self, DeliverySummary, Reconnection, Server, Summary};
+
+use super::churn::{self, ChurnSpec};
+use super::{counter, new_summary, own_cpu, secs, Meter, Parts, Sampler};
+
+/// Runs a fan-out; `churn` and `failover` turn it into those scenarios.
+pub async fn run(
+    common: &Common,
+    args: &FanoutArgs,
+    churn_args: Option<&ChurnArgs>,
+    failover: Option<&FailoverArgs>,
+) -> anyhow::Result<Summary> {
+    let name = match (churn_args, failover) {
+        (Some(_), _) => "churn",
+        (_, Some(_)) => "failover",
+        _ => "fanout",
+    };
+    let mut summary = new_summary(name);
+    describe(&mut summary, common, args);
+    let channels = Channels {
+        prefix: args.channel_prefix.clone(),
+        count: args.channels.max(1),
+    };
+    let total = u64::from(channels.count) * args.subscribers;
+    let pids = &common.server_pids;
+    let meter = Meter::new(common.quiet);
+    let before = procstat::read_all(pids);
+    let epoch = now_us();
+    let bound = common.setup_timeout + common.duration + args.drain + 60.0;
+    let parts = Parts::start(
+        common,
+        total,
+        Some(channels.clone()),
+        failover.is_some(),
+        epoch,
+        epoch + (bound * 1e6) as u64,
+    )?;
+    parts.settle(secs(common.setup_timeout), &meter).await;
+    let connected = procstat::read_all(pids);
+
+    // Publish (with churn and hooks alongside).
+    let published = counter();
+    let mut sampler = Sampler::new();
+    let run_start_us = sampler.start_us();
+    let until = Instant::now() + secs(common.duration);
+    let publishing = tokio::spawn(publisher::run(
+        publish_spec(common, args, &channels),
+        until,
+        published.clone(),
+    ));
+    let churning = churn_args.map(|c| {
+        tokio::spawn(churn::run(
+            ChurnSpec {
+                targets: common.urls.clone(),
+                protobuf: common.protobuf,
+                token: common.token.clone(),
+                channels: channels.clone(),
+                rate: c.churn_rate,
+                lifetime: secs(c.churn_lifetime),
+                max_open: c.churn_max,
+                timeout: secs(common.timeout),
+                sources: common.sources,
+            },
+            until,
+        ))
+    });
+    let hooks = failover.map(|f| tokio::spawn(run_hooks(f.clone())));
+    sampler
+        .run_until(until, &parts, &published, pids, &meter, |_, _| false)
+        .await;
+    let published_result = publishing.await?;
+
+    // Drain: stop when every expected delivery is in, or nothing arrived for a second.
+    let expected_estimate = estimate(&published_result.published, args.subscribers);
+    let mut last = (parts.progress().delivered, Instant::now());
+    let reconnecting = failover.is_some();
+    sampler
+        .run_until(
+            Instant::now() + secs(args.drain),
+            &parts,
+            &published,
+            pids,
+            &meter,
+            |p, _| {
+                if p.delivered != last.0 {
+                    last = (p.delivered, Instant::now());
+                }
+                let all_back = !reconnecting || p.open >= p.settled.saturating_sub(p.failed);
+                all_back
+                    && (p.delivered >= expected_estimate
+                        || last.1.elapsed() > Duration::from_secs(1))
+            },
+        )
+        .await;
+    let end = procstat::read_all(pids);
+    let hook_log = match hooks {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let churn_result = match churning {
+        Some(c) => Some(c.await?),
+        None => None,
+    };
+    let workers = parts.workers();
+    let cpu = own_cpu(&parts.worker_pids());
+    let merged = parts.finish().await?;
+    meter.done();
+
+    let counts = merged.tally().settle(&published_result.published);
+    let mut ack = hist::new_us();
+    published_result.ack_latency.add_to(&mut ack);
+    let delivery = DeliverySummary::new(
+        counts,
+        Percentiles::of(&merged.latency),
+        &published_result,
+        Percentiles::of(&ack),
+    );
+    summary.connections = merged.connections(total, workers, common.sources);
+    summary.latency_buckets = report::latency_buckets(&merged.latency);
+    summary.timeline = sampler.points;
+    merged.annotate(&mut summary.timeline, epoch, run_start_us);
+    summary.loadtest_cpu_s = cpu;
+    summary.churn = churn_result;
+    if failover.is_some() || !merged.r.disconnects.is_empty() {
+        summary.reconnection = Some(Reconnection {
+            disconnects: merged.r.disconnects.clone(),
+            reconnected: merged.reconnect_time.len(),
+            recovered: merged.r.recovered,
+            not_recovered: merged.r.not_recovered,
+            recovered_publications: merged.r.recovered_publications,
+            reconnect_time: Percentiles::of(&merged.reconnect_time),
+            hooks: hook_log,
+        });
+    }
+    if !pids.is_empty() {
+        let run_s = (end.cpu_s - connected.cpu_s).max(0.0);
+        let wall = common.duration.max(1e-3);
+        let delivered = delivery.counts.delivered;
+        summary.server = Some(Server {
+            pids: pids.clone(),
+            rss_before_kib: before.rss_kib,
+            rss_connected_kib: connected.rss_kib,
+            rss_end_kib: end.rss_kib,
+            rss_per_connection_bytes: (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0
+                / summary.connections.connected.max(1) as f64,
+            cpu_setup_s: connected.cpu_s - before.cpu_s,
+            cpu_run_s: run_s,
+            cpu_run_percent: run_s * 100.0 / wall,
+            cpu_us_per_delivery: (delivered > 0).then(|| run_s * 1e6 / delivered as f64),
+            deliveries_per_cpu_s: (run_s > 0.0).then(|| delivered as f64 / run_s),
+        });
+    }
+    summary.delivery = Some(delivery);
+    Ok(summary)
+}
+
+fn describe(summary: &mut Summary, common: &Common, args: &FanoutArgs) {
+    let p = &mut summary.parameters;
+    p.insert("channels".into(), args.channels.to_string());
+    p.insert(
+        "subscribers_per_channel".into(),
+        args.subscribers.to_string(),
+    );
+    p.insert("publishers".into(), args.publishers.to_string());
+    p.insert("rate_per_publisher".into(), args.rate.to_string());
+    p.insert("payload_bytes".into(), args.payload.to_string());
+    p.insert("via".into(), format!("{:?}", args.via).to_lowercase());
+    p.insert("duration_s".into(), common.duration.to_string());
+    p.insert(
+        "encoding".into(),
+        if common.protobuf { "protobuf" } else { "json" }.into(),
+    );
+    p.insert(
+        "urls".into(),
+        common
+            .urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+}
+
+fn publish_spec(common: &Common, args: &FanoutArgs, channels: &Channels) -> PublishSpec {
+    PublishSpec {
+        via: match args.via {
+            Via::Api => publisher::Via::Api {
+                addrs: if args.api_addrs.is_empty() {
+                    common.urls.iter().map(|u| u.addr).collect()
+                } else {
+                    args.api_addrs.clone()
+                },
+                key: args.api_key.clone(),
+            },
+            Via::Client => publisher::Via::Client {
+                targets: common.urls.clone(),
+                protobuf: common.protobuf,
+                token: common.token.clone(),
+            },
+        },
+        channels: channels.clone(),
+        publishers: args.publishers,
+        rate: args.rate,
+        payload_bytes: args.payload,
+        timeout: secs(common.timeout),
+    }
+}
+
+/// Expected deliveries if every channel has `subscribers` receivers.
+fn estimate(published: &[u64], subscribers: u64) -> u64 {
+    published.iter().sum::<u64>() * subscribers
+}
+
+/// Runs the kill and restart hooks at their times; returns what happened.
+async fn run_hooks(f: FailoverArgs) -> Vec<String> {
+    let start = Instant::now();
+    let mut hooks: Vec<(f64, String)> = Vec::new();
+    if let Some(k) = f.kill_command {
+        hooks.push((f.kill_at, k));
+    }
+    if let Some(r) = f.restart_command {
+        hooks.push((f.restart_at, r));
+    }
+    hooks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for (at, command) in hooks {
+        tokio::time::sleep_until((start + secs(at)).into()).await;
+        let ran_at = start.elapsed().as_secs_f64();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status(),
+        )
+        .await;
+        let what = match outcome {
+            Ok(Ok(s)) => format!("{s}"),
+            Ok(Err(e)) => format!("failed to run: {e}"),
+            Err(_) => "still running after 30 s (left running)".into(),
+        };
+        if let Ok(mut l) = log.lock() {
+            l.push(format!("t+{ran_at:.2}s `{command}`: {what}"));
+        }
+    }
+    let l = log.lock().map(|l| l.clone()).unwrap_or_default();
+    l
+}

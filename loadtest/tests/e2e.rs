@@ -1,0 +1,354 @@
+//! End to end: the load generator against a real gateway (in this process, on port
+//! 0, with `config/dev.toml`), small runs of tens of connections for a few seconds.
+//! Assertions are on counts, never on timings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{json, Value};
+use switchboard_gateway::config::{Cli as GatewayCli, Config};
+use switchboard_gateway::node::Node;
+use switchboard_loadtest::api::ApiClient;
+use switchboard_loadtest::cli::{Cli, Scenario};
+use switchboard_loadtest::report::Summary;
+use switchboard_loadtest::scenario;
+use tokio::sync::oneshot;
+
+struct Gateway {
+    addr: SocketAddr,
+    _node: Arc<Node>,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn gateway() -> Gateway {
+    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
+    let cli = GatewayCli::try_parse_from([
+        "switchboard-gateway",
+        "--config",
+        dev,
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+    ])
+    .expect("gateway flags");
+    let config = Config::resolve(cli).expect("config/dev.toml resolves");
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Node::standalone(config).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(switchboard_gateway::server::run(
+        listener,
+        node.clone(),
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Gateway {
+        addr,
+        _node: node,
+        _stop: stop,
+    }
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/connection/websocket")
+}
+
+/// Runs a scenario in this process from command-line arguments.
+async fn run(args: &[&str]) -> Summary {
+    let mut argv = vec!["switchboard-loadtest"];
+    argv.extend_from_slice(args);
+    argv.push("--quiet");
+    match Cli::try_parse_from(argv).expect("valid arguments").scenario {
+        Scenario::Fanout { common, fanout } => scenario::fanout::run(&common, &fanout, None, None)
+            .await
+            .unwrap(),
+        Scenario::Churn {
+            common,
+            fanout,
+            churn,
+        } => scenario::fanout::run(&common, &fanout, Some(&churn), None)
+            .await
+            .unwrap(),
+        Scenario::Failover {
+            common,
+            fanout,
+            failover,
+        } => scenario::fanout::run(&common, &fanout, None, Some(&failover))
+            .await
+            .unwrap(),
+        Scenario::Connect {
+            common,
+            connections,
+            ..
+        } => scenario::connect::run(&common, connections, None)
+            .await
+            .unwrap(),
+        Scenario::Worker => unreachable!(),
+    }
+}
+
+fn assert_exact(s: &Summary, subscribers: u64) {
+    let d = s.delivery.as_ref().expect("a delivery section");
+    assert_eq!(s.connections.connected, subscribers, "{}", s.table());
+    assert!(d.published > 0, "{}", s.table());
+    let c = &d.counts;
+    assert_eq!(
+        c.expected,
+        d.published * subscribers / channels_of(s),
+        "{}",
+        s.table()
+    );
+    assert_eq!(c.delivered, c.expected, "{}", s.table());
+    assert_eq!(
+        (
+            c.lost,
+            c.duplicates,
+            c.out_of_order,
+            c.unexpected,
+            c.foreign
+        ),
+        (0, 0, 0, 0, 0),
+        "{}",
+        s.table()
+    );
+    // Publications that came in a recovery reply have no live latency.
+    let recovered = s
+        .reconnection
+        .as_ref()
+        .map_or(0, |r| r.recovered_publications);
+    assert_eq!(d.latency.count + recovered, c.delivered);
+}
+
+fn channels_of(s: &Summary) -> u64 {
+    s.parameters["channels"].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_json_through_the_api_delivers_everything_exactly_once() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let s = run(&[
+        "fanout",
+        "--url",
+        &u,
+        "--channels",
+        "3",
+        "--subscribers",
+        "10",
+        "--publishers",
+        "2",
+        "--rate",
+        "30",
+        "--duration",
+        "2",
+    ])
+    .await;
+    assert_exact(&s, 30);
+    // Every connection was attempted once and succeeded.
+    assert_eq!(s.connections.attempted, 30);
+    assert!(s.connections.failures.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_protobuf_with_client_publish_delivers_everything_exactly_once() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let s = run(&[
+        "fanout",
+        "--url",
+        &u,
+        "--protobuf",
+        "--via",
+        "client",
+        "--channels",
+        "2",
+        "--subscribers",
+        "15",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+    ])
+    .await;
+    assert_exact(&s, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_counts_every_connection() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let s = run(&[
+        "connect",
+        "--url",
+        &u,
+        "--connections",
+        "40",
+        "--duration",
+        "1",
+    ])
+    .await;
+    assert_eq!(s.connections.attempted, 40);
+    assert_eq!(s.connections.connected, 40);
+    assert_eq!(s.connections.connect_latency.count, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_counted_as_failures_by_reason() {
+    // Bind and drop to find a port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let u = url(addr);
+    let s = run(&[
+        "connect",
+        "--url",
+        &u,
+        "--connections",
+        "5",
+        "--duration",
+        "0",
+        "--sources",
+        "1",
+    ])
+    .await;
+    assert_eq!(s.connections.connected, 0);
+    assert_eq!(
+        s.connections.failures.get("tcp ConnectionRefused"),
+        Some(&5),
+        "{:?}",
+        s.connections.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_keeps_the_steady_subscribers_exact() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let s = run(&[
+        "churn",
+        "--url",
+        &u,
+        "--subscribers",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--churn-rate",
+        "20",
+        "--churn-lifetime",
+        "0.3",
+    ])
+    .await;
+    assert_exact(&s, 20);
+    let c = s.churn.as_ref().expect("a churn section");
+    assert!(c.arrivals > 0);
+    assert_eq!(c.connected, c.arrivals, "{:?}", c.failures);
+    assert_eq!((c.duplicates, c.out_of_order, c.gaps), (0, 0, 0));
+}
+
+/// Server-side disconnects in the middle of publishing: every subscriber
+/// reconnects, recovers from its position, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_and_recover_loses_nothing() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let api_addr = gw.addr;
+    let kicker = tokio::spawn(async move {
+        let mut api = ApiClient::new(api_addr, "dev-api-key", Duration::from_secs(5));
+        // Wait (bounded) until publishing is under way, then disconnect everyone.
+        for _ in 0..200 {
+            let (_, body) = api
+                .post(
+                    "history",
+                    json!({"channel": "chat:lt0", "limit": 0})
+                        .to_string()
+                        .into_bytes(),
+                )
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            if v["result"]["offset"].as_u64().unwrap_or(0) >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let body = json!({"user": "", "disconnect": {"code": 3011, "reason": "reconnect"}});
+        api.post("disconnect", body.to_string().into_bytes())
+            .await
+            .unwrap();
+    });
+    let s = run(&[
+        "failover",
+        "--url",
+        &u,
+        "--channels",
+        "2",
+        "--subscribers",
+        "10",
+        "--rate",
+        "40",
+        "--duration",
+        "3",
+    ])
+    .await;
+    kicker.await.unwrap();
+    assert_exact(&s, 20);
+    let r = s.reconnection.as_ref().expect("a reconnection section");
+    assert_eq!(r.disconnects.values().sum::<u64>(), 20, "{}", s.table());
+    assert_eq!(r.reconnected, 20, "{}", s.table());
+    assert_eq!((r.recovered, r.not_recovered), (20, 0), "{}", s.table());
+}
+
+/// The same accounting through worker processes: their histograms and counts merge
+/// into exact totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_merge_into_exact_totals() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let dir = std::env::temp_dir().join(format!("sb-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("run.json");
+    let svg_path = dir.join("run.svg");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+        .args([
+            "fanout",
+            "--url",
+            &u,
+            "--workers",
+            "3",
+            "--channels",
+            "2",
+            "--subscribers",
+            "12",
+            "--rate",
+            "30",
+            "--duration",
+            "2",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json_path)
+        .arg("--report")
+        .arg(&svg_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Summary = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(s.connections.workers, 3);
+    assert_exact(&s, 24);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
