@@ -4,7 +4,6 @@ use clap::Parser;
 use switchboard_gateway::config::{Cli, Config};
 use switchboard_gateway::node::Node;
 use switchboard_gateway::{metrics, server, tls};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -34,8 +33,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let mode = if config.nats.is_some() {
         "cluster"

@@ -18,6 +18,22 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::node::Node;
 
+/// Connections the kernel queues before `accept`: tokio's default (128)
+/// overflows under a reconnect storm, and dropped SYNs retry only after 1 s.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket with a backlog fit for connection bursts.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Time after the drain window that connections get to finish.
 const GRACE: Duration = Duration::from_secs(5);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
