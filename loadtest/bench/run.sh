@@ -8,7 +8,8 @@
 #
 # Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
-# space-separated: idle fanout-10k api-5k protobuf-1k cluster-10k cluster-failover).
+# space-separated: idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch
+# cluster-many cluster-failover).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
 set -euo pipefail
@@ -18,7 +19,7 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-failover}
+ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover}
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
 WORK=$(mktemp -d)
@@ -200,6 +201,18 @@ cluster_run cluster-10k "Cluster: 10,000 subscribers over 2 gateways and NATS, 1
     --api-addr '127.0.0.1:{P1}' --channels 1 --subscribers 10000 --rate 10 --payload 100 \
     --via api --duration 20 --concurrency 200 \
     --target 'p99_ms<=10' --target 'lost<=0' --target 'out_of_order<=0'
+
+cluster_run cluster-1ch "Cluster throughput, one channel: 100 subscribers over 2 gateways, 4 publishers × 250/s" \
+    fanout --url 'ws://127.0.0.1:{P1}/connection/websocket' --url 'ws://127.0.0.1:{P2}/connection/websocket' \
+    --api-addr '127.0.0.1:{P1}' --channels 1 --subscribers 100 --publishers 4 --rate 250 --payload 100 \
+    --via api --duration 20 --concurrency 200 \
+    --target 'lost<=0' --target 'out_of_order<=0'
+
+cluster_run cluster-many "Cluster throughput, many channels: 500 channels × 10 subscribers over 2 gateways, 4 publishers × 250/s" \
+    fanout --url 'ws://127.0.0.1:{P1}/connection/websocket' --url 'ws://127.0.0.1:{P2}/connection/websocket' \
+    --api-addr '127.0.0.1:{P1}' --channels 500 --subscribers 10 --publishers 4 --rate 250 --payload 100 \
+    --via api --duration 20 --concurrency 200 \
+    --target 'lost<=0' --target 'out_of_order<=0'
 
 cluster_run cluster-failover "Failover: kill -9 one of 2 gateways holding 10,000 subscribers" \
     failover --url 'ws://127.0.0.1:{P1}/connection/websocket' --url 'ws://127.0.0.1:{P2}/connection/websocket' \
