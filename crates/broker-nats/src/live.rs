@@ -21,6 +21,9 @@ use crate::{envelope, Shared};
 /// Most messages read to fill one gap; larger gaps make subscribers recover.
 const MAX_FILL: usize = 10_000;
 
+/// The window over which channel tasks check for missed messages after a reconnect.
+const RECONNECT_SPREAD: std::time::Duration = std::time::Duration::from_millis(500);
+
 struct Channel {
     shared: Arc<Shared>,
     name: String,
@@ -147,6 +150,10 @@ impl Channel {
     }
 
     async fn after_reconnect(&mut self) {
+        // Every channel task runs this at once after a reconnect: spread them out
+        // so that a gateway with many channels does not hit NATS with all its
+        // reads in the same instant. Live messages meanwhile still fill gaps.
+        tokio::time::sleep(RECONNECT_SPREAD.mul_f64(fastrand::f64())).await;
         // The client re-sends its subscriptions on reconnect; a flush returns once
         // the server has them, so whatever is published after the check below
         // arrives live.

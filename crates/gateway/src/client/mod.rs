@@ -83,14 +83,17 @@ pub async fn serve<S>(
         tokio::select! {
             incoming = incoming_rx.recv() => match incoming {
                 Some(Incoming::Data(data, opcode)) => {
-                    if let Err(d) = session.on_frame(&data, opcode).await {
+                    // Boxed: command handling (subscribe, recovery, broker calls) is a
+                    // large state machine that would otherwise sit inline in every
+                    // idle connection's future.
+                    if let Err(d) = Box::pin(session.on_frame(&data, opcode)).await {
                         break Some(d);
                     }
                 }
                 Some(Incoming::Violation(d)) => break Some(d),
                 None => break None,
             },
-            Some(control) = control_rx.recv() => session.on_control(control).await,
+            Some(control) = control_rx.recv() => Box::pin(session.on_control(control)).await,
             _ = ping.tick() => {
                 if let Err(d) = session.on_ping_tick() {
                     break Some(d);
@@ -114,7 +117,7 @@ pub async fn serve<S>(
     } else {
         outbound.close(Disconnect::CONNECTION_CLOSED, false);
     }
-    session.close().await;
+    Box::pin(session.close()).await;
     if !writer.is_finished() {
         // The writer sends what is queued and the close frame, bounded in time so a
         // client that stopped reading cannot hold the task.
