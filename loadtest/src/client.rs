@@ -338,27 +338,16 @@ async fn upgrade(
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
-        .await
-        .map_err(|e| match e {
-            fastwebsockets::WebSocketError::InvalidStatusCode(code) => {
-                ClientError::Handshake(format!("status {code}"))
-            }
-            other => ClientError::Handshake(other.to_string()),
-        })?;
+    let (mut ws, _) =
+        fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
+            .await
+            .map_err(|e| match e {
+                fastwebsockets::WebSocketError::InvalidStatusCode(code) => {
+                    ClientError::Handshake(format!("status {code}"))
+                }
+                other => ClientError::Handshake(other.to_string()),
+            })?;
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
     Ok(ws)
-}
-
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
 }

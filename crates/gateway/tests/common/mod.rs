@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,18 +162,6 @@ impl Gateway {
     }
 }
 
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
 /// What a client read from the socket.
 #[derive(Debug)]
 pub enum Received {
@@ -229,7 +216,9 @@ where
         req = req.header("Sec-WebSocket-Protocol", p);
     }
     let req = req.body(Empty::<Bytes>::new()).unwrap();
-    let (mut ws, response) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
+    let (mut ws, response) =
+        fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
+            .await?;
     ws.set_auto_close(false);
     ws.set_auto_pong(true);
     let chosen = response
