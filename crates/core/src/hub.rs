@@ -326,7 +326,7 @@ mod tests {
         let mut out = Vec::new();
         match q.next_batch(&mut out).await {
             Batch::Close(d) => assert_eq!(d, Disconnect::INAPPROPRIATE_PROTOCOL),
-            Batch::Records => panic!("expected close"),
+            other => panic!("expected close, got {other:?}"),
         }
     }
 

@@ -28,6 +28,19 @@ impl Record {
     }
 }
 
+/// A frame the transport must send outside the data stream (for WebSocket: a
+/// pong, or the echo of the client's close), ahead of queued records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlFrame {
+    /// Transport-specific kind (the WebSocket opcode).
+    pub kind: u8,
+    pub payload: Bytes,
+}
+
+/// Control frames waiting at most; more are dropped (a client that pings faster
+/// than it reads gets a pong for the latest pings only, as RFC 6455 allows).
+const MAX_CONTROL: usize = 4;
+
 /// Why a record was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
@@ -40,6 +53,8 @@ pub enum Dropped {
 /// What the writer gets from [`Outbound::next_batch`].
 #[derive(Debug)]
 pub enum Batch {
+    /// Control frames to write before anything else.
+    Control(Vec<ControlFrame>),
     /// Records to write, oldest first.
     Records,
     /// Close the connection; records still queued are left unsent.
@@ -57,6 +72,7 @@ pub struct Outbound {
 struct State {
     records: VecDeque<Record>,
     bytes: usize,
+    control: Vec<ControlFrame>,
     close: Option<Disconnect>,
     /// Write what is queued before closing.
     flush_before_close: bool,
@@ -116,6 +132,22 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues a control frame ahead of the records; dropped when the connection
+    /// is closing or too many are waiting.
+    pub fn push_control(&self, frame: ControlFrame) -> Result<(), Dropped> {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return Err(Dropped::Closed);
+        }
+        if state.control.len() >= MAX_CONTROL {
+            return Err(Dropped::Overflow);
+        }
+        state.control.push(frame);
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
     /// Asks the writer to close the connection. With `flush`, records queued
     /// before the close are written first. The first close wins.
     pub fn close(&self, disconnect: Disconnect, flush: bool) {
@@ -143,6 +175,9 @@ impl Outbound {
         loop {
             {
                 let mut state = self.lock();
+                if !state.control.is_empty() {
+                    return Batch::Control(std::mem::take(&mut state.control));
+                }
                 let flush = state.flush_before_close;
                 if let Some(close) = state.close.clone() {
                     if !flush || state.records.is_empty() {
@@ -191,7 +226,7 @@ mod tests {
         let mut out = Vec::new();
         match q.next_batch(&mut out).await {
             Batch::Close(d) => assert_eq!(d, Disconnect::SLOW),
-            Batch::Records => panic!("a slow consumer's backlog must not be written"),
+            other => panic!("a slow consumer's backlog must not be written: {other:?}"),
         }
         assert!(out.is_empty());
     }
@@ -224,8 +259,28 @@ mod tests {
         assert_eq!(out.len(), 1);
         match q.next_batch(&mut out).await {
             Batch::Close(d) => assert_eq!(d, Disconnect::SHUTDOWN),
-            Batch::Records => panic!("expected close"),
+            other => panic!("expected close, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn control_frames_go_first_and_are_bounded() {
+        let q = Outbound::new(100);
+        q.push(rec(1)).unwrap();
+        let pong = ControlFrame {
+            kind: 0xA,
+            payload: Bytes::from_static(b"p"),
+        };
+        for _ in 0..MAX_CONTROL {
+            q.push_control(pong.clone()).unwrap();
+        }
+        assert_eq!(q.push_control(pong.clone()), Err(Dropped::Overflow));
+        let mut out = Vec::new();
+        match q.next_batch(&mut out).await {
+            Batch::Control(frames) => assert_eq!(frames.len(), MAX_CONTROL),
+            other => panic!("expected control frames first, got {other:?}"),
+        }
+        assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
     }
 
     #[tokio::test]

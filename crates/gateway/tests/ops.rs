@@ -184,3 +184,24 @@ fn fastrand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+#[tokio::test]
+async fn websocket_pings_get_pongs_and_a_close_is_echoed() {
+    let gw = Gateway::start(config()).await;
+    let mut c = gw.connected().await;
+    c.send_raw(fastwebsockets::OpCode::Ping, b"are you there".to_vec()).await;
+    loop {
+        match c.read().await {
+            Received::Frame(fastwebsockets::OpCode::Pong, payload) => {
+                assert_eq!(payload, b"are you there");
+                break;
+            }
+            Received::Frame(..) => continue,
+            Received::Closed { code, reason } => panic!("closed: {code} {reason}"),
+        }
+    }
+    let close = fastwebsockets::Frame::close(1000, b"bye");
+    c.ws.write_frame(close).await.unwrap();
+    assert_eq!(c.closed().await.0, 1000, "the client's close is echoed");
+    eventually("connection forgotten", || gw.node.registry.counts().0 == 0).await;
+}

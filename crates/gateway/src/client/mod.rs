@@ -3,7 +3,9 @@
 //! Three tasks per connection: a *reader* that only reads frames (reading is not
 //! cancel-safe, so it never sits in a `select!`), the *session* loop that runs
 //! commands, timers and server requests, and a *writer* that drains the bounded
-//! [`Outbound`] queue, joining everything queued at once into one frame.
+//! [`Outbound`] queue, joining everything queued at once into one frame; control
+//! frames the reader owes the client (pong, close echo) travel through the same
+//! queue, ahead of the records.
 
 mod session;
 pub use session::history_query;
@@ -16,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use fastwebsockets::{
     FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite,
 };
-use switchboard_core::queue::{Batch, Outbound, Record};
+use switchboard_core::queue::{Batch, ControlFrame, Outbound, Record};
 use switchboard_core::Disconnect;
 use switchboard_protocol::Encoding;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,9 +33,6 @@ enum Incoming {
     /// The socket failed in a way the client caused (oversized or invalid frame).
     Violation(Disconnect),
 }
-
-/// Control frames the protocol obliges us to send (pong, close echo).
-type Obligated = (OpCode, Vec<u8>);
 
 /// Close code WebSocket clients know for "message too big".
 const MESSAGE_TOO_BIG: u16 = 1009;
@@ -54,14 +53,13 @@ pub async fn serve<S>(
     ws.set_max_message_size(node.config.limits.max_frame_bytes);
     let (read, write) = ws.split(tokio::io::split);
     let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
-    let (obligated_tx, obligated_rx) = mpsc::channel::<Obligated>(4);
     let (incoming_tx, mut incoming_rx) = mpsc::channel::<Incoming>(1);
     let reader = tokio::spawn(read_loop(
         FragmentCollectorRead::new(read),
         incoming_tx,
-        obligated_tx,
+        outbound.clone(),
     ));
-    let mut writer = tokio::spawn(write_loop(write, outbound.clone(), obligated_rx, encoding));
+    let mut writer = tokio::spawn(write_loop(write, outbound.clone(), encoding));
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let mut session = Session::new(node.clone(), encoding, outbound.clone(), control_tx);
@@ -135,13 +133,18 @@ pub async fn serve<S>(
 async fn read_loop<S>(
     mut read: FragmentCollectorRead<S>,
     incoming: mpsc::Sender<Incoming>,
-    obligated: mpsc::Sender<Obligated>,
+    outbound: Arc<Outbound>,
 ) where
     S: AsyncRead + Unpin,
 {
+    // Frames the protocol obliges us to send (pong, close echo) go to the writer
+    // ahead of queued records; a dropped pong is allowed, so the result is ignored.
     let mut send_obligated = |frame: Frame<'_>| {
-        let result = obligated.try_send((frame.opcode, frame.payload.to_vec()));
-        async move { result.map_err(|_| WebSocketError::ConnectionClosed) }
+        let _ = outbound.push_control(ControlFrame {
+            kind: frame.opcode as u8,
+            payload: Bytes::copy_from_slice(&frame.payload),
+        });
+        async { Ok::<(), WebSocketError>(()) }
     };
     loop {
         let frame = match read.read_frame(&mut send_obligated).await {
@@ -185,52 +188,61 @@ async fn read_loop<S>(
     }
 }
 
-async fn write_loop<W>(
-    mut ws: WebSocketWrite<W>,
-    outbound: Arc<Outbound>,
-    mut obligated: mpsc::Receiver<Obligated>,
-    encoding: Encoding,
-) where
+async fn write_loop<W>(mut ws: WebSocketWrite<W>, outbound: Arc<Outbound>, encoding: Encoding)
+where
     W: AsyncWrite + Unpin,
 {
     let mut batch: Vec<Record> = Vec::new();
     let mut buf = BytesMut::new();
     loop {
-        tokio::select! {
-            biased;
-            Some((opcode, payload)) = obligated.recv() => {
-                let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
-                if ws.write_frame(frame).await.is_err() || opcode == OpCode::Close {
-                    return;
-                }
-                let _ = ws.flush().await;
-            }
-            next = outbound.next_batch(&mut batch) => match next {
-                Batch::Records => {
-                    account(&batch);
-                    encoding.join(batch.drain(..).map(|r| r.data), &mut buf);
-                    let payload = Payload::Borrowed(&buf);
-                    let frame = if encoding.is_binary() { Frame::binary(payload) } else { Frame::text(payload) };
+        match outbound.next_batch(&mut batch).await {
+            Batch::Control(frames) => {
+                for control in frames {
+                    let opcode = if control.kind == OpCode::Close as u8 {
+                        OpCode::Close
+                    } else {
+                        OpCode::Pong
+                    };
+                    let frame =
+                        Frame::new(true, opcode, None, Payload::Owned(control.payload.to_vec()));
                     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
                         ws.write_frame(frame).await?;
                         ws.flush().await
                     })
                     .await;
-                    buf.clear();
-                    if !matches!(written, Ok(Ok(()))) {
-                        outbound.close(Disconnect::WRITE_ERROR, false);
+                    if !matches!(written, Ok(Ok(()))) || opcode == OpCode::Close {
                         return;
                     }
                 }
-                Batch::Close(d) => {
-                    let frame = Frame::close(d.code, close_reason(&d.reason));
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        ws.write_frame(frame).await?;
-                        ws.flush().await
-                    })
-                    .await;
+            }
+            Batch::Records => {
+                account(&batch);
+                encoding.join(batch.drain(..).map(|r| r.data), &mut buf);
+                let payload = Payload::Borrowed(&buf);
+                let frame = if encoding.is_binary() {
+                    Frame::binary(payload)
+                } else {
+                    Frame::text(payload)
+                };
+                let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    ws.write_frame(frame).await?;
+                    ws.flush().await
+                })
+                .await;
+                buf.clear();
+                if !matches!(written, Ok(Ok(()))) {
+                    outbound.close(Disconnect::WRITE_ERROR, false);
                     return;
                 }
+            }
+            Batch::Close(d) => {
+                let frame = Frame::close(d.code, close_reason(&d.reason));
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    ws.write_frame(frame).await?;
+                    ws.flush().await
+                })
+                .await;
+                return;
             }
         }
     }
@@ -245,15 +257,29 @@ fn close_reason(reason: &str) -> &[u8] {
     &reason.as_bytes()[..end]
 }
 
+/// Handles of the per-delivery metrics, looked up once: resolving a metric by
+/// name on every write costs a registry lookup per delivery.
+fn delivery_metrics() -> &'static (metrics::Histogram, metrics::Counter) {
+    static HANDLES: std::sync::OnceLock<(metrics::Histogram, metrics::Counter)> =
+        std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| {
+        (
+            metrics::histogram!("switchboard_delivery_latency_seconds"),
+            metrics::counter!("switchboard_messages_out_total"),
+        )
+    })
+}
+
 fn account(batch: &[Record]) {
+    let (latency_histogram, messages_out) = delivery_metrics();
     let now = switchboard_core::now_micros();
     let mut publications = 0u64;
     for record in batch.iter().filter(|r| r.time_us > 0) {
         publications += 1;
         let latency = now.saturating_sub(record.time_us) as f64 / 1e6;
-        metrics::histogram!("switchboard_delivery_latency_seconds").record(latency);
+        latency_histogram.record(latency);
     }
     if publications > 0 {
-        metrics::counter!("switchboard_messages_out_total").increment(publications);
+        messages_out.increment(publications);
     }
 }
