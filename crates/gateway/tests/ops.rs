@@ -189,7 +189,8 @@ fn fastrand_suffix() -> u64 {
 async fn websocket_pings_get_pongs_and_a_close_is_echoed() {
     let gw = Gateway::start(config()).await;
     let mut c = gw.connected().await;
-    c.send_raw(fastwebsockets::OpCode::Ping, b"are you there".to_vec()).await;
+    c.send_raw(fastwebsockets::OpCode::Ping, b"are you there".to_vec())
+        .await;
     loop {
         match c.read().await {
             Received::Frame(fastwebsockets::OpCode::Pong, payload) => {
