@@ -42,7 +42,7 @@ use switchboard_core::{
 };
 use tokio::sync::watch;
 
-pub use presence::KvPresence;
+pub use presence::{KvPresence, PresenceBucket};
 pub use streams::Storage;
 use subject::Subjects;
 

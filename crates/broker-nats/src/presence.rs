@@ -1,10 +1,13 @@
 //! Presence shared by every gateway: a JetStream key-value bucket.
 //!
 //! Keys are `<channel token>.<client id>`, values the member's client info. The
-//! bucket's max age is the presence TTL: each gateway re-puts its own members
-//! well inside it, so members of a gateway that died without saying goodbye
-//! expire instead of staying forever. Nothing about other gateways' members is
-//! kept in memory; this gateway remembers only its own, to refresh them.
+//! bucket's max age is the presence TTL: members are re-put well inside it, so
+//! members of a gateway that died without saying goodbye expire instead of
+//! staying forever.
+//!
+//! [`PresenceBucket`] is the stateless store (the presence service serves it);
+//! [`KvPresence`] is a gateway using the bucket directly, remembering only its own
+//! members, to refresh them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,10 +27,16 @@ use crate::{unavailable, NatsError};
 /// Most members listed for one channel; the rest are left out of `get`.
 const MAX_LISTED: usize = 100_000;
 
-pub struct KvPresence {
+/// The presence bucket: stateless operations any replica can serve.
+pub struct PresenceBucket {
     store: kv::Store,
     stream: jetstream::stream::Stream,
     bucket: String,
+}
+
+/// A gateway's presence straight on the bucket.
+pub struct KvPresence {
+    bucket: PresenceBucket,
     /// This gateway's members: key → value, re-put on every refresh.
     local: Mutex<HashMap<String, Bytes>>,
 }
@@ -36,15 +45,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl KvPresence {
-    /// Opens (or creates) the bucket `<prefix>-presence` with the given TTL and
-    /// starts refreshing this gateway's members every third of it.
+impl PresenceBucket {
+    /// Opens (or creates) the bucket `<prefix>-presence` with the given TTL.
     pub async fn open(
         js: &jetstream::Context,
         prefix: &str,
         ttl: Duration,
         replicas: usize,
-    ) -> Result<Arc<KvPresence>, NatsError> {
+    ) -> Result<PresenceBucket, NatsError> {
         let bucket = format!("{prefix}-presence");
         // The bucket's stream is made directly, with the key-value conventions
         // (ADR-8), so that it is created idempotently by any gateway, and in the
@@ -73,21 +81,53 @@ impl KvPresence {
             .get_key_value(&bucket)
             .await
             .map_err(|e| stream_error(&e))?;
-        let presence = Arc::new(KvPresence {
+        Ok(PresenceBucket {
             store,
             stream,
             bucket,
-            local: Mutex::new(HashMap::new()),
-        });
-        tokio::spawn(refresh(Arc::downgrade(&presence), ttl / 3));
-        Ok(presence)
+        })
     }
 
     fn key(channel: &str, client: &str) -> String {
         format!("{}.{client}", Subjects::channel_token(channel))
     }
 
-    async fn members(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
+    fn value(info: ClientInfo) -> Bytes {
+        Bytes::from(presence_info::encode(info).encode_to_vec())
+    }
+
+    /// Adds or refreshes a member.
+    pub async fn put(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        let key = PresenceBucket::key(channel, &info.client);
+        self.put_raw(&key, PresenceBucket::value(info)).await
+    }
+
+    async fn put_raw(&self, key: &str, value: Bytes) -> Result<(), BrokerError> {
+        self.store
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Removes a member.
+    pub async fn delete(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        let key = PresenceBucket::key(channel, client);
+        self.store.delete(&key).await.map_err(unavailable)
+    }
+
+    /// Counts of a channel's members and distinct users.
+    pub async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        let members = self.members(channel).await?;
+        let users: HashSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
+        Ok(PresenceStats {
+            num_clients: members.len() as u32,
+            num_users: users.len() as u32,
+        })
+    }
+
+    /// A channel's members, ordered by client id.
+    pub async fn members(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
         let filter = format!("$KV.{}.{}.*", self.bucket, Subjects::channel_token(channel));
         let mut subjects = self
             .stream
@@ -120,7 +160,26 @@ impl KvPresence {
                 members.push(info);
             }
         }
+        members.sort_by(|a, b| a.client.cmp(&b.client));
         Ok(members)
+    }
+}
+
+impl KvPresence {
+    /// Opens the bucket and starts refreshing this gateway's members every third
+    /// of the TTL.
+    pub async fn open(
+        js: &jetstream::Context,
+        prefix: &str,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<Arc<KvPresence>, NatsError> {
+        let presence = Arc::new(KvPresence {
+            bucket: PresenceBucket::open(js, prefix, ttl, replicas).await?,
+            local: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(refresh(Arc::downgrade(&presence), ttl / 3));
+        Ok(presence)
     }
 }
 
@@ -139,7 +198,7 @@ async fn refresh(presence: Weak<KvPresence>, every: Duration) {
             if !lock(&p.local).contains_key(&key) {
                 continue;
             }
-            if let Err(e) = p.store.put(&key, value).await {
+            if let Err(e) = p.bucket.put_raw(&key, value).await {
                 tracing::warn!(error = %e, "presence refresh failed");
                 break;
             }
@@ -151,24 +210,20 @@ async fn refresh(presence: Weak<KvPresence>, every: Duration) {
 #[async_trait]
 impl PresenceStore for KvPresence {
     async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        let key = KvPresence::key(channel, &info.client);
-        let value = Bytes::from(presence_info::encode(info).encode_to_vec());
+        let key = PresenceBucket::key(channel, &info.client);
+        let value = PresenceBucket::value(info);
         lock(&self.local).insert(key.clone(), value.clone());
-        self.store
-            .put(&key, value)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.bucket.put_raw(&key, value).await
     }
 
     async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
-        let key = KvPresence::key(channel, client);
-        lock(&self.local).remove(&key);
-        self.store.delete(&key).await.map_err(unavailable)
+        lock(&self.local).remove(&PresenceBucket::key(channel, client));
+        self.bucket.delete(channel, client).await
     }
 
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError> {
         Ok(self
+            .bucket
             .members(channel)
             .await?
             .into_iter()
@@ -177,11 +232,6 @@ impl PresenceStore for KvPresence {
     }
 
     async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
-        let members = self.members(channel).await?;
-        let users: HashSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
-        Ok(PresenceStats {
-            num_clients: members.len() as u32,
-            num_users: users.len() as u32,
-        })
+        self.bucket.stats(channel).await
     }
 }

@@ -24,4 +24,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError>;
     /// Counts of clients and distinct users present in a channel.
     async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
+
+    /// This node shuts down cleanly: whatever of its presence is left goes now.
+    async fn node_gone(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }

@@ -108,6 +108,10 @@ pub struct Cli {
     /// Seconds a member of a gateway that died stays in presence (cluster mode) [default: 30].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL")]
     pub presence_ttl: Option<u64>,
+    /// Presence service URLs (http://host:port), comma-separated: cluster-mode presence
+    /// through its replicas. Without it, gateways use the presence bucket directly.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_URL", value_delimiter = ',')]
+    pub presence_url: Option<Vec<String>>,
 }
 
 /// Where history streams are stored.
@@ -146,6 +150,7 @@ pub struct FileConfig {
     pub nats_storage: Option<NatsStorage>,
     pub nats_prefix: Option<String>,
     pub presence_ttl: Option<u64>,
+    pub presence_url: Option<Vec<String>>,
     /// Options of the default namespace (channels without `ns:`).
     pub channel: NamespaceOptions,
     pub namespaces: Vec<Namespace>,
@@ -203,6 +208,8 @@ pub struct NatsSettings {
     pub prefix: String,
     /// Members of a gateway that died expire after this.
     pub presence_ttl: Duration,
+    /// Presence service replicas; empty: the bucket directly.
+    pub presence_urls: Vec<String>,
 }
 
 impl Default for Config {
@@ -360,6 +367,13 @@ impl Config {
                     presence_ttl: Duration::from_secs(
                         cli.presence_ttl.or(file.presence_ttl).unwrap_or(30).max(3),
                     ),
+                    presence_urls: cli
+                        .presence_url
+                        .or(file.presence_url)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|u| !u.trim().is_empty())
+                        .collect(),
                 }),
         };
         config.check()?;

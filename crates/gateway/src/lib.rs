@@ -10,6 +10,7 @@
 //! - [`api`]: the Centrifugo-compatible server HTTP API.
 //! - [`auth`]: connection and subscription tokens (JWT).
 //! - [`encode`]: core events → Centrifugo protocol pushes, per encoding.
+//! - [`presence_client`]: presence over the presence service's gRPC API.
 //! - [`registry`]: this node's connections by client and user.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`tls`]: rustls acceptor from PEM files.
@@ -25,6 +26,7 @@ pub mod encode;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod presence_client;
 pub mod registry;
 pub mod server;
 pub mod tls;

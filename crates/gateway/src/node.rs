@@ -25,6 +25,7 @@ use switchboard_broker_nats::{KvPresence, NatsBroker, NatsConfig, NatsError, Sto
 
 use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, NatsStorage};
+use crate::presence_client::RemotePresence;
 use crate::registry::Registry;
 
 /// Why a node could not start.
@@ -34,6 +35,8 @@ pub enum NodeError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(transparent)]
+    PresenceUrl(#[from] crate::presence_client::PresenceUrlError),
 }
 
 pub struct Node {
@@ -106,13 +109,18 @@ impl Node {
             ..Default::default()
         };
         let broker = NatsBroker::connect(nats_config, &config.namespaces).await?;
-        let presence = KvPresence::open(
-            broker.jetstream(),
-            &nats.prefix,
-            nats.presence_ttl,
-            nats.replicas,
-        )
-        .await?;
+        let presence: Arc<dyn PresenceStore> = if nats.presence_urls.is_empty() {
+            KvPresence::open(
+                broker.jetstream(),
+                &nats.prefix,
+                nats.presence_ttl,
+                nats.replicas,
+            )
+            .await?
+        } else {
+            let node_name = uuid::Uuid::new_v4().to_string();
+            RemotePresence::new(&nats.presence_urls, node_name, nats.presence_ttl)?
+        };
         Ok(Node::new(config, broker, presence)?)
     }
 

@@ -70,6 +70,7 @@ fn help_documents_every_option_and_its_environment_variable() {
         "nats-storage",
         "nats-prefix",
         "presence-ttl",
+        "presence-url",
     ] {
         assert!(help.contains(&format!("--{option}")), "--{option} missing");
         let env = format!("SWITCHBOARD_{}", option.to_uppercase().replace('-', "_"));

@@ -389,6 +389,7 @@ async fn killing_one_node_of_a_three_node_cluster_loses_nothing() {
             storage: switchboard_gateway::config::NatsStorage::File,
             prefix: "sb".into(),
             presence_ttl: std::time::Duration::from_secs(30),
+            presence_urls: Vec::new(),
         });
         gws.push(Gateway::start_tls(cfg, None).await);
     }
@@ -568,6 +569,7 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
             storage: switchboard_gateway::config::NatsStorage::File,
             prefix: "sb".into(),
             presence_ttl: std::time::Duration::from_secs(3),
+            presence_urls: Vec::new(),
         });
         Gateway::start_tls(cfg, None).await
     };
@@ -681,4 +683,154 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
     for c in collectors {
         assert_eq!(c.await.unwrap(), expected(COUNT));
     }
+}
+
+/// A presence service replica on its own runtime; `kill` drops the runtime with
+/// every task and connection of the replica, as a crash would.
+struct PresenceReplica {
+    url: String,
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl PresenceReplica {
+    async fn start(nats: &str) -> PresenceReplica {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let nats = nats.to_owned();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let client = async_nats::connect(nats).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let bucket = switchboard_broker_nats::PresenceBucket::open(
+                &js,
+                "sb",
+                std::time::Duration::from_secs(30),
+                1,
+            )
+            .await
+            .unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let service = switchboard_presence::PresenceService::new(std::sync::Arc::new(bucket));
+            let _ = ready_tx.send(());
+            let _ = switchboard_presence::serve(listener, service, std::future::pending()).await;
+        });
+        ready.await.unwrap();
+        PresenceReplica {
+            url,
+            runtime: std::sync::Mutex::new(Some(runtime)),
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(runtime) = self.runtime.lock().unwrap().take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for PresenceReplica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn gateway_with_presence_service(nats: &str, replicas: &[&PresenceReplica]) -> Gateway {
+    let mut cfg = config();
+    cfg.nats = Some(switchboard_gateway::config::NatsSettings {
+        urls: vec![nats.to_owned()],
+        replicas: 1,
+        storage: switchboard_gateway::config::NatsStorage::File,
+        prefix: "sb".into(),
+        presence_ttl: std::time::Duration::from_secs(30),
+        presence_urls: replicas.iter().map(|r| r.url.clone()).collect(),
+    });
+    Gateway::start_tls(cfg, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_through_two_service_replicas_and_two_gateways() {
+    let nats = NatsServer::start();
+    let r1 = PresenceReplica::start(&nats.url()).await;
+    let r2 = PresenceReplica::start(&nats.url()).await;
+    let a = gateway_with_presence_service(&nats.url(), &[&r1, &r2]).await;
+    let b = gateway_with_presence_service(&nats.url(), &[&r2, &r1]).await;
+    let mut clients = Vec::new();
+    for (i, gw) in [&a, &b, &b].iter().enumerate() {
+        let mut c = gw.client().await;
+        let user = if i == 0 { "ann" } else { "bob" };
+        c.connect(json!({"token": token(json!({"sub": user}))}))
+            .await;
+        let r = c.subscribe(json!({"channel": "hall"})).await;
+        assert!(r.get("error").is_none(), "{r}");
+        clients.push(c);
+    }
+    for gw in [&a, &b] {
+        let (_, stats) = gw
+            .api()
+            .call("presence_stats", json!({"channel": "hall"}))
+            .await;
+        assert_eq!(
+            stats["result"],
+            json!({"num_clients": 3, "num_users": 2}),
+            "{stats}"
+        );
+        let (_, p) = gw.api().call("presence", json!({"channel": "hall"})).await;
+        assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 3, "{p}");
+    }
+    clients.pop();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, stats) = a
+            .api()
+            .call("presence_stats", json!({"channel": "hall"}))
+            .await;
+        if stats["result"] == json!({"num_clients": 2, "num_users": 2}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leave never showed: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_replica_dying_during_joins_costs_no_client_error() {
+    const CLIENTS: usize = 30;
+    let nats = NatsServer::start();
+    let r1 = PresenceReplica::start(&nats.url()).await;
+    let r2 = PresenceReplica::start(&nats.url()).await;
+    let gw = gateway_with_presence_service(&nats.url(), &[&r1, &r2]).await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        if i == CLIENTS / 3 {
+            r1.kill();
+        }
+        let mut c = gw.client().await;
+        c.connect(json!({"token": token(json!({"sub": format!("u{i}")}))}))
+            .await;
+        let r = c.subscribe(json!({"channel": "resilient"})).await;
+        assert!(r.get("error").is_none(), "subscribe {i}: {r}");
+        let p = c
+            .call(json!({"presence_stats": {"channel": "resilient"}}))
+            .await;
+        assert!(p.get("error").is_none(), "presence_stats {i}: {p}");
+        clients.push(c);
+    }
+    let (_, stats) = gw
+        .api()
+        .call("presence_stats", json!({"channel": "resilient"}))
+        .await;
+    assert_eq!(
+        stats["result"],
+        json!({"num_clients": CLIENTS, "num_users": CLIENTS}),
+        "{stats}"
+    );
 }

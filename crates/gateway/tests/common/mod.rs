@@ -109,6 +109,7 @@ impl Gateway {
             storage: switchboard_gateway::config::NatsStorage::File,
             prefix: "sb".into(),
             presence_ttl: std::time::Duration::from_secs(30),
+            presence_urls: Vec::new(),
         });
         Gateway::start_tls(config, None).await
     }

@@ -1,0 +1,221 @@
+//! The gateway's side of the presence service: a [`PresenceStore`] over gRPC.
+//!
+//! Calls go to the configured replicas in turn; a replica that fails (down,
+//! unreachable, past the deadline) is skipped and the next one tried, so a
+//! replica dying costs a retry, not a client-visible error. The gateway keeps
+//! its own members to refresh them in batches well inside the presence TTL, and
+//! hands what is left to `node_gone` on a clean shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
+use switchboard_presence::pb::presence_client::PresenceClient;
+use switchboard_presence::pb::{self as presence_pb};
+use switchboard_presence::{info_to_member, member_to_info, MAX_BATCH};
+use tonic::transport::{Channel, Endpoint};
+
+/// Longest wait for one call to one replica.
+const DEADLINE: Duration = Duration::from_secs(2);
+/// Refresh batches; the service takes at most `MAX_BATCH`.
+const BATCH: usize = 500;
+
+pub struct RemotePresence {
+    replicas: Vec<PresenceClient<Channel>>,
+    next: AtomicUsize,
+    node: String,
+    /// This gateway's members by (channel, client).
+    local: Mutex<HashMap<(String, String), ClientInfo>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid presence URL {url}: {reason}")]
+pub struct PresenceUrlError {
+    url: String,
+    reason: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs one call against the replicas in turn until one answers.
+macro_rules! call {
+    ($self:ident, $method:ident, $request:expr) => {{
+        let replicas = $self.replicas.len();
+        let start = $self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = String::new();
+        let mut answer = None;
+        for i in 0..replicas {
+            let mut client = $self.replicas[(start + i) % replicas].clone();
+            let mut request = tonic::Request::new($request);
+            request.set_timeout(DEADLINE);
+            match tokio::time::timeout(DEADLINE, client.$method(request)).await {
+                Ok(Ok(reply)) => {
+                    answer = Some(reply.into_inner());
+                    break;
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(BrokerError::Internal(status.message().to_owned()));
+                }
+                Ok(Err(status)) => last = status.to_string(),
+                Err(_) => last = "deadline passed".into(),
+            }
+            metrics::counter!("switchboard_presence_client_retries_total").increment(1);
+        }
+        match answer {
+            Some(a) => a,
+            None => {
+                return Err(BrokerError::Unavailable(format!(
+                    "no presence replica answered: {last}"
+                )))
+            }
+        }
+    }};
+}
+
+impl RemotePresence {
+    /// Connects lazily to every replica and starts refreshing this gateway's
+    /// members every third of `ttl`.
+    pub fn new(
+        urls: &[String],
+        node: String,
+        ttl: Duration,
+    ) -> Result<Arc<RemotePresence>, PresenceUrlError> {
+        let replicas = urls
+            .iter()
+            .map(|url| {
+                Endpoint::from_shared(url.clone())
+                    .map(|e| PresenceClient::new(e.connect_timeout(DEADLINE).connect_lazy()))
+                    .map_err(|e| PresenceUrlError {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if replicas.is_empty() {
+            return Err(PresenceUrlError {
+                url: String::new(),
+                reason: "no URL given".into(),
+            });
+        }
+        let presence = Arc::new(RemotePresence {
+            replicas,
+            next: AtomicUsize::new(0),
+            node,
+            local: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(refresh(Arc::downgrade(&presence), ttl / 3));
+        Ok(presence)
+    }
+
+    fn memberships(&self) -> Vec<presence_pb::Membership> {
+        lock(&self.local)
+            .iter()
+            .map(|((channel, _), info)| presence_pb::Membership {
+                channel: channel.clone(),
+                member: Some(info_to_member(info.clone())),
+            })
+            .collect()
+    }
+
+    async fn refresh_all(&self) -> Result<(), BrokerError> {
+        for chunk in self.memberships().chunks(BATCH.min(MAX_BATCH)) {
+            let request = presence_pb::RefreshRequest {
+                node: self.node.clone(),
+                memberships: chunk.to_vec(),
+            };
+            call!(self, refresh, request.clone());
+        }
+        Ok(())
+    }
+}
+
+async fn refresh(presence: Weak<RemotePresence>, every: Duration) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(p) = presence.upgrade() else { return };
+        if let Err(e) = p.refresh_all().await {
+            tracing::warn!(error = %e, "presence refresh failed");
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceStore for RemotePresence {
+    async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        lock(&self.local).insert((channel.to_owned(), info.client.clone()), info.clone());
+        let request = presence_pb::JoinRequest {
+            node: self.node.clone(),
+            membership: Some(presence_pb::Membership {
+                channel: channel.to_owned(),
+                member: Some(info_to_member(info)),
+            }),
+        };
+        call!(self, join, request.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        lock(&self.local).remove(&(channel.to_owned(), client.to_owned()));
+        let request = presence_pb::LeaveRequest {
+            node: self.node.clone(),
+            channel: channel.to_owned(),
+            client: client.to_owned(),
+        };
+        call!(self, leave, request.clone());
+        Ok(())
+    }
+
+    async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError> {
+        let mut members = HashMap::new();
+        let mut page = String::new();
+        // Bounded: every page moves past the last client id given.
+        for _ in 0..1_000 {
+            let request = presence_pb::ListRequest {
+                channel: channel.to_owned(),
+                limit: 0,
+                page: page.clone(),
+            };
+            let reply = call!(self, list, request.clone());
+            for m in reply.members {
+                let info = member_to_info(m);
+                members.insert(info.client.clone(), info);
+            }
+            if reply.next_page.is_empty() {
+                break;
+            }
+            page = reply.next_page;
+        }
+        Ok(members)
+    }
+
+    async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        let request = presence_pb::StatsRequest {
+            channel: channel.to_owned(),
+        };
+        let reply = call!(self, stats, request.clone());
+        Ok(PresenceStats {
+            num_clients: reply.num_clients,
+            num_users: reply.num_users,
+        })
+    }
+
+    async fn node_gone(&self) -> Result<(), BrokerError> {
+        let memberships = self.memberships();
+        lock(&self.local).clear();
+        for chunk in memberships.chunks(BATCH.min(MAX_BATCH)) {
+            let request = presence_pb::NodeGoneRequest {
+                node: self.node.clone(),
+                memberships: chunk.to_vec(),
+            };
+            call!(self, node_gone, request.clone());
+        }
+        Ok(())
+    }
+}
