@@ -28,10 +28,26 @@ use crate::{unavailable, NatsError};
 const MAX_LISTED: usize = 100_000;
 
 /// The presence bucket: stateless operations any replica can serve.
+///
+/// A member not refreshed within the presence TTL is gone: lists and stats skip
+/// it, and the presence service's sweeper deletes it and announces its leave. The
+/// bucket itself keeps entries for twice the TTL, so that the sweeper sees them
+/// go stale before NATS drops them.
 pub struct PresenceBucket {
     store: kv::Store,
     stream: jetstream::stream::Stream,
     bucket: String,
+    ttl: Duration,
+    client: async_nats::Client,
+    subjects: Subjects,
+}
+
+/// A member whose refresh is overdue, as the sweeper finds it.
+pub struct StaleMember {
+    pub channel: String,
+    pub info: ClientInfo,
+    key: String,
+    revision: u64,
 }
 
 /// A gateway's presence straight on the bucket.
@@ -46,13 +62,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PresenceBucket {
-    /// Opens (or creates) the bucket `<prefix>-presence` with the given TTL.
+    /// Opens (or creates) the bucket `<prefix>-presence` for the given TTL.
     pub async fn open(
         js: &jetstream::Context,
         prefix: &str,
         ttl: Duration,
         replicas: usize,
     ) -> Result<PresenceBucket, NatsError> {
+        let retention = ttl * 2;
         let bucket = format!("{prefix}-presence");
         // The bucket's stream is made directly, with the key-value conventions
         // (ADR-8), so that it is created idempotently by any gateway, and in the
@@ -61,8 +78,8 @@ impl PresenceBucket {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            max_age: ttl,
-            duplicate_window: ttl.min(Duration::from_secs(120)),
+            max_age: retention,
+            duplicate_window: retention.min(Duration::from_secs(120)),
             num_replicas: replicas,
             discard: jetstream::stream::DiscardPolicy::New,
             allow_rollup: true,
@@ -85,7 +102,80 @@ impl PresenceBucket {
             store,
             stream,
             bucket,
+            ttl,
+            client: js.client(),
+            subjects: Subjects::new(prefix),
         })
+    }
+
+    /// The presence TTL: a member not refreshed within it is gone.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The store, for the sweeper's lease.
+    pub fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
+    /// Members not refreshed within the TTL, at most `limit` of them.
+    pub async fn stale(&self, limit: usize) -> Result<Vec<StaleMember>, BrokerError> {
+        let mut keys = self.store.keys().await.map_err(unavailable)?;
+        let mut stale = Vec::new();
+        let now = std::time::SystemTime::now();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            let Some((token, _client)) = key.split_once('.') else {
+                continue; // not a member (the sweeper's lease)
+            };
+            let Some(entry) = self.store.entry(key.as_str()).await.map_err(unavailable)? else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let created: std::time::SystemTime = entry.created.into();
+            let age = now.duration_since(created).unwrap_or_default();
+            if age <= self.ttl {
+                continue;
+            }
+            let (Ok(info), Some(channel)) = (
+                presence_info::decode(&entry.value),
+                Subjects::channel_of_token(token),
+            ) else {
+                continue;
+            };
+            stale.push(StaleMember {
+                channel,
+                info,
+                key,
+                revision: entry.revision,
+            });
+            if stale.len() >= limit {
+                break;
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Deletes a stale member if nobody refreshed or removed it since it was
+    /// found, and announces its leave on the channel. Returns whether this call
+    /// did it: with several sweepers, exactly one does.
+    pub async fn expire(&self, member: StaleMember) -> Result<bool, BrokerError> {
+        match self
+            .store
+            .delete_expect_revision(&member.key, Some(member.revision))
+            .await
+        {
+            Ok(()) => {}
+            Err(_) => return Ok(false),
+        }
+        let body = crate::envelope::presence(crate::envelope::Kind::Leave, member.info);
+        self.client
+            .publish(self.subjects.live(&member.channel), body)
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
     }
 
     fn key(channel: &str, client: &str) -> String {
@@ -153,7 +243,11 @@ impl PresenceBucket {
                 .headers
                 .get("KV-Operation")
                 .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-            if deleted || message.payload.is_empty() {
+            let written: std::time::SystemTime = message.time.into();
+            let overdue = std::time::SystemTime::now()
+                .duration_since(written)
+                .is_ok_and(|age| age > self.ttl);
+            if deleted || overdue || message.payload.is_empty() {
                 continue;
             }
             if let Ok(info) = presence_info::decode(&message.payload) {

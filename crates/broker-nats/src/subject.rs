@@ -40,6 +40,12 @@ impl Subjects {
         URL_SAFE_NO_PAD.encode(channel.as_bytes())
     }
 
+    /// The channel name a token stands for.
+    pub fn channel_of_token(token: &str) -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
     fn ns_of(channel: &str) -> String {
         Subjects::ns_token(channel::namespace_of(channel))
     }
@@ -122,6 +128,17 @@ mod tests {
         ];
         let subjects: std::collections::HashSet<String> = names.iter().map(|n| s.live(n)).collect();
         assert_eq!(subjects.len(), names.len());
+    }
+
+    #[test]
+    fn tokens_decode_back_to_channel_names() {
+        for name in ["a.b", "chat:x>y", "caf\u{e9}", "#42"] {
+            assert_eq!(
+                Subjects::channel_of_token(&Subjects::channel_token(name)).as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(Subjects::channel_of_token("***"), None);
     }
 
     #[test]

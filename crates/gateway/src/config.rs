@@ -105,7 +105,7 @@ pub struct Cli {
     /// Prefix of NATS subjects and stream names, to share a NATS cluster [default: sb].
     #[arg(long, env = "SWITCHBOARD_NATS_PREFIX")]
     pub nats_prefix: Option<String>,
-    /// Seconds a member of a gateway that died stays in presence (cluster mode) [default: 30].
+    /// Seconds a member of a gateway that died stays in presence (cluster mode) [default: 20].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL")]
     pub presence_ttl: Option<u64>,
     /// Presence service URLs (http://host:port), comma-separated: cluster-mode presence
@@ -365,7 +365,7 @@ impl Config {
                         .or(file.nats_prefix)
                         .unwrap_or_else(|| "sb".into()),
                     presence_ttl: Duration::from_secs(
-                        cli.presence_ttl.or(file.presence_ttl).unwrap_or(30).max(3),
+                        cli.presence_ttl.or(file.presence_ttl).unwrap_or(20).max(3),
                     ),
                     presence_urls: cli
                         .presence_url

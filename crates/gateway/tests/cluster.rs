@@ -694,6 +694,10 @@ struct PresenceReplica {
 
 impl PresenceReplica {
     async fn start(nats: &str) -> PresenceReplica {
+        PresenceReplica::start_with_ttl(nats, std::time::Duration::from_secs(30)).await
+    }
+
+    async fn start_with_ttl(nats: &str, ttl: std::time::Duration) -> PresenceReplica {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -703,20 +707,22 @@ impl PresenceReplica {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let nats = nats.to_owned();
+        let url_for_sweeper = url.clone();
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         runtime.spawn(async move {
             let client = async_nats::connect(nats).await.unwrap();
             let js = async_nats::jetstream::new(client);
-            let bucket = switchboard_broker_nats::PresenceBucket::open(
-                &js,
-                "sb",
-                std::time::Duration::from_secs(30),
-                1,
-            )
-            .await
-            .unwrap();
+            let bucket = std::sync::Arc::new(
+                switchboard_broker_nats::PresenceBucket::open(&js, "sb", ttl, 1)
+                    .await
+                    .unwrap(),
+            );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let service = switchboard_presence::PresenceService::new(std::sync::Arc::new(bucket));
+            tokio::spawn(switchboard_presence::sweeper::run(
+                bucket.clone(),
+                url_for_sweeper,
+            ));
+            let service = switchboard_presence::PresenceService::new(bucket);
             let _ = ready_tx.send(());
             let _ = switchboard_presence::serve(listener, service, std::future::pending()).await;
         });
@@ -833,4 +839,96 @@ async fn a_presence_replica_dying_during_joins_costs_no_client_error() {
         json!({"num_clients": CLIENTS, "num_users": CLIENTS}),
         "{stats}"
     );
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A gateway killed with SIGKILL says no goodbye: its members are announced as
+/// leaves to subscribers on the other gateways, each once, although two presence
+/// replicas sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
+    let ttl = std::time::Duration::from_secs(2);
+    let nats = NatsServer::start();
+    let r1 = PresenceReplica::start_with_ttl(&nats.url(), ttl).await;
+    let r2 = PresenceReplica::start_with_ttl(&nats.url(), ttl).await;
+    let urls = format!("{},{}", r1.url, r2.url);
+    let mut survivor_config = config();
+    survivor_config.nats = Some(switchboard_gateway::config::NatsSettings {
+        urls: vec![nats.url()],
+        replicas: 1,
+        storage: switchboard_gateway::config::NatsStorage::File,
+        prefix: "sb".into(),
+        presence_ttl: ttl,
+        presence_urls: vec![r1.url.clone(), r2.url.clone()],
+    });
+    let survivor = Gateway::start_tls(survivor_config, None).await;
+    let mut watcher = survivor.client().await;
+    watcher
+        .connect(json!({"token": token(json!({"sub": "watcher"}))}))
+        .await;
+    watcher
+        .subscribe(json!({"channel": "wake", "join_leave": true}))
+        .await;
+
+    let mut doomed = GatewayProcess::start(
+        &nats.url(),
+        &["--presence-ttl", "2", "--presence-url", &urls],
+    );
+    let mut victim = Client::open(doomed.1, false).await;
+    victim.connect(json!({})).await;
+    let r = victim.subscribe(json!({"channel": "wake"})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let joined = watcher
+        .wait_for(|v| v["push"]["join"]["info"]["user"] == json!(""))
+        .await;
+    let victim_client = joined["push"]["join"]["info"]["client"].clone();
+
+    doomed.kill9();
+    let leave = watcher.wait_for(|v| v["push"].get("leave").is_some()).await;
+    assert_eq!(leave["push"]["leave"]["info"]["client"], victim_client);
+    let (_, stats) = survivor
+        .api()
+        .call("presence_stats", json!({"channel": "wake"}))
+        .await;
+    assert_eq!(
+        stats["result"],
+        json!({"num_clients": 1, "num_users": 1}),
+        "{stats}"
+    );
+
+    // Two more sweeps after the leave, then nothing else may have arrived.
+    let sweeps = |m: &str| counter(m, "switchboard_presence_sweeps_total");
+    let (_, before) = get(survivor.addr, "/metrics").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, now) = get(survivor.addr, "/metrics").await;
+        if sweeps(&now) >= sweeps(&before) + 2.0 {
+            assert_eq!(
+                counter(&now, "switchboard_presence_leaves_emitted_total"),
+                1.0,
+                "{now}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweepers stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = watcher.call(json!({"ping": {}})).await;
+    assert!(r.get("error").is_none());
+    while let Some(push) = watcher.try_next_push() {
+        assert!(
+            push["push"].get("leave").is_none(),
+            "a second leave arrived: {push}"
+        );
+    }
 }

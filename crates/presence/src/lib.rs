@@ -11,11 +11,13 @@
 //! - [`PresenceService`]: the service over a bucket.
 //! - [`serve`]: the gRPC server on a bound listener, until a shutdown future.
 //! - [`probes`]: `/metrics`, `/healthz` and `/readyz` over HTTP.
+//! - [`sweeper`]: members of gateways that died, deleted and announced as leaves once.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod probes;
+pub mod sweeper;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -41,7 +41,7 @@ struct Cli {
     /// Replicas of the presence bucket (3 in production) [default: 1].
     #[arg(long, env = "SWITCHBOARD_NATS_REPLICAS")]
     nats_replicas: Option<usize>,
-    /// Seconds a member lives without a refresh; the gateways' --presence-ttl [default: 30].
+    /// Seconds a member lives without a refresh; the gateways' --presence-ttl [default: 20].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL")]
     presence_ttl: Option<u64>,
     /// Log filter [default: info].
@@ -99,7 +99,7 @@ fn resolve(cli: Cli) -> Result<Config, String> {
             .or(file.nats_prefix)
             .unwrap_or_else(|| "sb".into()),
         replicas: cli.nats_replicas.or(file.nats_replicas).unwrap_or(1),
-        ttl: Duration::from_secs(cli.presence_ttl.or(file.presence_ttl).unwrap_or(30).max(3)),
+        ttl: Duration::from_secs(cli.presence_ttl.or(file.presence_ttl).unwrap_or(20).max(3)),
         log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
     })
 }
@@ -169,7 +169,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             metrics_handle.run_upkeep();
         }
     });
-    let service = PresenceService::new(Arc::new(bucket));
+    let bucket = Arc::new(bucket);
+    let replica = format!("{}-{}", std::process::id(), grpc.local_addr()?);
+    let sweeper = tokio::spawn(switchboard_presence::sweeper::run(bucket.clone(), replica));
+    let service = PresenceService::new(bucket);
     let served = serve(grpc, service, stopped(stop.clone()));
     tokio::pin!(served);
     // On SIGTERM, calls in flight get a grace period; connections gateways keep
@@ -185,6 +188,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         _ = signalled => tracing::warn!("grace period over; exiting with connections open"),
     }
     upkeep.abort();
+    sweeper.abort();
     let _ = probes_task.await;
     Ok(())
 }

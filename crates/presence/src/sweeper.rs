@@ -1,0 +1,95 @@
+//! Members of gateways that died: found overdue, deleted, announced as leaves.
+//!
+//! One replica at a time sweeps: it holds a lease (`_lease` in the bucket,
+//! renewed on every sweep by compare-and-set; taken over by CAS when it is older
+//! than half the TTL). A member is deleted with the revision the sweeper saw, so
+//! even two sweepers (a lease handing over) announce each leave once. A gateway
+//! refreshes its members every third of the TTL, so a member is overdue only when
+//! its gateway stopped: its leave goes out between one TTL and a TTL and a
+//! quarter after the last refresh.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use switchboard_broker_nats::PresenceBucket;
+
+const LEASE: &str = "_lease";
+/// Overdue members handled per sweep; the rest wait for the next one.
+const PER_SWEEP: usize = 5_000;
+
+/// Sweeps every quarter of the TTL until the task is dropped.
+pub async fn run(bucket: Arc<PresenceBucket>, replica: String) {
+    let every = (bucket.ttl() / 4).max(Duration::from_millis(100));
+    let mut lease: Option<u64> = None;
+    loop {
+        tokio::time::sleep(every.mul_f64(0.9 + 0.2 * fastrand_unit())).await;
+        if !hold_lease(&bucket, &replica, &mut lease).await {
+            continue;
+        }
+        metrics::counter!("switchboard_presence_sweeps_total").increment(1);
+        let stale = match bucket.stale(PER_SWEEP).await {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence sweep failed");
+                continue;
+            }
+        };
+        for member in stale {
+            match bucket.expire(member).await {
+                Ok(true) => {
+                    metrics::counter!("switchboard_presence_leaves_emitted_total").increment(1)
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
+            }
+        }
+    }
+}
+
+fn fastrand_unit() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// Renews the lease this replica holds, or takes a free or stale one.
+async fn hold_lease(bucket: &PresenceBucket, replica: &str, lease: &mut Option<u64>) -> bool {
+    let store = bucket.store();
+    let me = Bytes::from(replica.to_owned());
+    if let Some(revision) = *lease {
+        match store.update(LEASE, me.clone(), revision).await {
+            Ok(next) => {
+                *lease = Some(next);
+                return true;
+            }
+            Err(_) => *lease = None,
+        }
+    }
+    if let Ok(revision) = store.create(LEASE, me.clone()).await {
+        *lease = Some(revision);
+        return true;
+    }
+    let Ok(Some(current)) = store.entry(LEASE).await else {
+        return false;
+    };
+    let created: SystemTime = current.created.into();
+    let age = SystemTime::now()
+        .duration_since(created)
+        .unwrap_or_default();
+    let free = current.operation != kv::Operation::Put || age > bucket.ttl() / 2;
+    if !free {
+        return false;
+    }
+    match store.update(LEASE, me, current.revision).await {
+        Ok(revision) => {
+            tracing::info!(replica, "took over the presence sweep lease");
+            *lease = Some(revision);
+            true
+        }
+        Err(_) => false,
+    }
+}
