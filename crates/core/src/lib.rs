@@ -14,6 +14,7 @@
 //! - [`queue`]: a connection's outbound queue, bounded in bytes.
 //! - [`hub`]: local subscribers per channel and the fan-out of channel events to them.
 //! - [`disconnect`]: why a connection is closed, with the codes clients act on.
+//! - [`shutdown`]: the SIGTERM/SIGINT signal the binaries stop on.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -26,6 +27,7 @@ pub mod memory;
 pub mod namespace;
 pub mod presence;
 pub mod queue;
+pub mod shutdown;
 pub mod types;
 
 pub use broker::{Broker, BrokerError, EventSink, HistoryQuery, HistoryResult, PublishOptions};

@@ -46,25 +46,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("switchboard-gateway listening on {addr}");
     tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
-    server::run(listener, node.clone(), tls, shutdown_signal()).await;
+    server::run(
+        listener,
+        node.clone(),
+        tls,
+        switchboard_core::shutdown::signal(),
+    )
+    .await;
     if let Err(e) = node.presence.node_gone().await {
         tracing::warn!(error = %e, "presence cleanup on shutdown failed");
     }
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

@@ -178,7 +178,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // On SIGTERM, calls in flight get a grace period; connections gateways keep
     // open do not hold the process past it.
     let signalled = async move {
-        shutdown_signal().await;
+        switchboard_core::shutdown::signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         tokio::time::sleep(GRACE).await;
@@ -195,18 +195,3 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
 /// How long calls in flight may take after SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
