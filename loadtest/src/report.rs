@@ -160,6 +160,35 @@ pub struct Server {
     pub deliveries_per_cpu_s: Option<f64>,
 }
 
+impl Server {
+    /// The server's figures from /proc snapshots taken before connecting, with
+    /// every connection open, and at the end; `delivered` adds CPU per delivery.
+    pub fn from_usage(
+        pids: &[u32],
+        before: crate::procstat::Usage,
+        connected: crate::procstat::Usage,
+        end: crate::procstat::Usage,
+        connections: u64,
+        wall_s: f64,
+        delivered: Option<u64>,
+    ) -> Server {
+        let run_s = (end.cpu_s - connected.cpu_s).max(0.0);
+        Server {
+            pids: pids.to_vec(),
+            rss_before_kib: before.rss_kib,
+            rss_connected_kib: connected.rss_kib,
+            rss_end_kib: end.rss_kib,
+            rss_per_connection_bytes: (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0
+                / connections.max(1) as f64,
+            cpu_setup_s: connected.cpu_s - before.cpu_s,
+            cpu_run_s: run_s,
+            cpu_run_percent: run_s * 100.0 / wall_s.max(1e-3),
+            cpu_us_per_delivery: delivered.filter(|d| *d > 0).map(|d| run_s * 1e6 / d as f64),
+            deliveries_per_cpu_s: delivered.filter(|_| run_s > 0.0).map(|d| d as f64 / run_s),
+        }
+    }
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Point {

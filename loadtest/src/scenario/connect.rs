@@ -78,20 +78,15 @@ pub async fn run(
         });
     }
     if !pids.is_empty() {
-        let n = open_after_setup.max(1) as f64;
-        summary.server = Some(Server {
-            pids: pids.clone(),
-            rss_before_kib: before.rss_kib,
-            rss_connected_kib: connected.rss_kib,
-            rss_end_kib: end.rss_kib,
-            rss_per_connection_bytes: (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0
-                / n,
-            cpu_setup_s: connected.cpu_s - before.cpu_s,
-            cpu_run_s: end.cpu_s - connected.cpu_s,
-            cpu_run_percent: (end.cpu_s - connected.cpu_s) * 100.0 / common.duration.max(1e-3),
-            cpu_us_per_delivery: None,
-            deliveries_per_cpu_s: None,
-        });
+        summary.server = Some(Server::from_usage(
+            pids,
+            before,
+            connected,
+            end,
+            open_after_setup,
+            common.duration,
+            None,
+        ));
     }
     Ok(summary)
 }

@@ -151,22 +151,15 @@ pub async fn run(
         });
     }
     if !pids.is_empty() {
-        let run_s = (end.cpu_s - connected.cpu_s).max(0.0);
-        let wall = common.duration.max(1e-3);
-        let delivered = delivery.counts.delivered;
-        summary.server = Some(Server {
-            pids: pids.clone(),
-            rss_before_kib: before.rss_kib,
-            rss_connected_kib: connected.rss_kib,
-            rss_end_kib: end.rss_kib,
-            rss_per_connection_bytes: (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0
-                / summary.connections.connected.max(1) as f64,
-            cpu_setup_s: connected.cpu_s - before.cpu_s,
-            cpu_run_s: run_s,
-            cpu_run_percent: run_s * 100.0 / wall,
-            cpu_us_per_delivery: (delivered > 0).then(|| run_s * 1e6 / delivered as f64),
-            deliveries_per_cpu_s: (run_s > 0.0).then(|| delivered as f64 / run_s),
-        });
+        summary.server = Some(Server::from_usage(
+            pids,
+            before,
+            connected,
+            end,
+            summary.connections.connected,
+            common.duration,
+            Some(delivery.counts.delivered),
+        ));
     }
     summary.delivery = Some(delivery);
     Ok(summary)
