@@ -24,7 +24,7 @@ pub async fn run(bucket: Arc<PresenceBucket>, replica: String) {
     let every = (bucket.ttl() / 4).max(Duration::from_millis(100));
     let mut lease: Option<u64> = None;
     loop {
-        tokio::time::sleep(every.mul_f64(0.9 + 0.2 * fastrand_unit())).await;
+        tokio::time::sleep(every.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
         if !hold_lease(&bucket, &replica, &mut lease).await {
             continue;
         }
@@ -46,14 +46,6 @@ pub async fn run(bucket: Arc<PresenceBucket>, replica: String) {
             }
         }
     }
-}
-
-fn fastrand_unit() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }
 
 /// Renews the lease this replica holds, or takes a free or stale one.
