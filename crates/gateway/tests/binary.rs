@@ -1,42 +1,21 @@
 //! The `switchboard-gateway` binary as an operator runs it: `--help`, config
 //! precedence, the start-up line, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::GatewayProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-gateway");
 const DEV_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
 
-/// A gateway process, killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the binary and reads its "listening on" line; returns the port.
-fn start(args: &[&str], env: &[(&str, &str)]) -> (Process, u16) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = Process(cmd.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let mut line = String::new();
-    // read_line blocks until the line or EOF; the process prints it right after binding.
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("switchboard-gateway listening on ")
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, port)
+fn start(args: &[&str], env: &[(&str, &str)]) -> (GatewayProcess, u16) {
+    let process = GatewayProcess::spawn(args, env);
+    let port = process.1.port();
+    (process, port)
 }
 
 #[test]

@@ -507,56 +507,10 @@ async fn presence_is_shared_by_every_gateway() {
     }
 }
 
-/// A gateway process, killed on drop.
-struct GatewayProcess(std::process::Child, std::net::SocketAddr);
-
-impl GatewayProcess {
-    fn start(nats: &str, extra: &[&str]) -> GatewayProcess {
-        use std::io::BufRead;
-        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"))
-            .args([
-                "--config",
-                config,
-                "--listen",
-                "127.0.0.1:0",
-                "--nats-url",
-                nats,
-            ])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard-gateway listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        GatewayProcess(child, addr)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_gateway_killed_with_sigkill_expire() {
     let nats = NatsServer::start();
-    let mut doomed = GatewayProcess::start(&nats.url(), &["--presence-ttl", "3"]);
+    let mut doomed = GatewayProcess::cluster(&nats.url(), &["--presence-ttl", "3"]);
     // Every gateway of a cluster has the same presence TTL: the last to start
     // sets the bucket's.
     let mut survivor_config = config();
@@ -877,7 +831,7 @@ async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
         .subscribe(json!({"channel": "wake", "join_leave": true}))
         .await;
 
-    let mut doomed = GatewayProcess::start(
+    let mut doomed = GatewayProcess::cluster(
         &nats.url(),
         &["--presence-ttl", "2", "--presence-url", &urls],
     );

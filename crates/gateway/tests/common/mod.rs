@@ -527,3 +527,59 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 pub fn flag(v: &Value) -> bool {
     v.as_bool().unwrap_or(false)
 }
+
+/// The `switchboard-gateway` binary as a process, killed on drop.
+pub struct GatewayProcess(pub std::process::Child, pub SocketAddr);
+
+impl GatewayProcess {
+    /// Starts the binary with `args` and `env`, and reads the address from its
+    /// "listening on" line.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"));
+        cmd.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        // read_line blocks until the line or EOF; the process prints it right after binding.
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("switchboard-gateway listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        GatewayProcess(child, addr)
+    }
+
+    /// A cluster node over `nats` with config/dev.toml on a free port.
+    pub fn cluster(nats: &str, extra: &[&str]) -> GatewayProcess {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
+        let mut args = vec![
+            "--config",
+            config,
+            "--listen",
+            "127.0.0.1:0",
+            "--nats-url",
+            nats,
+        ];
+        args.extend_from_slice(extra);
+        GatewayProcess::spawn(&args, &[])
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
