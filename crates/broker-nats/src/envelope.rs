@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use switchboard_core::{ChannelEvent, ClientInfo, Publication};
+use switchboard_core::{ChannelEvent, ClientInfo, PresenceChange, Publication};
 
 #[allow(clippy::all, missing_docs)]
 mod pb {
@@ -53,14 +53,16 @@ pub fn publication(data: Bytes, info: Option<ClientInfo>, time_us: u64, first: b
         info: info.map(to_pb),
         time_us,
         first,
+        user_changed: false,
     };
     Bytes::from(envelope.encode_to_vec())
 }
 
-pub fn presence(kind: Kind, info: ClientInfo) -> Bytes {
+pub fn presence(kind: Kind, change: PresenceChange) -> Bytes {
     let envelope = Envelope {
         kind: kind as i32,
-        info: Some(to_pb(info)),
+        info: Some(to_pb(change.info)),
+        user_changed: change.user_changed,
         ..Default::default()
     };
     Bytes::from(envelope.encode_to_vec())
@@ -73,6 +75,10 @@ pub fn decode(payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
 /// The core event an envelope carries, at stream offset `offset` (0: none).
 pub fn event(envelope: Envelope, offset: u64) -> ChannelEvent {
     let info = envelope.info.map(from_pb);
+    let change = |info: Option<ClientInfo>| PresenceChange {
+        info: info.unwrap_or_default(),
+        user_changed: envelope.user_changed,
+    };
     match Kind::try_from(envelope.kind).unwrap_or(Kind::Publication) {
         Kind::Publication => ChannelEvent::Publication(Publication {
             offset,
@@ -80,8 +86,8 @@ pub fn event(envelope: Envelope, offset: u64) -> ChannelEvent {
             info,
             time_us: envelope.time_us,
         }),
-        Kind::Join => ChannelEvent::Join(info.unwrap_or_default()),
-        Kind::Leave => ChannelEvent::Leave(info.unwrap_or_default()),
+        Kind::Join => ChannelEvent::Join(change(info)),
+        Kind::Leave => ChannelEvent::Leave(change(info)),
     }
 }
 
@@ -107,7 +113,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let body = presence(Kind::Leave, info.clone());
-        assert_eq!(event(decode(&body).unwrap(), 0), ChannelEvent::Leave(info));
+        let leave = PresenceChange {
+            info,
+            user_changed: true,
+        };
+        let body = presence(Kind::Leave, leave.clone());
+        assert_eq!(event(decode(&body).unwrap(), 0), ChannelEvent::Leave(leave));
     }
 }

@@ -25,6 +25,7 @@ mod live;
 mod presence;
 mod streams;
 pub mod subject;
+pub mod sweeper;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,12 +38,12 @@ use bytes::Bytes;
 use switchboard_core::broker::HistoryOptions;
 use switchboard_core::namespace::Namespaces;
 use switchboard_core::{
-    Broker, BrokerError, ClientInfo, EventSink, HistoryQuery, HistoryResult, PublishOptions,
-    StreamPosition,
+    Broker, BrokerError, ClientInfo, EventSink, HistoryQuery, HistoryResult, PresenceChange,
+    PublishOptions, StreamPosition,
 };
 use tokio::sync::watch;
 
-pub use presence::{KvPresence, PresenceBucket};
+pub use presence::{KvPresence, MemberPage, PresenceBucket};
 pub use streams::Storage;
 use subject::Subjects;
 
@@ -298,13 +299,13 @@ impl Broker for NatsBroker {
         }
     }
 
-    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        self.publish_live(channel, envelope::presence(envelope::Kind::Join, info))
+    async fn publish_join(&self, channel: &str, join: PresenceChange) -> Result<(), BrokerError> {
+        self.publish_live(channel, envelope::presence(envelope::Kind::Join, join))
             .await
     }
 
-    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        self.publish_live(channel, envelope::presence(envelope::Kind::Leave, info))
+    async fn publish_leave(&self, channel: &str, leave: PresenceChange) -> Result<(), BrokerError> {
+        self.publish_live(channel, envelope::presence(envelope::Kind::Leave, leave))
             .await
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
+use crate::types::{ChannelEvent, ClientInfo, PresenceChange, Publication, StreamPosition};
 
 /// Where a broker delivers channel events, in stream order per channel.
 ///
@@ -100,10 +100,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<StreamPosition, BrokerError>;
 
     /// Delivers a join event to the channel's subscribers (not stored).
-    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError>;
+    async fn publish_join(&self, channel: &str, join: PresenceChange) -> Result<(), BrokerError>;
 
     /// Delivers a leave event to the channel's subscribers (not stored).
-    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError>;
+    async fn publish_leave(&self, channel: &str, leave: PresenceChange) -> Result<(), BrokerError>;
 
     /// A local subscriber was added to `channel` (in the hub, before this call):
     /// make sure the channel's events reach the sink. Returns once every event

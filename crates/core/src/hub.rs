@@ -34,32 +34,63 @@ pub type FormatId = usize;
 /// is out mark the subscriber slow.
 const MAX_PENDING: usize = 10_000;
 
+/// Which join and leave events a subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinLeave {
+    None,
+    /// One join per connection that subscribes, one leave per connection that goes.
+    EveryConnection,
+    /// Only a user's first connection joining and its last one leaving.
+    PerUser,
+}
+
+impl From<bool> for JoinLeave {
+    fn from(wanted: bool) -> JoinLeave {
+        if wanted {
+            JoinLeave::EveryConnection
+        } else {
+            JoinLeave::None
+        }
+    }
+}
+
+impl JoinLeave {
+    fn wants(self, event: &ChannelEvent) -> bool {
+        match (self, event) {
+            (_, ChannelEvent::Publication(_)) => true,
+            (JoinLeave::None, _) => false,
+            (JoinLeave::EveryConnection, _) => true,
+            (JoinLeave::PerUser, ChannelEvent::Join(c) | ChannelEvent::Leave(c)) => c.user_changed,
+        }
+    }
+}
+
 /// One connection's subscription to one channel, as the hub sees it.
 #[derive(Debug)]
 pub struct Subscriber {
     client: Arc<str>,
     format: FormatId,
     outbound: Arc<Outbound>,
-    /// Receives join and leave events.
-    join_leave: bool,
+    /// The join and leave events it receives.
+    join_leave: JoinLeave,
     /// `Some` while the subscribe reply is on its way: (offset, record) held back.
     pending: Mutex<Option<Vec<(u64, Record)>>>,
 }
 
 impl Subscriber {
     /// A subscriber that holds events back until [`Subscriber::go_live`];
-    /// `join_leave` says whether it receives join and leave events.
+    /// `join_leave` says which join and leave events it receives.
     pub fn pending(
         client: Arc<str>,
         format: FormatId,
         outbound: Arc<Outbound>,
-        join_leave: bool,
+        join_leave: impl Into<JoinLeave>,
     ) -> Arc<Subscriber> {
         Arc::new(Subscriber {
             client,
             format,
             outbound,
-            join_leave,
+            join_leave: join_leave.into(),
             pending: Mutex::new(Some(Vec::new())),
         })
     }
@@ -194,10 +225,9 @@ impl Hub {
         let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
         let offset = event.offset();
         let time_us = event.time_us();
-        let presence_event = matches!(event, ChannelEvent::Join(_) | ChannelEvent::Leave(_));
         let mut delivered = 0;
         for sub in subs {
-            if presence_event && !sub.join_leave {
+            if !sub.join_leave.wants(event) {
                 continue;
             }
             let slot = &mut encoded[sub.format];
@@ -254,6 +284,7 @@ impl EventSink for Hub {
 mod tests {
     use super::*;
     use crate::queue::Batch;
+    use crate::types::PresenceChange;
     use crate::types::Publication;
 
     struct Plain;
@@ -348,6 +379,22 @@ mod tests {
         );
         assert!(asked.is_closed());
         assert!(!quiet.is_closed());
+    }
+
+    #[test]
+    fn per_user_subscribers_see_only_a_users_first_join_and_last_leave() {
+        let change = |user_changed| PresenceChange {
+            info: Default::default(),
+            user_changed,
+        };
+        let per_user = JoinLeave::PerUser;
+        assert!(per_user.wants(&ChannelEvent::Join(change(true))));
+        assert!(!per_user.wants(&ChannelEvent::Join(change(false))));
+        assert!(per_user.wants(&ChannelEvent::Leave(change(true))));
+        assert!(!per_user.wants(&ChannelEvent::Leave(change(false))));
+        assert!(JoinLeave::EveryConnection.wants(&ChannelEvent::Leave(change(false))));
+        assert!(!JoinLeave::None.wants(&ChannelEvent::Leave(change(true))));
+        assert!(per_user.wants(&publication(1, "x")));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod types;
 pub use broker::{Broker, BrokerError, EventSink, HistoryQuery, HistoryResult, PublishOptions};
 pub use disconnect::Disconnect;
 pub use presence::{PresenceStats, PresenceStore};
-pub use types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
+pub use types::{ChannelEvent, ClientInfo, PresenceChange, Publication, StreamPosition};
 
 /// Microseconds since the Unix epoch: publications carry it so that delivery
 /// latency can be measured on any node.

@@ -18,6 +18,10 @@ pub struct NamespaceOptions {
     pub join_leave: bool,
     /// Send join and leave events to every subscriber, asked or not.
     pub force_push_join_leave: bool,
+    /// Join and leave per user rather than per connection: a user joins with its
+    /// first connection in the channel (on any node) and leaves with its last.
+    /// Needs `presence` and `join_leave`.
+    pub join_leave_per_user: bool,
     /// Publications kept per channel; 0 turns history off.
     pub history_size: usize,
     /// How long a publication is kept, in seconds; 0 turns history off.
@@ -56,6 +60,13 @@ impl NamespaceOptions {
     pub fn history_ttl(&self) -> Duration {
         Duration::from_secs(self.history_ttl)
     }
+
+    fn check(&self, name: &str) -> Result<(), NamespaceError> {
+        if self.join_leave_per_user && !(self.presence && self.join_leave) {
+            return Err(NamespaceError::PerUserWithoutPresence(name.to_owned()));
+        }
+        Ok(())
+    }
 }
 
 /// Why namespaces could not be set up.
@@ -65,6 +76,8 @@ pub enum NamespaceError {
     BadName(String),
     #[error("namespace {0:?} is defined twice")]
     Duplicate(String),
+    #[error("namespace {0}: join_leave_per_user needs presence and join_leave")]
+    PerUserWithoutPresence(String),
 }
 
 /// Resolves a channel to the options of its namespace.
@@ -79,8 +92,10 @@ impl Namespaces {
         default: NamespaceOptions,
         named: Vec<Namespace>,
     ) -> Result<Namespaces, NamespaceError> {
+        default.check("(default)")?;
         let mut map = HashMap::new();
         for ns in named {
+            ns.options.check(&ns.name)?;
             let valid = !ns.name.is_empty()
                 && ns.name.len() <= 64
                 && ns
@@ -150,5 +165,23 @@ mod tests {
             options: Default::default(),
         };
         assert!(Namespaces::new(Default::default(), vec![a.clone(), a]).is_err());
+    }
+
+    #[test]
+    fn per_user_join_leave_needs_presence() {
+        let per_user = NamespaceOptions {
+            join_leave: true,
+            join_leave_per_user: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Namespaces::new(per_user.clone(), vec![]),
+            Err(NamespaceError::PerUserWithoutPresence(_))
+        ));
+        let with_presence = NamespaceOptions {
+            presence: true,
+            ..per_user
+        };
+        assert!(Namespaces::new(with_presence, vec![]).is_ok());
     }
 }

@@ -16,10 +16,13 @@ pub struct PresenceStats {
 
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// Adds (or refreshes) a client's presence in a channel.
-    async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError>;
-    /// Removes a client's presence from a channel.
-    async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError>;
+    /// Adds a client's presence in a channel. Returns whether its user joined
+    /// with it: no other connection of the user was present (anywhere).
+    async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError>;
+    /// Removes a client's presence from a channel. Returns whether its user left
+    /// with it: it was the user's last connection present. Removing a client that
+    /// is not present returns `false`.
+    async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError>;
     /// Everyone present in a channel, by client id.
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError>;
     /// Counts of clients and distinct users present in a channel.

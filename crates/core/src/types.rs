@@ -36,12 +36,22 @@ pub struct StreamPosition {
     pub epoch: String,
 }
 
+/// A connection joining or leaving a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceChange {
+    pub info: ClientInfo,
+    /// The user's presence changed with it: this was the user's first connection
+    /// in the channel (a join) or its last one (a leave). Subscribers that want
+    /// join and leave per user receive only these.
+    pub user_changed: bool,
+}
+
 /// What a broker delivers to the subscribers of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelEvent {
     Publication(Publication),
-    Join(ClientInfo),
-    Leave(ClientInfo),
+    Join(PresenceChange),
+    Leave(PresenceChange),
 }
 
 impl ChannelEvent {

@@ -55,14 +55,14 @@ impl PushEncoder for CentrifugeEncoder {
         };
         match event {
             ChannelEvent::Publication(p) => push.r#pub = Some(publication(p)),
-            ChannelEvent::Join(info) => {
+            ChannelEvent::Join(join) => {
                 push.join = Some(pb::Join {
-                    info: Some(client_info(info)),
+                    info: Some(client_info(&join.info)),
                 })
             }
-            ChannelEvent::Leave(info) => {
+            ChannelEvent::Leave(leave) => {
                 push.leave = Some(pb::Leave {
-                    info: Some(client_info(info)),
+                    info: Some(client_info(&leave.info)),
                 })
             }
         }

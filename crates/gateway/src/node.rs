@@ -109,16 +109,17 @@ impl Node {
             ..Default::default()
         };
         let broker = NatsBroker::connect(nats_config, &config.namespaces).await?;
+        let node_name = uuid::Uuid::new_v4().to_string();
         let presence: Arc<dyn PresenceStore> = if nats.presence_urls.is_empty() {
             KvPresence::open(
                 broker.jetstream(),
                 &nats.prefix,
                 nats.presence_ttl,
                 nats.replicas,
+                node_name,
             )
             .await?
         } else {
-            let node_name = uuid::Uuid::new_v4().to_string();
             RemotePresence::new(&nats.presence_urls, node_name, nats.presence_ttl)?
         };
         Ok(Node::new(config, broker, presence)?)

@@ -22,6 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 const DEADLINE: Duration = Duration::from_secs(2);
 /// Refresh batches; the service takes at most `MAX_BATCH`.
 const BATCH: usize = 500;
+/// Members asked for per list call, and pages at most: 100,000 members.
+const LIST_PAGE: u32 = 10_000;
+const LIST_PAGES: usize = 10;
 
 pub struct RemotePresence {
     replicas: Vec<PresenceClient<Channel>>,
@@ -148,7 +151,7 @@ async fn refresh(presence: Weak<RemotePresence>, every: Duration) {
 
 #[async_trait]
 impl PresenceStore for RemotePresence {
-    async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+    async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
         lock(&self.local).insert((channel.to_owned(), info.client.clone()), info.clone());
         let request = presence_pb::JoinRequest {
             node: self.node.clone(),
@@ -157,29 +160,28 @@ impl PresenceStore for RemotePresence {
                 member: Some(info_to_member(info)),
             }),
         };
-        call!(self, join, request.clone());
-        Ok(())
+        Ok(call!(self, join, request.clone()).user_joined)
     }
 
-    async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
-        lock(&self.local).remove(&(channel.to_owned(), client.to_owned()));
+    async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
+        lock(&self.local).remove(&(channel.to_owned(), member.client.clone()));
         let request = presence_pb::LeaveRequest {
             node: self.node.clone(),
             channel: channel.to_owned(),
-            client: client.to_owned(),
+            client: member.client.clone(),
+            user: member.user.clone(),
         };
-        call!(self, leave, request.clone());
-        Ok(())
+        Ok(call!(self, leave, request.clone()).user_left)
     }
 
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError> {
         let mut members = HashMap::new();
         let mut page = String::new();
-        // Bounded: every page moves past the last client id given.
-        for _ in 0..1_000 {
+        // Bounded: at most LIST_PAGES pages; each starts past the previous one.
+        for _ in 0..LIST_PAGES {
             let request = presence_pb::ListRequest {
                 channel: channel.to_owned(),
-                limit: 0,
+                limit: LIST_PAGE,
                 page: page.clone(),
             };
             let reply = call!(self, list, request.clone());

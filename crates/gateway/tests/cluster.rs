@@ -672,8 +672,8 @@ impl PresenceReplica {
                     .unwrap(),
             );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            tokio::spawn(switchboard_presence::sweeper::run(
-                bucket.clone(),
+            tokio::spawn(switchboard_broker_nats::sweeper::run_while(
+                std::sync::Arc::downgrade(&bucket),
                 url_for_sweeper,
             ));
             let service = switchboard_presence::PresenceService::new(bucket);
@@ -791,6 +791,130 @@ async fn a_presence_replica_dying_during_joins_costs_no_client_error() {
     assert_eq!(
         stats["result"],
         json!({"num_clients": CLIENTS, "num_users": CLIENTS}),
+        "{stats}"
+    );
+}
+
+/// Reads join (`"join"`) or leave (`"leave"`) pushes until `done` says so,
+/// counting them per user.
+async fn count_presence_pushes(
+    watcher: &mut Client,
+    kind: &str,
+    counts: &mut std::collections::BTreeMap<String, usize>,
+    done: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done(counts) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind} pushes so far: {counts:?}"
+        );
+        let Ok(v) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), watcher.next()).await
+        else {
+            continue;
+        };
+        if let Some(user) = v["push"][kind]["info"]["user"].as_str() {
+            *counts.entry(user.to_owned()).or_default() += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_with_several_connections_join_and_leave_once_each() {
+    const USERS: usize = 12;
+    const CONNECTIONS: usize = 3;
+    let nats = NatsServer::start();
+    let r1 = PresenceReplica::start(&nats.url()).await;
+    let r2 = PresenceReplica::start(&nats.url()).await;
+    let gws = [
+        gateway_with_presence_service(&nats.url(), &[&r1, &r2]).await,
+        gateway_with_presence_service(&nats.url(), &[&r2, &r1]).await,
+    ];
+    let channel = "peruser:room";
+    let mut watcher = gws[0].client().await;
+    watcher
+        .connect(json!({"token": token(json!({"sub": "watcher"}))}))
+        .await;
+    let r = watcher
+        .subscribe(json!({"channel": channel, "join_leave": true}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+
+    // Every user's connections spread over both gateways, subscribing at once.
+    let mut clients = Vec::new();
+    for u in 0..USERS {
+        for c in 0..CONNECTIONS {
+            let mut client = gws[(u + c) % 2].client().await;
+            client
+                .connect(json!({"token": token(json!({"sub": format!("user-{u}")}))}))
+                .await;
+            clients.push(client);
+        }
+    }
+    let subscribed = clients.into_iter().map(|mut client| async move {
+        let r = client.subscribe(json!({"channel": channel})).await;
+        assert!(r.get("error").is_none(), "{r}");
+        // Answered after the join went out: the session handles one command at a time.
+        client
+            .call(json!({"presence_stats": {"channel": channel}}))
+            .await;
+        client
+    });
+    let clients = futures::future::join_all(subscribed).await;
+    // A fence per gateway: joined after every other join left that gateway, so
+    // once the watcher has both, it has every join.
+    let mut fences = Vec::new();
+    for (i, gw) in gws.iter().enumerate() {
+        let mut fence = gw.client().await;
+        fence
+            .connect(json!({"token": token(json!({"sub": format!("fence-{i}")}))}))
+            .await;
+        fence.subscribe(json!({"channel": channel})).await;
+        fences.push(fence);
+    }
+    let mut joins = std::collections::BTreeMap::new();
+    count_presence_pushes(&mut watcher, "join", &mut joins, |c| {
+        c.contains_key("fence-0") && c.contains_key("fence-1")
+    })
+    .await;
+    let users: Vec<String> = (0..USERS).map(|u| format!("user-{u}")).collect();
+    for user in &users {
+        assert_eq!(joins.get(user), Some(&1), "joins: {joins:?}");
+    }
+    let (_, stats) = gws[1]
+        .api()
+        .call("presence_stats", json!({"channel": channel}))
+        .await;
+    assert_eq!(
+        stats["result"],
+        json!({"num_clients": USERS * CONNECTIONS + 3, "num_users": USERS + 3}),
+        "{stats}"
+    );
+
+    // Every connection goes: each user leaves once, with its last connection.
+    drop(clients);
+    let mut leaves = std::collections::BTreeMap::new();
+    count_presence_pushes(&mut watcher, "leave", &mut leaves, |c| c.len() >= USERS).await;
+    for fence in &mut fences {
+        fence
+            .call(json!({"unsubscribe": {"channel": channel}}))
+            .await;
+    }
+    count_presence_pushes(&mut watcher, "leave", &mut leaves, |c| {
+        c.contains_key("fence-0") && c.contains_key("fence-1")
+    })
+    .await;
+    for user in &users {
+        assert_eq!(leaves.get(user), Some(&1), "leaves: {leaves:?}");
+    }
+    let (_, stats) = gws[0]
+        .api()
+        .call("presence_stats", json!({"channel": channel}))
+        .await;
+    assert_eq!(
+        stats["result"],
+        json!({"num_clients": 1, "num_users": 1}),
         "{stats}"
     );
 }

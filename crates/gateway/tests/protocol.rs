@@ -248,6 +248,57 @@ async fn presence_stats_history_and_join_leave() {
 }
 
 #[tokio::test]
+async fn join_and_leave_per_user_come_with_the_first_and_last_connection() {
+    let gw = Gateway::start(config()).await;
+    let mut watcher = gw.client().await;
+    watcher.connect(json!({})).await;
+    watcher
+        .subscribe(json!({"channel": "peruser:room", "join_leave": true}))
+        .await;
+    let bob = || async {
+        let mut c = gw.client().await;
+        c.connect(json!({"token": token(json!({"sub": "bob"}))}))
+            .await;
+        c.subscribe(json!({"channel": "peruser:room"})).await;
+        c
+    };
+    let (mut first, mut second) = (bob().await, bob().await);
+    first
+        .call(json!({"unsubscribe": {"channel": "peruser:room"}}))
+        .await;
+    second
+        .call(json!({"unsubscribe": {"channel": "peruser:room"}}))
+        .await;
+    // The sentinel's join comes after everything above: in one process events
+    // are delivered in the order they happen.
+    let mut sentinel = gw.client().await;
+    sentinel
+        .connect(json!({"token": token(json!({"sub": "sentinel"}))}))
+        .await;
+    sentinel.subscribe(json!({"channel": "peruser:room"})).await;
+
+    let mut seen = Vec::new();
+    loop {
+        let v = watcher.wait_for(|v| v.get("push").is_some()).await;
+        let kind = if v["push"].get("join").is_some() {
+            "join"
+        } else {
+            "leave"
+        };
+        let user = v["push"][kind]["info"]["user"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let done = user == "sentinel";
+        seen.push(format!("{kind} {user}"));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen, ["join ", "join bob", "leave bob", "join sentinel"]);
+}
+
+#[tokio::test]
 async fn permissions_follow_namespace_options() {
     let gw = Gateway::start(config()).await;
     let mut c = gw.connected().await;

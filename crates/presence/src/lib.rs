@@ -11,13 +11,14 @@
 //! - [`PresenceService`]: the service over a bucket.
 //! - [`serve`]: the gRPC server on a bound listener, until a shutdown future.
 //! - [`probes`]: `/metrics`, `/healthz` and `/readyz` over HTTP.
-//! - [`sweeper`]: members of gateways that died, deleted and announced as leaves once.
+//!
+//! Members of gateways that died are deleted and announced as leaves once by
+//! [`switchboard_broker_nats::sweeper`], which the binary runs beside the service.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod probes;
-pub mod sweeper;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,8 +125,8 @@ impl Presence for PresenceService {
     ) -> Result<Response<pb::JoinReply>, Status> {
         observed("join", async {
             let (channel, info) = membership(request.into_inner().membership)?;
-            self.bucket.put(&channel, info).await.map_err(status)?;
-            Ok(pb::JoinReply {})
+            let user_joined = self.bucket.join(&channel, info).await.map_err(status)?;
+            Ok(pb::JoinReply { user_joined })
         })
         .await
     }
@@ -139,11 +140,17 @@ impl Presence for PresenceService {
             if r.channel.is_empty() || r.client.is_empty() {
                 return Err(Status::invalid_argument("channel and client are required"));
             }
-            self.bucket
-                .delete(&r.channel, &r.client)
+            let member = ClientInfo {
+                user: r.user,
+                client: r.client,
+                ..Default::default()
+            };
+            let user_left = self
+                .bucket
+                .leave(&r.channel, &member)
                 .await
                 .map_err(status)?;
-            Ok(pb::LeaveReply {})
+            Ok(pb::LeaveReply { user_left })
         })
         .await
     }
@@ -154,7 +161,7 @@ impl Presence for PresenceService {
     ) -> Result<Response<pb::RefreshReply>, Status> {
         observed("refresh", async {
             for (channel, info) in batch(request.into_inner().memberships)? {
-                self.bucket.put(&channel, info).await.map_err(status)?;
+                self.bucket.refresh(&channel, info).await.map_err(status)?;
             }
             Ok(pb::RefreshReply {})
         })
@@ -174,22 +181,20 @@ impl Presence for PresenceService {
                 0 => DEFAULT_PAGE,
                 n => n.min(MAX_PAGE),
             };
-            // Members come ordered by client id; a page starts after the last one given.
-            let members = self.bucket.members(&r.channel).await.map_err(status)?;
-            let page: Vec<ClientInfo> = members
-                .into_iter()
-                .filter(|m| r.page.is_empty() || m.client > r.page)
-                .take(limit + 1)
-                .collect();
-            let more = page.len() > limit;
-            let page: Vec<ClientInfo> = page.into_iter().take(limit).collect();
-            let next_page = if more {
-                page.last().map(|m| m.client.clone()).unwrap_or_default()
-            } else {
-                String::new()
+            let start = match r.page.as_str() {
+                "" => 0,
+                page => page.parse::<u64>().map_err(|_| {
+                    Status::invalid_argument("page is not a next_page this service gave")
+                })?,
             };
+            let page = self
+                .bucket
+                .page(&r.channel, start, limit)
+                .await
+                .map_err(status)?;
+            let next_page = page.next.map(|n| n.to_string()).unwrap_or_default();
             Ok(pb::ListReply {
-                members: page.into_iter().map(info_to_member).collect(),
+                members: page.members.into_iter().map(info_to_member).collect(),
                 next_page,
             })
         })
@@ -220,10 +225,7 @@ impl Presence for PresenceService {
     ) -> Result<Response<pb::NodeGoneReply>, Status> {
         observed("node_gone", async {
             for (channel, info) in batch(request.into_inner().memberships)? {
-                self.bucket
-                    .delete(&channel, &info.client)
-                    .await
-                    .map_err(status)?;
+                self.bucket.depart(&channel, info).await.map_err(status)?;
             }
             Ok(pb::NodeGoneReply {})
         })

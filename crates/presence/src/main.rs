@@ -171,7 +171,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     });
     let bucket = Arc::new(bucket);
     let replica = format!("{}-{}", std::process::id(), grpc.local_addr()?);
-    let sweeper = tokio::spawn(switchboard_presence::sweeper::run(bucket.clone(), replica));
+    let sweeper = tokio::spawn(switchboard_broker_nats::sweeper::run_while(
+        Arc::downgrade(&bucket),
+        replica,
+    ));
     let service = PresenceService::new(bucket);
     let served = serve(grpc, service, stopped(stop.clone()));
     tokio::pin!(served);

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::broker::{
     Broker, BrokerError, EventSink, HistoryOptions, HistoryQuery, HistoryResult, PublishOptions,
 };
-use crate::types::{ChannelEvent, ClientInfo, Publication, StreamPosition};
+use crate::types::{ChannelEvent, ClientInfo, PresenceChange, Publication, StreamPosition};
 
 /// Settings of the in-memory broker.
 #[derive(Debug, Clone)]
@@ -234,13 +234,13 @@ impl Broker for MemoryBroker {
         Ok(position)
     }
 
-    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        self.deliver(channel, ChannelEvent::Join(info));
+    async fn publish_join(&self, channel: &str, join: PresenceChange) -> Result<(), BrokerError> {
+        self.deliver(channel, ChannelEvent::Join(join));
         Ok(())
     }
 
-    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        self.deliver(channel, ChannelEvent::Leave(info));
+    async fn publish_leave(&self, channel: &str, leave: PresenceChange) -> Result<(), BrokerError> {
+        self.deliver(channel, ChannelEvent::Leave(leave));
         Ok(())
     }
 

@@ -11,7 +11,15 @@ use crate::types::ClientInfo;
 /// unsubscribes or closes, which in one process always runs.
 #[derive(Debug, Default)]
 pub struct MemoryPresence {
-    channels: Mutex<HashMap<String, HashMap<String, ClientInfo>>>,
+    channels: Mutex<HashMap<String, Members>>,
+}
+
+/// One channel's members, and how many connections each user has among them
+/// (so that stats and per-user join/leave cost nothing per member).
+#[derive(Debug, Default)]
+struct Members {
+    clients: HashMap<String, ClientInfo>,
+    users: HashMap<String, u32>,
 }
 
 impl MemoryPresence {
@@ -19,47 +27,64 @@ impl MemoryPresence {
         MemoryPresence::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, ClientInfo>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Members>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn add(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
-        self.lock()
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(info.client.clone(), info);
-        Ok(())
+    async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
+        let mut channels = self.lock();
+        let members = channels.entry(channel.to_owned()).or_default();
+        let user = info.user.clone();
+        if members.clients.insert(info.client.clone(), info).is_some() {
+            return Ok(false); // a refresh of a member already counted
+        }
+        let count = members.users.entry(user).or_default();
+        *count += 1;
+        Ok(*count == 1)
     }
 
-    async fn remove(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+    async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
         let mut channels = self.lock();
-        if let Some(members) = channels.get_mut(channel) {
-            members.remove(client);
-            if members.is_empty() {
-                channels.remove(channel);
+        let Some(members) = channels.get_mut(channel) else {
+            return Ok(false);
+        };
+        let Some(removed) = members.clients.remove(&member.client) else {
+            return Ok(false);
+        };
+        let mut user_left = false;
+        if let Some(count) = members.users.get_mut(&removed.user) {
+            *count -= 1;
+            if *count == 0 {
+                members.users.remove(&removed.user);
+                user_left = true;
             }
         }
-        Ok(())
+        if members.clients.is_empty() {
+            channels.remove(channel);
+        }
+        Ok(user_left)
     }
 
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError> {
-        Ok(self.lock().get(channel).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .get(channel)
+            .map(|m| m.clients.clone())
+            .unwrap_or_default())
     }
 
     async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
-        let channels = self.lock();
-        let Some(members) = channels.get(channel) else {
-            return Ok(PresenceStats::default());
-        };
-        let users: std::collections::HashSet<&str> =
-            members.values().map(|m| m.user.as_str()).collect();
-        Ok(PresenceStats {
-            num_clients: members.len() as u32,
-            num_users: users.len() as u32,
-        })
+        Ok(self
+            .lock()
+            .get(channel)
+            .map(|m| PresenceStats {
+                num_clients: m.clients.len() as u32,
+                num_users: m.users.len() as u32,
+            })
+            .unwrap_or_default())
     }
 }
 
@@ -83,10 +108,28 @@ mod tests {
         p.add("ch", info("u2", "c3")).await.unwrap();
         let stats = p.stats("ch").await.unwrap();
         assert_eq!((stats.num_clients, stats.num_users), (3, 2));
-        p.remove("ch", "c2").await.unwrap();
+        p.remove("ch", &info("u1", "c2")).await.unwrap();
         assert_eq!(p.get("ch").await.unwrap().len(), 2);
-        p.remove("ch", "c1").await.unwrap();
-        p.remove("ch", "c3").await.unwrap();
+        p.remove("ch", &info("u1", "c1")).await.unwrap();
+        p.remove("ch", &info("u2", "c3")).await.unwrap();
         assert!(p.lock().is_empty(), "empty channels are forgotten");
+    }
+
+    #[tokio::test]
+    async fn the_first_connection_of_a_user_joins_and_the_last_leaves() {
+        let p = MemoryPresence::new();
+        assert!(p.add("ch", info("u1", "c1")).await.unwrap());
+        assert!(!p.add("ch", info("u1", "c2")).await.unwrap());
+        assert!(!p.add("ch", info("u1", "c2")).await.unwrap(), "a re-add");
+        assert!(p.add("ch", info("u2", "c3")).await.unwrap());
+        assert!(!p.remove("ch", &info("u1", "c1")).await.unwrap());
+        assert!(!p.remove("ch", &info("u1", "c1")).await.unwrap(), "twice");
+        assert!(p.remove("ch", &info("u1", "c2")).await.unwrap());
+        assert!(
+            !p.remove("ch", &info("u1", "c9")).await.unwrap(),
+            "never there"
+        );
+        let stats = p.stats("ch").await.unwrap();
+        assert_eq!((stats.num_clients, stats.num_users), (1, 1));
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_core::channel;
-use switchboard_core::hub::Subscriber;
+use switchboard_core::hub::{JoinLeave, Subscriber};
 use switchboard_core::namespace::NamespaceOptions;
-use switchboard_core::{BrokerError, HistoryQuery, StreamPosition};
+use switchboard_core::{BrokerError, HistoryQuery, PresenceChange, StreamPosition};
 use switchboard_protocol::codes::ErrorCode;
 use switchboard_protocol::pb;
 use tokio::time::Instant;
@@ -34,6 +34,8 @@ pub(super) struct Live {
     sub: Arc<Subscriber>,
     after: u64,
     join_leave: bool,
+    /// This connection is its user's first in the channel.
+    user_joined: bool,
 }
 
 fn position_only() -> HistoryQuery {
@@ -85,13 +87,17 @@ impl Session {
         };
 
         let channel = req.channel.as_str();
-        let wants_join_leave =
-            options.join_leave && (req.join_leave || options.force_push_join_leave);
+        let join_leave =
+            match options.join_leave && (req.join_leave || options.force_push_join_leave) {
+                false => JoinLeave::None,
+                true if options.join_leave_per_user => JoinLeave::PerUser,
+                true => JoinLeave::EveryConnection,
+            };
         let sub = Subscriber::pending(
             self.id.clone(),
             self.format,
             self.outbound.clone(),
-            wants_join_leave,
+            join_leave,
         );
         self.node.hub.add(channel, sub.clone());
         if let Err(e) = self.node.broker.subscribe(channel).await {
@@ -109,11 +115,19 @@ impl Session {
             result.expires = true;
             result.ttl = exp.saturating_sub(now_secs()) as u32;
         }
+        // Without presence there is nothing to tell a user's connections apart:
+        // each one counts as the user joining.
+        let mut user_joined = true;
         if options.presence {
             let info = self.client_info(chan_info.clone());
-            if let Err(e) = self.node.presence.add(channel, info).await {
-                tracing::warn!(channel, error = %e, "presence add failed");
-            }
+            user_joined = match self.node.presence.add(channel, info).await {
+                Ok(joined) => joined,
+                Err(e) => {
+                    // Not tracked, so its leave will not count either.
+                    tracing::warn!(channel, error = %e, "presence add failed");
+                    false
+                }
+            };
         }
         self.subs.insert(
             req.channel.clone(),
@@ -129,6 +143,7 @@ impl Session {
             sub,
             after,
             join_leave: options.join_leave,
+            user_joined,
         };
         Ok((result, live))
     }
@@ -235,8 +250,11 @@ impl Session {
                 .subs
                 .get(&live.channel)
                 .and_then(|s| s.chan_info.clone());
-            let info = self.client_info(chan_info);
-            if let Err(e) = self.node.broker.publish_join(&live.channel, info).await {
+            let join = PresenceChange {
+                info: self.client_info(chan_info),
+                user_changed: live.user_joined,
+            };
+            if let Err(e) = self.node.broker.publish_join(&live.channel, join).await {
                 tracing::warn!(channel = live.channel, error = %e, "join event failed");
             }
         }
@@ -256,14 +274,23 @@ impl Session {
             return;
         };
         self.leave_hub(channel).await;
+        let info = self.client_info(entry.chan_info);
+        let mut user_left = true;
         if entry.presence {
-            if let Err(e) = self.node.presence.remove(channel, &self.id).await {
-                tracing::warn!(channel, error = %e, "presence remove failed");
-            }
+            user_left = match self.node.presence.remove(channel, &info).await {
+                Ok(left) => left,
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "presence remove failed");
+                    false
+                }
+            };
         }
         if entry.join_leave {
-            let info = self.client_info(entry.chan_info);
-            if let Err(e) = self.node.broker.publish_leave(channel, info).await {
+            let leave = PresenceChange {
+                info,
+                user_changed: user_left,
+            };
+            if let Err(e) = self.node.broker.publish_leave(channel, leave).await {
                 tracing::warn!(channel, error = %e, "leave event failed");
             }
         }

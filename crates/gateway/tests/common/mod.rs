@@ -42,7 +42,8 @@ pub fn open_namespace() -> NamespaceOptions {
 
 /// A config for tests: anonymous connects, an open default namespace, `short:`
 /// with a history of 3, `big:` with 10,000, `locked:` needing subscription
-/// tokens, `readonly:` without client publish.
+/// tokens, `readonly:` without client publish, `peruser:` with join and leave
+/// per user.
 pub fn config() -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -73,6 +74,13 @@ pub fn config() -> Config {
                 name: "big".into(),
                 options: NamespaceOptions {
                     history_size: 10_000,
+                    ..open_namespace()
+                },
+            },
+            Namespace {
+                name: "peruser".into(),
+                options: NamespaceOptions {
+                    join_leave_per_user: true,
                     ..open_namespace()
                 },
             },

@@ -1,6 +1,7 @@
 //! Members of gateways that died: found overdue, deleted, announced as leaves.
 //!
-//! One replica at a time sweeps: it holds a lease (`_lease` in the bucket,
+//! Every presence replica (or, without a presence service, every gateway) runs
+//! one; one at a time sweeps: it holds a lease (`_lease` in the members bucket,
 //! renewed on every sweep by compare-and-set; taken over by CAS when it is older
 //! than half the TTL). A member is deleted with the revision the sweeper saw, so
 //! even two sweepers (a lease handing over) announce each leave once. A gateway
@@ -8,42 +9,59 @@
 //! its gateway stopped: its leave goes out between one TTL and a TTL and a
 //! quarter after the last refresh.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use switchboard_broker_nats::PresenceBucket;
+
+use crate::PresenceBucket;
 
 const LEASE: &str = "_lease";
 /// Overdue members handled per sweep; the rest wait for the next one.
 const PER_SWEEP: usize = 5_000;
 
-/// Sweeps every quarter of the TTL until the task is dropped.
-pub async fn run(bucket: Arc<PresenceBucket>, replica: String) {
-    let every = (bucket.ttl() / 4).max(Duration::from_millis(100));
+/// Sweeps every quarter of the TTL while the bucket is in use (or until the
+/// task is dropped). Every round also sets the members and users gauges.
+pub async fn run_while(bucket: Weak<PresenceBucket>, replica: String) {
+    let Some(every) = bucket
+        .upgrade()
+        .map(|b| (b.ttl() / 4).max(Duration::from_millis(100)))
+    else {
+        return;
+    };
     let mut lease: Option<u64> = None;
     loop {
         tokio::time::sleep(every.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
-        if !hold_lease(&bucket, &replica, &mut lease).await {
-            continue;
-        }
-        metrics::counter!("switchboard_presence_sweeps_total").increment(1);
-        let stale = match bucket.stale(PER_SWEEP).await {
-            Ok(stale) => stale,
-            Err(e) => {
-                tracing::warn!(error = %e, "presence sweep failed");
-                continue;
-            }
+        let Some(bucket) = bucket.upgrade() else {
+            return;
         };
-        for member in stale {
-            match bucket.expire(member).await {
-                Ok(true) => {
-                    metrics::counter!("switchboard_presence_leaves_emitted_total").increment(1)
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
-            }
+        sweep(&bucket, &replica, &mut lease).await;
+    }
+}
+
+async fn sweep(bucket: &Arc<PresenceBucket>, replica: &str, lease: &mut Option<u64>) {
+    if let Ok((members, users)) = bucket.totals().await {
+        // The lease is a key of the members bucket too.
+        metrics::gauge!("switchboard_presence_members").set(members.saturating_sub(1) as f64);
+        metrics::gauge!("switchboard_presence_users").set(users as f64);
+    }
+    if !hold_lease(bucket, replica, lease).await {
+        return;
+    }
+    metrics::counter!("switchboard_presence_sweeps_total").increment(1);
+    let stale = match bucket.stale(PER_SWEEP).await {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence sweep failed");
+            return;
+        }
+    };
+    for member in stale {
+        match bucket.expire(member).await {
+            Ok(true) => metrics::counter!("switchboard_presence_expired_total").increment(1),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
         }
     }
 }

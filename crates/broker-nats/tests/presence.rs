@@ -1,0 +1,235 @@
+//! The presence buckets against a real nats-server: per-user join and leave,
+//! counts, pages, and the sweep of members nobody refreshes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_broker_nats::{NatsBroker, NatsConfig, PresenceBucket};
+use switchboard_core::namespace::Namespaces;
+use switchboard_core::{Broker, ChannelEvent, ClientInfo, EventSink};
+use switchboard_test_support::NatsServer;
+use tokio::time::Instant;
+
+async fn bucket(url: &str, ttl: Duration) -> Arc<PresenceBucket> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    Arc::new(PresenceBucket::open(&js, "sb", ttl, 1).await.unwrap())
+}
+
+fn member(user: usize, connection: usize) -> ClientInfo {
+    ClientInfo {
+        user: format!("user-{user}"),
+        client: format!("conn-{user}-{connection}"),
+        ..Default::default()
+    }
+}
+
+const USERS: usize = 25;
+const CONNECTIONS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_joins_with_its_first_connection_and_leaves_with_its_last() {
+    let nats = NatsServer::start();
+    // Two replicas of the store, as two presence service replicas would be.
+    let replicas = [
+        bucket(&nats.url(), Duration::from_secs(30)).await,
+        bucket(&nats.url(), Duration::from_secs(30)).await,
+    ];
+    let every: Vec<ClientInfo> = (0..USERS)
+        .flat_map(|u| (0..CONNECTIONS).map(move |c| member(u, c)))
+        .collect();
+
+    // Every connection joins at once, half through each replica.
+    let joins = every.iter().enumerate().map(|(i, m)| {
+        let b = replicas[i % 2].clone();
+        let m = m.clone();
+        async move { (m.user.clone(), b.join("room", m).await.unwrap()) }
+    });
+    let mut joined: HashMap<String, usize> = HashMap::new();
+    for (user, first) in futures::future::join_all(joins).await {
+        *joined.entry(user).or_default() += usize::from(first);
+    }
+    assert_eq!(joined.len(), USERS);
+    assert!(
+        joined.values().all(|&n| n == 1),
+        "exactly one join per user: {joined:?}"
+    );
+    let stats = replicas[1].stats("room").await.unwrap();
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        ((USERS * CONNECTIONS) as u32, USERS as u32)
+    );
+    assert_eq!(
+        replicas[0].stats("other-room").await.unwrap(),
+        Default::default()
+    );
+
+    // Pages of 7 cover every member once.
+    let mut listed = HashSet::new();
+    let mut start = 0;
+    for _ in 0..100 {
+        let page = replicas[0].page("room", start, 7).await.unwrap();
+        assert!(page.members.len() <= 7);
+        for m in page.members {
+            assert!(listed.insert(m.client.clone()), "{} twice", m.client);
+        }
+        match page.next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), USERS * CONNECTIONS);
+    assert_eq!(
+        replicas[1].members("room").await.unwrap().len(),
+        listed.len()
+    );
+
+    // Every connection leaves at once: one leave per user, whichever was last.
+    let leaves = every.iter().enumerate().map(|(i, m)| {
+        let b = replicas[(i + 1) % 2].clone();
+        let m = m.clone();
+        async move { (m.user.clone(), b.leave("room", &m).await.unwrap()) }
+    });
+    let mut left: HashMap<String, usize> = HashMap::new();
+    for (user, last) in futures::future::join_all(leaves).await {
+        *left.entry(user).or_default() += usize::from(last);
+    }
+    assert!(
+        left.values().all(|&n| n == 1),
+        "exactly one leave per user: {left:?}"
+    );
+    assert!(!replicas[0].leave("room", &member(0, 0)).await.unwrap());
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (0, 0));
+    assert!(replicas[0]
+        .page("room", 0, 10)
+        .await
+        .unwrap()
+        .members
+        .is_empty());
+
+    // A user who comes back joins again.
+    assert!(replicas[0].join("room", member(3, 9)).await.unwrap());
+}
+
+/// Records the presence events a broker delivers.
+#[derive(Default)]
+struct Events(Mutex<Vec<ChannelEvent>>);
+
+impl EventSink for Events {
+    fn on_event(&self, _channel: &str, event: ChannelEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+    fn has_subscribers(&self, _channel: &str) -> bool {
+        true
+    }
+    fn reset(&self, _channel: &str) {}
+}
+
+impl Events {
+    fn leaves(&self) -> Vec<(String, bool)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                ChannelEvent::Leave(l) => Some((l.info.client.clone(), l.user_changed)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Sweeps with both replicas until `client` is found overdue and expired;
+/// returns how many of the two expired it.
+async fn sweep_until_expired(
+    replicas: &[Arc<PresenceBucket>],
+    client: &str,
+    keep: &ClientInfo,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // The connection that stays is refreshed, as its live gateway would.
+        replicas[0].refresh("room", keep.clone()).await.unwrap();
+        let found: Vec<_> = futures::future::join_all(replicas.iter().map(|r| r.stale(100)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        if found
+            .iter()
+            .all(|f| f.iter().any(|m| m.info.client == client))
+        {
+            let mut expired = 0;
+            for (replica, stale) in replicas.iter().zip(found) {
+                for m in stale {
+                    assert_eq!(
+                        m.info.client, client,
+                        "only the abandoned member is overdue"
+                    );
+                    expired += usize::from(replica.expire(m).await.unwrap());
+                }
+            }
+            return expired;
+        }
+        assert!(Instant::now() < deadline, "{client} never went stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_member_expires_once_and_its_user_leaves_with_the_last() {
+    let nats = NatsServer::start();
+    let ttl = Duration::from_secs(1);
+    let replicas = [
+        bucket(&nats.url(), ttl).await,
+        bucket(&nats.url(), ttl).await,
+    ];
+    let events = Arc::new(Events::default());
+    let config = NatsConfig {
+        urls: vec![nats.url()],
+        ..Default::default()
+    };
+    let broker = NatsBroker::connect(config, &Namespaces::default())
+        .await
+        .unwrap();
+    broker.set_sink(events.clone());
+    broker.subscribe("room").await.unwrap();
+
+    let (stays, abandoned) = (member(1, 1), member(1, 2));
+    assert!(replicas[0].join("room", stays.clone()).await.unwrap());
+    assert!(!replicas[1].join("room", abandoned.clone()).await.unwrap());
+
+    // Two sweepers find the abandoned member; one of them expires it. The user
+    // still has a connection: the leave is not the user's.
+    assert_eq!(
+        sweep_until_expired(&replicas, &abandoned.client, &stays).await,
+        1
+    );
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+
+    // Its last connection abandoned too: now the user leaves.
+    let other = member(2, 1);
+    replicas[0].join("room", other.clone()).await.unwrap();
+    assert_eq!(
+        sweep_until_expired(&replicas, &stays.client, &other).await,
+        1
+    );
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events.leaves().len() < 2 {
+        assert!(Instant::now() < deadline, "leaves: {:?}", events.leaves());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        events.leaves(),
+        vec![
+            (abandoned.client.clone(), false),
+            (stays.client.clone(), true)
+        ]
+    );
+}
