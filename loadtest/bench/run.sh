@@ -9,7 +9,7 @@
 # Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
 # space-separated: idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch
-# cluster-many cluster-failover).
+# cluster-many cluster-failover presence).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
 set -euo pipefail
@@ -19,11 +19,13 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover}
+ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
+PRESENCE=$TARGET_DIR/release/switchboard-presence
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
 WORK=$(mktemp -d)
 GW_PID=
+PRESENCE_PID=
 GW1_PID=
 GW2_PID=
 NATS_PID=
@@ -36,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building release binaries" >&2
-"$CARGO" build --release -p switchboard-gateway -p switchboard-loadtest >&2
+"$CARGO" build --release -p switchboard-gateway -p switchboard-presence -p switchboard-loadtest >&2
 
 # Use every file descriptor the hard limit allows (the gateway inherits it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -111,11 +113,15 @@ stop_cluster() {
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    if [ -n "${PRESENCE_PID:-}" ]; then
+        kill "$PRESENCE_PID" 2>/dev/null || true
+        wait "$PRESENCE_PID" 2>/dev/null || true
+    fi
     if [ -n "${NATS_PID:-}" ]; then
         kill "$NATS_PID" 2>/dev/null || true
         wait "$NATS_PID" 2>/dev/null || true
     fi
-    GW1_PID= GW2_PID= NATS_PID=
+    GW1_PID= GW2_PID= NATS_PID= PRESENCE_PID=
 }
 
 # cluster_run NAME TITLE LOADTEST-ARGS... ({P1} {P2} {GW1_PID} in arguments are replaced)
@@ -220,5 +226,50 @@ cluster_run cluster-failover "Failover: kill -9 one of 2 gateways holding 10,000
     --via api --duration 20 --drain 20 --concurrency 200 \
     --kill-command 'kill -9 {GW1_PID}' --kill-at 5 \
     --target 'reconnect_p99_ms<=5000' --target 'lost<=0' --target 'duplicates<=0'
+
+# The presence service: nats-server, one switchboard-presence (default 20 s TTL) and one
+# gateway using it, whose subscriber counts the leaves once the tool stops refreshing.
+presence_run() {
+    local name=presence title="Presence service: 10,000 members of one gateway, 5,000 users"
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    echo "== $name: $title" >&2
+    command -v nats-server >/dev/null || { echo "nats-server is not installed: skipping $name" >&2; return 0; }
+    start_cluster
+    kill "$GW2_PID" 2>/dev/null || true
+    "$PRESENCE" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --log warn \
+        --nats-url "nats://127.0.0.1:$NATS_PORT" >"$WORK/presence.out" 2>"$WORK/presence.err" &
+    PRESENCE_PID=$!
+    local grpc=
+    for _ in $(seq 1 100); do
+        grpc=$(sed -n 's/^switchboard-presence listening on \([0-9.:]*\) http .*/\1/p' "$WORK/presence.out")
+        [ -n "$grpc" ] && break
+        kill -0 "$PRESENCE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$grpc" ] || { cat "$WORK/presence.err" >&2; exit 1; }
+    local args=(presence --presence-url "http://$grpc" --members 10000 --users 5000
+        --url "ws://127.0.0.1:$P1/connection/websocket")
+    "$LOADTEST" "${args[@]}" --server-pid "$PRESENCE_PID" --nats-pid "$NATS_PID" \
+        --json "$WORK/$name.json" >"$WORK/$name.txt"
+    {
+        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
+        echo "### $title"
+        echo
+        echo '```sh'
+        echo "switchboard-loadtest ${args[*]} --server-pid PRESENCE_PID --nats-pid NATS_PID"
+        echo '```'
+        echo
+        echo "Servers: one \`nats-server -js\` (single node, temp store), one \`switchboard-presence\` (release build, presence TTL 20 s) and one gateway (only its subscriber is used), all fresh, on the same machine as the tool; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+        echo
+        echo '```'
+        cat "$WORK/$name.txt"
+        echo '```'
+        echo "<!-- bench:$name end -->"
+    } >"$WORK/section.md"
+    replace_section "$name" "$WORK/section.md"
+    stop_cluster
+}
+
+presence_run
 
 echo "== wrote $BENCH_MD" >&2

@@ -42,7 +42,9 @@ EXAMPLES
   switchboard-loadtest fanout --channels 10 --subscribers 100 --publishers 2 --via client --protobuf
   switchboard-loadtest churn --subscribers 1000 --churn-rate 200 --api-key dev-api-key
   switchboard-loadtest failover --url ws://127.0.0.1:8001 --url ws://127.0.0.1:8002 \\
-      --kill-command 'kill -9 $(cat gw1.pid)' --kill-at 5 --api-key dev-api-key";
+      --kill-command 'kill -9 $(cat gw1.pid)' --kill-at 5 --api-key dev-api-key
+  switchboard-loadtest presence --presence-url http://127.0.0.1:9000 --members 10000 \\
+      --url ws://127.0.0.1:8001/connection/websocket --server-pid $PRESENCE_PID";
 
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-loadtest", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = AFTER_HELP)]
@@ -101,9 +103,77 @@ pub enum Scenario {
         #[command(flatten)]
         failover: FailoverArgs,
     },
+    /// The presence service under one gateway's worth of members: join latency,
+    /// refresh cost per 10,000 members, stats and list latency, and (with --url, a
+    /// gateway of the same cluster) the time from a gateway's death to each leave.
+    Presence {
+        #[command(flatten)]
+        presence: PresenceArgs,
+    },
     /// Internal: run a share of the connections for a parent process.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PresenceArgs {
+    /// Presence service replica (http://HOST:PORT); repeat for several.
+    #[arg(
+        long = "presence-url",
+        env = "SWITCHBOARD_PRESENCE_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9000"
+    )]
+    pub presence_urls: Vec<String>,
+    /// A gateway of the same cluster (ws://…/connection/websocket): a subscriber there
+    /// counts the leave pushes after the tool stops refreshing. Without it the expiry
+    /// phase is skipped.
+    #[arg(long, env = "SWITCHBOARD_URL")]
+    pub url: Option<String>,
+    /// Members to join (connections of one simulated gateway).
+    #[arg(long, env = "SWITCHBOARD_MEMBERS", default_value_t = 10_000)]
+    pub members: usize,
+    /// Distinct users among them (member i belongs to user i mod users).
+    #[arg(long, env = "SWITCHBOARD_USERS", default_value_t = 5_000)]
+    pub users: usize,
+    /// The channel they join; its namespace needs presence and join_leave (per
+    /// connection) for the leave count.
+    #[arg(long, env = "SWITCHBOARD_CHANNEL", default_value = "presence-lt")]
+    pub channel: String,
+    /// Joins in flight at once.
+    #[arg(long, env = "SWITCHBOARD_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Refreshes of every member to time.
+    #[arg(long, env = "SWITCHBOARD_REFRESH_ROUNDS", default_value_t = 3)]
+    pub refresh_rounds: usize,
+    /// Stats calls to time.
+    #[arg(long, env = "SWITCHBOARD_STATS_CALLS", default_value_t = 20)]
+    pub stats_calls: usize,
+    /// Longest wait for the leaves after the last refresh, seconds.
+    #[arg(long, env = "SWITCHBOARD_EXPIRE_TIMEOUT", default_value_t = 90.0)]
+    pub expire_timeout: f64,
+    /// This simulated gateway's node name (member ids derive from it).
+    #[arg(long, env = "SWITCHBOARD_NODE", default_value = "loadtest")]
+    pub node: String,
+    /// PIDs of the presence service replicas, for their CPU.
+    #[arg(
+        long = "server-pid",
+        env = "SWITCHBOARD_SERVER_PID",
+        value_delimiter = ','
+    )]
+    pub server_pids: Vec<u32>,
+    /// PIDs of nats-server, for its CPU.
+    #[arg(long = "nats-pid", env = "SWITCHBOARD_NATS_PID", value_delimiter = ',')]
+    pub nats_pids: Vec<u32>,
+    /// Write every figure as JSON to this file.
+    #[arg(long, env = "SWITCHBOARD_JSON")]
+    pub json: Option<PathBuf>,
+}
+
+impl PresenceArgs {
+    pub fn expire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.expire_timeout.clamp(0.0, 3600.0))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -40,6 +40,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (summary, common) = match cli.scenario {
         Scenario::Worker => return workers::worker_main().await,
+        Scenario::Presence { presence } => {
+            let summary = scenario::presence::run(&presence).await?;
+            println!("{}", summary.table());
+            if let Some(path) = &presence.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+            }
+            let problems = summary.problems(presence.url.is_some());
+            if !problems.is_empty() {
+                anyhow::bail!("presence counts are wrong: {}", problems.join("; "));
+            }
+            return Ok(());
+        }
         Scenario::Connect {
             common,
             connections,

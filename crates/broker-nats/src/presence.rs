@@ -315,9 +315,17 @@ impl PresenceBucket {
     /// A connection leaves a channel. Returns whether its user left with it (it
     /// was the user's last connection there). Leaving twice is harmless.
     pub async fn leave(&self, channel: &str, info: &ClientInfo) -> Result<bool, BrokerError> {
-        self.delete_member(&member_key(channel, info)).await?;
-        self.remove_connection(channel, &info.user, &info.client)
-            .await
+        // The user's key first. Should the member's delete then fail, the answer
+        // stands and the member, no longer refreshed, is left to the sweeper; the
+        // other way round, a failure would leave the connection in the user's key
+        // for good.
+        let user_left = self
+            .remove_connection(channel, &info.user, &info.client)
+            .await?;
+        if let Err(e) = self.delete_member(&member_key(channel, info)).await {
+            tracing::warn!(channel, error = %e, "presence member left to expire");
+        }
+        Ok(user_left)
     }
 
     /// A connection leaves a channel without having said so (its gateway stopped):

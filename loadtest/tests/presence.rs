@@ -1,0 +1,102 @@
+//! The `presence` scenario against a real nats-server, a presence service and a
+//! cluster gateway (all in this process, on free ports): every count exact.
+//! Assertions are on counts, never on timings.
+
+use std::time::Duration;
+
+use clap::Parser;
+use switchboard_gateway::config::{Cli as GatewayCli, Config};
+use switchboard_gateway::node::Node;
+use switchboard_loadtest::cli::PresenceArgs;
+use switchboard_loadtest::scenario;
+use switchboard_test_support::NatsServer;
+
+/// The presence TTL of the service and the gateway: short, so that the expiry
+/// phase takes seconds.
+const TTL: Duration = Duration::from_secs(3);
+
+async fn presence_service(nats: &str) -> String {
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bucket = std::sync::Arc::new(
+        switchboard_broker_nats::PresenceBucket::open(&js, "sb", TTL, 1)
+            .await
+            .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(switchboard_broker_nats::sweeper::run_while(
+        std::sync::Arc::downgrade(&bucket),
+        url.clone(),
+    ));
+    let service = switchboard_presence::PresenceService::new(bucket);
+    tokio::spawn(switchboard_presence::serve(
+        listener,
+        service,
+        std::future::pending(),
+    ));
+    url
+}
+
+async fn cluster_gateway(nats: &str) -> (String, std::sync::Arc<Node>) {
+    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
+    let cli = GatewayCli::try_parse_from([
+        "switchboard-gateway",
+        "--config",
+        dev,
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+        "--nats-url",
+        nats,
+        "--presence-ttl",
+        "3",
+    ])
+    .expect("gateway flags");
+    let config = Config::resolve(cli).expect("config resolves");
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Node::from_config(config).await.unwrap();
+    tokio::spawn(switchboard_gateway::server::run(
+        listener,
+        node.clone(),
+        None,
+        std::future::pending(),
+    ));
+    (format!("ws://{addr}/connection/websocket"), node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presence_scenario_counts_joins_stats_pages_and_leaves_exactly() {
+    let nats = NatsServer::start();
+    let service = presence_service(&nats.url()).await;
+    let (gateway, _node) = cluster_gateway(&nats.url()).await;
+    let args = PresenceArgs {
+        presence_urls: vec![service],
+        url: Some(gateway),
+        members: 300,
+        users: 100,
+        channel: "presence-lt".into(),
+        concurrency: 8,
+        refresh_rounds: 1,
+        stats_calls: 2,
+        expire_timeout: 30.0,
+        node: "test".into(),
+        server_pids: Vec::new(),
+        nats_pids: Vec::new(),
+        json: None,
+    };
+    let summary = scenario::presence::run(&args).await.unwrap();
+    assert_eq!(
+        summary.problems(true),
+        Vec::<String>::new(),
+        "{}",
+        summary.table()
+    );
+    assert_eq!(summary.user_joins, 100);
+    assert_eq!((summary.stats_clients, summary.stats_users), (301, 101));
+    assert_eq!(summary.listed, 301, "the watcher is listed too");
+    assert_eq!((summary.leaves, summary.duplicate_leaves), (300, 0));
+    assert_eq!(summary.refresh_per_10k_ms.len(), 1);
+}
