@@ -568,53 +568,77 @@ impl PresenceBucket {
     }
 
     /// Members not refreshed within the TTL, at most `limit` of them, oldest
-    /// first. They are the stream's oldest messages, so this reads only them.
+    /// first. They are the stream's oldest messages: an ephemeral consumer reads
+    /// from the first one, in batches, until one written within the TTL.
     pub async fn stale(&self, limit: usize) -> Result<Vec<StaleMember>, BrokerError> {
         let cutoff = SystemTime::now() - self.ttl;
-        let mut stream = self.members.stream.clone();
-        let first = stream
-            .info()
+        let consumer = self
+            .members
+            .stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
             .await
-            .map_err(unavailable)?
-            .state
-            .first_sequence;
-        let every_key = format!("{}>", self.members.prefix);
-        let mut sequence = first.max(1);
+            .map_err(unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let read = self.read_stale(&consumer, cutoff, limit).await;
+        if let Err(e) = self.members.stream.delete_consumer(&name).await {
+            tracing::debug!(error = %e, "sweep consumer left to expire");
+        }
+        read
+    }
+
+    async fn read_stale(
+        &self,
+        consumer: &jetstream::consumer::PullConsumer,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<StaleMember>, BrokerError> {
+        const FETCH: usize = 1_000;
         let mut stale = Vec::new();
         while stale.len() < limit {
-            let message = match self
-                .members
-                .stream
-                .direct_get_next_for_subject(every_key.as_str(), Some(sequence))
+            let mut batch = consumer
+                .fetch()
+                .max_messages(FETCH.min(limit - stale.len()))
+                .messages()
                 .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(unavailable(e)),
-            };
-            sequence = message.sequence + 1;
-            let written: SystemTime = message.time.into();
-            if written > cutoff {
-                break;
+                .map_err(unavailable)?;
+            let mut read = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(unavailable)?;
+                read += 1;
+                let info = message.info().map_err(unavailable)?;
+                let written: SystemTime = info.published.into();
+                if written > cutoff {
+                    return Ok(stale);
+                }
+                let sequence = info.stream_sequence;
+                let key = &message.subject[self.members.prefix.len()..];
+                let mut tokens = key.split('.');
+                let (Some(channel), Some(_user), Some(_client), None) =
+                    (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+                else {
+                    continue; // not a member: the sweeper's lease
+                };
+                let (Ok(info), Some(channel)) = (
+                    presence_info::decode(&message.payload),
+                    Subjects::channel_of_token(channel),
+                ) else {
+                    continue;
+                };
+                stale.push(StaleMember {
+                    channel,
+                    info,
+                    sequence,
+                });
             }
-            let key = &message.subject[self.members.prefix.len()..];
-            let mut tokens = key.split('.');
-            let (Some(channel), Some(_user), Some(_client), None) =
-                (tokens.next(), tokens.next(), tokens.next(), tokens.next())
-            else {
-                continue; // not a member: the sweeper's lease
-            };
-            let (Ok(info), Some(channel)) = (
-                presence_info::decode(&message.payload),
-                Subjects::channel_of_token(channel),
-            ) else {
-                continue;
-            };
-            stale.push(StaleMember {
-                channel,
-                info,
-                sequence: message.sequence,
-            });
+            if read == 0 {
+                break; // the end of the stream
+            }
         }
         Ok(stale)
     }

@@ -14,12 +14,17 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::PresenceBucket;
 
 const LEASE: &str = "_lease";
-/// Overdue members handled per sweep; the rest wait for the next one.
-const PER_SWEEP: usize = 5_000;
+/// Overdue members read at a time; a sweep reads at most `BATCHES` of them
+/// (100,000 members) and leaves the rest to the next one.
+const BATCH: usize = 5_000;
+const BATCHES: usize = 20;
+/// Expirations in flight at once (each is a few NATS round trips).
+const IN_FLIGHT: usize = 64;
 
 /// Sweeps every quarter of the TTL while the bucket is in use (or until the
 /// task is dropped). Every round also sets the members and users gauges.
@@ -50,18 +55,28 @@ async fn sweep(bucket: &Arc<PresenceBucket>, replica: &str, lease: &mut Option<u
         return;
     }
     metrics::counter!("switchboard_presence_sweeps_total").increment(1);
-    let stale = match bucket.stale(PER_SWEEP).await {
-        Ok(stale) => stale,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence sweep failed");
+    for _ in 0..BATCHES {
+        let stale = match bucket.stale(BATCH).await {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence sweep failed");
+                return;
+            }
+        };
+        let full = stale.len() == BATCH;
+        futures::stream::iter(stale)
+            .for_each_concurrent(IN_FLIGHT, |member| async move {
+                match bucket.expire(member).await {
+                    Ok(true) => {
+                        metrics::counter!("switchboard_presence_expired_total").increment(1)
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
+                }
+            })
+            .await;
+        if !full {
             return;
-        }
-    };
-    for member in stale {
-        match bucket.expire(member).await {
-            Ok(true) => metrics::counter!("switchboard_presence_expired_total").increment(1),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
         }
     }
 }
