@@ -127,6 +127,9 @@ pub struct Reconnection {
     pub recovered_publications: u64,
     /// From noticing the disconnect to the recovering subscribe reply.
     pub reconnect_time: Percentiles,
+    /// Connections that were set up but were not connected again when the run ended.
+    #[serde(default)]
+    pub not_back: u64,
     pub hooks: Vec<String>,
 }
 
@@ -309,7 +312,11 @@ impl Summary {
         if let Some(r) = &self.reconnection {
             let _ = writeln!(o, "reconnection");
             row(&mut o, "disconnects by reason", map(&r.disconnects));
-            row(&mut o, "reconnected", r.reconnected);
+            row(
+                &mut o,
+                "reconnected",
+                format!("{} (not back at the end: {})", r.reconnected, r.not_back),
+            );
             row(
                 &mut o,
                 "recovered / not",
