@@ -61,6 +61,7 @@ pub const FIGURES: &[&str] = &[
     "deliveries_per_cpu_s",
     "reconnect_p99_ms",
     "not_back",
+    "hook_failures",
 ];
 
 /// The value of a figure in a summary, when the run measured it.
@@ -80,6 +81,7 @@ pub fn figure_of(s: &Summary, figure: &str) -> Option<f64> {
         "deliveries_per_cpu_s" => s.server.as_ref()?.deliveries_per_cpu_s?,
         "reconnect_p99_ms" => s.reconnection.as_ref()?.reconnect_time.p99_ms,
         "not_back" => s.reconnection.as_ref()?.not_back as f64,
+        "hook_failures" => s.reconnection.as_ref()?.hook_failures as f64,
         _ => return None,
     })
 }

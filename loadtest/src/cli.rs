@@ -178,7 +178,7 @@ pub struct Common {
     pub bench_note: String,
     /// A target to judge the run by, FIGURE<=N or FIGURE>=N (repeatable), e.g.
     /// p99_ms<=5, rss_per_connection_bytes<=4096, connect_rate_per_s>=10000, lost<=0,
-    /// cpu_us_per_delivery<=1, success_rate_percent>=100, reconnect_p99_ms<=5000, not_back<=0.
+    /// cpu_us_per_delivery<=1, success_rate_percent>=100, reconnect_p99_ms<=5000, not_back<=0, hook_failures<=0.
     #[arg(long = "target", env = "SWITCHBOARD_TARGET", value_delimiter = ';')]
     pub targets: Vec<crate::benchmd::Target>,
     /// Exit with status 3 when a --target is missed or not measured (for scripts and CI).

@@ -131,6 +131,9 @@ pub struct Reconnection {
     #[serde(default)]
     pub not_back: u64,
     pub hooks: Vec<String>,
+    /// Hook runs that did not succeed (could not start, exited non-zero, timed out).
+    #[serde(default)]
+    pub hook_failures: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -328,6 +331,9 @@ impl Summary {
             row(&mut o, "reconnect time", pct(&r.reconnect_time));
             for h in &r.hooks {
                 row(&mut o, "hook", h);
+            }
+            if r.hook_failures > 0 {
+                row(&mut o, "hook runs failed", r.hook_failures);
             }
         }
         if let Some(ch) = &self.churn {

@@ -354,7 +354,8 @@ async fn worker_processes_merge_into_exact_totals() {
 }
 
 /// A hook with several times runs once per time, in order, each told its run number:
-/// what a rolling restart needs (one gateway per run). Every subscriber stays.
+/// what a rolling restart needs (one gateway per run). A run that fails is counted.
+/// Every subscriber stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
     let gw = gateway().await;
@@ -367,7 +368,7 @@ async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
         log.display()
     );
     let restart = format!(
-        "echo \"restart $SWITCHBOARD_LOADTEST_HOOK_RUN\" >> '{}'",
+        "echo \"restart $SWITCHBOARD_LOADTEST_HOOK_RUN\" >> '{}'; exit 7",
         log.display()
     );
     let s = run(&[
@@ -396,12 +397,17 @@ async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
     assert_eq!(runs, "kill 0\nrestart 0\nkill 1\nkill 2\n");
     let r = s.reconnection.as_ref().expect("a reconnection section");
     assert_eq!(r.hooks.len(), 4, "{:?}", r.hooks);
+    let failed: Vec<_> = r
+        .hooks
+        .iter()
+        .filter(|h| !h.contains("exit status: 0"))
+        .collect();
     assert!(
-        r.hooks.iter().all(|h| h.contains("exit status: 0")),
+        failed.len() == 1 && failed[0].contains("restart") && failed[0].contains("exit status: 7"),
         "{:?}",
         r.hooks
     );
-    assert_eq!(r.not_back, 0);
+    assert_eq!((r.hook_failures, r.not_back), (1, 0));
     assert_exact(&s, 10);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -111,9 +111,9 @@ pub async fn run(
         .await;
     let end = procstat::read_all(pids);
     let at_end = parts.progress();
-    let hook_log = match hooks {
+    let (hook_log, hook_failures) = match hooks {
         Some(h) => h.await.unwrap_or_default(),
-        None => Vec::new(),
+        None => (Vec::new(), 0),
     };
     let churn_result = match churning {
         Some(c) => Some(c.await?),
@@ -153,6 +153,7 @@ pub async fn run(
                 .saturating_sub(at_end.failed)
                 .saturating_sub(at_end.open),
             hooks: hook_log,
+            hook_failures,
         });
     }
     if !pids.is_empty() {
@@ -228,8 +229,9 @@ fn estimate(published: &[u64], subscribers: u64) -> u64 {
 }
 
 /// Runs the kill and restart hooks at their times, one after the other (a run that
-/// overruns delays the next); returns what happened.
-async fn run_hooks(f: FailoverArgs) -> Vec<String> {
+/// overruns delays the next); returns what happened and how many runs failed (did
+/// not start, exited non-zero, or outlived --hook-timeout).
+async fn run_hooks(f: FailoverArgs) -> (Vec<String>, u64) {
     let start = Instant::now();
     let limit = secs(f.hook_timeout);
     let mut hooks: Vec<(f64, usize, String)> = Vec::new();
@@ -244,6 +246,7 @@ async fn run_hooks(f: FailoverArgs) -> Vec<String> {
     }
     hooks.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut log = Vec::new();
+    let mut failures = 0;
     for (at, run, command) in hooks {
         tokio::time::sleep_until((start + secs(at)).into()).await;
         let ran_at = start.elapsed().as_secs_f64();
@@ -258,6 +261,9 @@ async fn run_hooks(f: FailoverArgs) -> Vec<String> {
                 .status(),
         )
         .await;
+        if !matches!(&outcome, Ok(Ok(s)) if s.success()) {
+            failures += 1;
+        }
         let what = match outcome {
             Ok(Ok(s)) => format!("{s}"),
             Ok(Err(e)) => format!("failed to run: {e}"),
@@ -268,7 +274,7 @@ async fn run_hooks(f: FailoverArgs) -> Vec<String> {
             "t+{ran_at:.2}s `{command}` (run {run}, {took:.2} s): {what}"
         ));
     }
-    log
+    (log, failures)
 }
 
 /// The variable that tells a hook command which of its runs this is (0, 1, …).
