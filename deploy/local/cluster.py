@@ -90,6 +90,24 @@ def free_ports(count, taken=()):
     raise ClusterError(f"found only {len(ports)} of {count} free ports in {PORT_RANGE}")
 
 
+def wait_port_free(port, timeout=30.0):
+    """Waits until 127.0.0.1:port can be bound the way the gateway binds it
+    (SO_REUSEADDR). After kill -9 the dead gateway's accepted sockets linger in
+    FIN_WAIT until their peers (HAProxy) close them, and until then the port
+    cannot be bound even with SO_REUSEADDR."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError as e:
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"port {port} still busy after {timeout:.0f} s: {e}")
+        time.sleep(0.05)
+
+
 def alive(pid):
     if not pid:
         return False
@@ -416,6 +434,7 @@ def cmd_restart_gateway(args):
     # SIGTERM: the gateway drains over drain_window (plus a 5 s grace) before exiting.
     stop(g, signal.SIGKILL if args.kill else signal.SIGTERM, timeout=60.0)
     stopped = time.monotonic()
+    wait_port_free(g["port"])
     spawn(g, state)
     save(state, c)
     wait_ready(g["name"], g["ready"], g["pid"], g["log"])
