@@ -6,7 +6,9 @@ PYTHON ?= python3
 # Where cargo puts binaries: $CARGO_TARGET_DIR when set, ./target otherwise.
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 GATEWAY_DEBUG := $(TARGET_DIR)/debug/switchboard-gateway
-SERVER_BINS := -p switchboard-gateway -p switchboard-presence
+# Built together everywhere (debug and release), so that cargo resolves one set of
+# dependency features and make cluster, bench-rolling and the tests share artifacts.
+DEPLOY_BINS := -p switchboard-gateway -p switchboard-presence -p switchboard-loadtest
 
 .PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling lint build \
 	build-deploy help bench bench-rolling cluster cluster-down
@@ -34,7 +36,7 @@ test-compat: build ## The real centrifuge-js SDK (JSON and protobuf) against the
 	cd tests/compat && SWITCHBOARD_GATEWAY_BIN=$(GATEWAY_DEBUG) $(NPM) test
 
 build-deploy:
-	$(CARGO) build $(SERVER_BINS) -p switchboard-loadtest
+	$(CARGO) build $(DEPLOY_BINS)
 
 test-deploy: validate-deploy test-rolling ## Kubernetes manifests validated offline, and a rolling restart under load
 
@@ -45,14 +47,14 @@ test-rolling: build-deploy ## 300 clients through HAProxy while 3 gateways resta
 	BIN_DIR=$(TARGET_DIR)/debug deploy/local/rolling-restart.sh small
 
 cluster: ## 3 NATS, 2 presence, 3 gateways and HAProxy on one port, as the manifests run them
-	$(CARGO) build --release $(SERVER_BINS)
+	$(CARGO) build --release $(DEPLOY_BINS)
 	SWITCHBOARD_BIN_DIR=$(TARGET_DIR)/release $(PYTHON) deploy/local/cluster.py up
 
 cluster-down: ## Stop what `make cluster` started
 	$(PYTHON) deploy/local/cluster.py down
 
 bench-rolling: ## Release build; rolling restarts of 3 gateways under 6,000 clients; updates BENCHMARKS.md
-	$(CARGO) build --release $(SERVER_BINS) -p switchboard-loadtest
+	$(CARGO) build --release $(DEPLOY_BINS)
 	BIN_DIR=$(TARGET_DIR)/release deploy/local/rolling-restart.sh large
 
 bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
