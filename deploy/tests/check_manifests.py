@@ -290,9 +290,13 @@ def check_nats(where, docs, w, c):
     pid = re.search(r"^pid_file:\s*(\S+)", text, re.M)
     if not pid or str(Path(pid.group(1)).parent) not in mounts:
         problem(where, "pid_file is not on a writable volume (the root filesystem is read-only)")
-    stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    stop = " ".join(c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
     if not pid or f"ldm={pid.group(1)}" not in stop:
         problem(where, "preStop does not put the node in lame-duck mode through its pid file")
+    lame = sum(int(m) for m in re.findall(r"^lame_duck_(?:duration|grace_period):\s*(\d+)s", text, re.M))
+    tgps = w["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    if tgps < lame + 5:
+        problem(where, f"terminationGracePeriodSeconds {tgps} does not cover lame-duck mode ({lame} s)")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         if c.get(probe, {}).get("httpGet", {}).get("port") != "monitor":
             problem(where, f"{probe} does not use the monitor port")
