@@ -2,9 +2,16 @@
 
 CARGO ?= cargo
 NPM ?= npm
-GATEWAY_DEBUG := $(CURDIR)/target/debug/switchboard-gateway
+PYTHON ?= python3
+# Where cargo puts binaries: $CARGO_TARGET_DIR when set, ./target otherwise.
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+GATEWAY_DEBUG := $(TARGET_DIR)/debug/switchboard-gateway
+# Built together everywhere (debug and release), so that cargo resolves one set of
+# dependency features and make cluster, bench-rolling and the tests share artifacts.
+DEPLOY_BINS := -p switchboard-gateway -p switchboard-presence -p switchboard-loadtest
 
-.PHONY: run test test-rust test-compat lint build help bench
+.PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling lint build \
+	build-deploy help bench bench-rolling cluster cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,7 +19,7 @@ help: ## List the targets
 run: ## One gateway on 127.0.0.1:8000: in-memory broker and presence, config/dev.toml
 	$(CARGO) run --release -p switchboard-gateway -- --config config/dev.toml
 
-test: lint test-rust test-compat ## Every test: formatting, clippy, Rust tests, centrifuge-js compatibility
+test: lint test-rust test-compat test-deploy ## Every test: formatting, clippy, Rust tests, centrifuge-js compatibility, deployment
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -27,6 +34,28 @@ build:
 test-compat: build ## The real centrifuge-js SDK (JSON and protobuf) against the gateway binary
 	cd tests/compat && $(NPM) ci --no-audit --no-fund --loglevel=error
 	cd tests/compat && SWITCHBOARD_GATEWAY_BIN=$(GATEWAY_DEBUG) $(NPM) test
+
+build-deploy:
+	$(CARGO) build $(DEPLOY_BINS)
+
+test-deploy: validate-deploy test-rolling ## Kubernetes manifests validated offline, and a rolling restart under load
+
+validate-deploy: build-deploy ## kustomize build of every overlay, kubernetes-validate, manifests vs binaries
+	CARGO_TARGET_DIR=$(TARGET_DIR) BIN_DIR=$(TARGET_DIR)/debug deploy/validate.sh
+
+test-rolling: build-deploy ## 300 clients through HAProxy while 3 gateways restart (SIGTERM, then kill -9): 0 lost, all back
+	BIN_DIR=$(TARGET_DIR)/debug deploy/local/rolling-restart.sh small
+
+cluster: ## 3 NATS, 2 presence, 3 gateways and HAProxy on one port, as the manifests run them
+	$(CARGO) build --release $(DEPLOY_BINS)
+	SWITCHBOARD_BIN_DIR=$(TARGET_DIR)/release $(PYTHON) deploy/local/cluster.py up
+
+cluster-down: ## Stop what `make cluster` started
+	$(PYTHON) deploy/local/cluster.py down
+
+bench-rolling: ## Release build; rolling restarts of 3 gateways under 6,000 clients; updates BENCHMARKS.md
+	$(CARGO) build --release $(DEPLOY_BINS)
+	BIN_DIR=$(TARGET_DIR)/release deploy/local/rolling-restart.sh large
 
 bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
 	CARGO=$(CARGO) loadtest/bench/run.sh

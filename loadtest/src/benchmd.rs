@@ -60,6 +60,8 @@ pub const FIGURES: &[&str] = &[
     "cpu_us_per_delivery",
     "deliveries_per_cpu_s",
     "reconnect_p99_ms",
+    "not_back",
+    "hook_failures",
 ];
 
 /// The value of a figure in a summary, when the run measured it.
@@ -78,6 +80,8 @@ pub fn figure_of(s: &Summary, figure: &str) -> Option<f64> {
         "cpu_us_per_delivery" => s.server.as_ref()?.cpu_us_per_delivery?,
         "deliveries_per_cpu_s" => s.server.as_ref()?.deliveries_per_cpu_s?,
         "reconnect_p99_ms" => s.reconnection.as_ref()?.reconnect_time.p99_ms,
+        "not_back" => s.reconnection.as_ref()?.not_back as f64,
+        "hook_failures" => s.reconnection.as_ref()?.hook_failures as f64,
         _ => return None,
     })
 }
@@ -107,6 +111,19 @@ pub fn verdicts(s: &Summary, targets: &[Target]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Whether the run met every target (a figure it did not measure counts as missed).
+pub fn all_met(s: &Summary, targets: &[Target]) -> bool {
+    targets.iter().all(|t| {
+        figure_of(s, &t.figure).is_some_and(|v| {
+            if t.at_most {
+                v <= t.value
+            } else {
+                v >= t.value
+            }
+        })
+    })
 }
 
 /// `YYYY-MM-DD HH:MM UTC` of a Unix time (civil-from-days, proleptic Gregorian).
@@ -228,6 +245,12 @@ mod tests {
         );
         assert!(v[0].contains("MISSED"), "{v:?}");
         assert!(v[1].contains("not measured"), "{v:?}");
+        assert!(!all_met(
+            &s,
+            &["success_rate_percent>=100".parse().unwrap()]
+        ));
+        assert!(!all_met(&s, &["p99_ms<=5".parse().unwrap()]));
+        assert!(all_met(&s, &["success_rate_percent>=99".parse().unwrap()]));
     }
 
     #[test]

@@ -248,9 +248,12 @@ pub struct Common {
     pub bench_note: String,
     /// A target to judge the run by, FIGURE<=N or FIGURE>=N (repeatable), e.g.
     /// p99_ms<=5, rss_per_connection_bytes<=4096, connect_rate_per_s>=10000, lost<=0,
-    /// cpu_us_per_delivery<=1, success_rate_percent>=100, reconnect_p99_ms<=5000.
+    /// cpu_us_per_delivery<=1, success_rate_percent>=100, reconnect_p99_ms<=5000, not_back<=0, hook_failures<=0.
     #[arg(long = "target", env = "SWITCHBOARD_TARGET", value_delimiter = ';')]
     pub targets: Vec<crate::benchmd::Target>,
+    /// Exit with status 3 when a --target is missed or not measured (for scripts and CI).
+    #[arg(long, env = "SWITCHBOARD_STRICT")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -316,16 +319,33 @@ pub struct ChurnArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct FailoverArgs {
-    /// Shell command run (sh -c) at --kill-at, e.g. 'kill -9 1234'.
+    /// Shell command run (sh -c) at each --kill-at time, e.g. 'kill -9 1234'. Each run
+    /// sees its number (0, 1, …) in SWITCHBOARD_LOADTEST_HOOK_RUN, so one command can
+    /// restart a different gateway each time (a rolling restart).
     #[arg(long, env = "SWITCHBOARD_KILL_COMMAND")]
     pub kill_command: Option<String>,
-    /// Seconds after publishing starts to run --kill-command.
-    #[arg(long, env = "SWITCHBOARD_KILL_AT", default_value_t = 3.0)]
-    pub kill_at: f64,
-    /// Shell command run at --restart-at; must return (start servers in the background).
+    /// Seconds after publishing starts to run --kill-command; several (comma-separated
+    /// or repeated) run it several times, one run after the other.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_KILL_AT",
+        value_delimiter = ',',
+        default_value = "3"
+    )]
+    pub kill_at: Vec<f64>,
+    /// Shell command run at each --restart-at time; must return (start servers in the
+    /// background).
     #[arg(long, env = "SWITCHBOARD_RESTART_COMMAND")]
     pub restart_command: Option<String>,
-    /// Seconds after publishing starts to run --restart-command.
-    #[arg(long, env = "SWITCHBOARD_RESTART_AT", default_value_t = 6.0)]
-    pub restart_at: f64,
+    /// Seconds after publishing starts to run --restart-command (several allowed).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RESTART_AT",
+        value_delimiter = ',',
+        default_value = "6"
+    )]
+    pub restart_at: Vec<f64>,
+    /// Seconds one hook run may take before the run goes on without it.
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT", default_value_t = 30.0)]
+    pub hook_timeout: f64,
 }

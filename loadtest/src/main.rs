@@ -6,8 +6,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard_loadtest::cli::{Cli, Scenario};
+use switchboard_loadtest::cli::{Cli, Common, Scenario};
 use switchboard_loadtest::receivers::Channels;
+use switchboard_loadtest::report::Summary;
 use switchboard_loadtest::{config, limits, scenario, workers};
 
 fn main() -> ExitCode {
@@ -29,7 +30,11 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("switchboard-loadtest: a target was missed (--strict)");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("switchboard-loadtest: {e:#}");
             ExitCode::FAILURE
@@ -37,9 +42,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the scenario; `false` when `--strict` and a target was missed.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
     let (summary, common) = match cli.scenario {
-        Scenario::Worker => return workers::worker_main().await,
+        Scenario::Worker => return workers::worker_main().await.map(|()| true),
         Scenario::Presence { presence } => {
             let summary = scenario::presence::run(&presence).await?;
             println!("{}", summary.table());
@@ -50,7 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !problems.is_empty() {
                 anyhow::bail!("presence counts are wrong: {}", problems.join("; "));
             }
-            return Ok(());
+            return Ok(true);
         }
         Scenario::Connect {
             common,
@@ -99,5 +105,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     };
-    scenario::output(&summary, &common)
+    scenario::output(&summary, &common)?;
+    Ok(!common.strict || benchmark_targets_met(&summary, &common))
+}
+
+fn benchmark_targets_met(summary: &Summary, common: &Common) -> bool {
+    switchboard_loadtest::benchmd::all_met(summary, &common.targets)
 }

@@ -127,7 +127,13 @@ pub struct Reconnection {
     pub recovered_publications: u64,
     /// From noticing the disconnect to the recovering subscribe reply.
     pub reconnect_time: Percentiles,
+    /// Connections that were set up but were not connected again when the run ended.
+    #[serde(default)]
+    pub not_back: u64,
     pub hooks: Vec<String>,
+    /// Hook runs that did not succeed (could not start, exited non-zero, timed out).
+    #[serde(default)]
+    pub hook_failures: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -309,7 +315,11 @@ impl Summary {
         if let Some(r) = &self.reconnection {
             let _ = writeln!(o, "reconnection");
             row(&mut o, "disconnects by reason", map(&r.disconnects));
-            row(&mut o, "reconnected", r.reconnected);
+            row(
+                &mut o,
+                "reconnected",
+                format!("{} (not back at the end: {})", r.reconnected, r.not_back),
+            );
             row(
                 &mut o,
                 "recovered / not",
@@ -321,6 +331,9 @@ impl Summary {
             row(&mut o, "reconnect time", pct(&r.reconnect_time));
             for h in &r.hooks {
                 row(&mut o, "hook", h);
+            }
+            if r.hook_failures > 0 {
+                row(&mut o, "hook runs failed", r.hook_failures);
             }
         }
         if let Some(ch) = &self.churn {

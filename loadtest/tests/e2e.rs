@@ -352,3 +352,111 @@ async fn worker_processes_merge_into_exact_totals() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hook with several times runs once per time, in order, each told its run number:
+/// what a rolling restart needs (one gateway per run). A run that fails is counted.
+/// Every subscriber stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let dir = std::env::temp_dir().join(format!("sb-loadtest-hooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("runs.txt");
+    let command = format!(
+        "echo \"kill $SWITCHBOARD_LOADTEST_HOOK_RUN\" >> '{}'",
+        log.display()
+    );
+    let restart = format!(
+        "echo \"restart $SWITCHBOARD_LOADTEST_HOOK_RUN\" >> '{}'; exit 7",
+        log.display()
+    );
+    let s = run(&[
+        "failover",
+        "--url",
+        &u,
+        "--subscribers",
+        "10",
+        "--rate",
+        "20",
+        "--duration",
+        "1.5",
+        "--kill-command",
+        &command,
+        "--kill-at",
+        "0.2,0.6",
+        "--kill-at",
+        "1.0",
+        "--restart-command",
+        &restart,
+        "--restart-at",
+        "0.4",
+    ])
+    .await;
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(runs, "kill 0\nrestart 0\nkill 1\nkill 2\n");
+    let r = s.reconnection.as_ref().expect("a reconnection section");
+    assert_eq!(r.hooks.len(), 4, "{:?}", r.hooks);
+    let failed: Vec<_> = r
+        .hooks
+        .iter()
+        .filter(|h| !h.contains("exit status: 0"))
+        .collect();
+    assert!(
+        failed.len() == 1 && failed[0].contains("restart") && failed[0].contains("exit status: 7"),
+        "{:?}",
+        r.hooks
+    );
+    assert_eq!((r.hook_failures, r.not_back), (1, 0));
+    assert_exact(&s, 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--strict` turns a missed target into exit status 3, and a met one into success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_exits_with_3_when_a_target_is_missed() {
+    let gw = gateway().await;
+    let u = url(gw.addr);
+    let status = |target: &'static str| {
+        let u = u.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+                .args([
+                    "fanout",
+                    "--url",
+                    &u,
+                    "--subscribers",
+                    "5",
+                    "--rate",
+                    "20",
+                    "--duration",
+                    "0.5",
+                    "--quiet",
+                    "--strict",
+                    "--target",
+                    "lost<=0",
+                    "--target",
+                    target,
+                ])
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let met = status("duplicates<=0").await;
+    assert!(
+        met.status.success(),
+        "{}",
+        String::from_utf8_lossy(&met.stderr)
+    );
+    let missed = status("duplicates>=1").await;
+    assert_eq!(
+        missed.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&missed.stderr)
+    );
+    // A figure the scenario does not measure counts as missed, too.
+    let unmeasured = status("reconnect_p99_ms<=1000").await;
+    assert_eq!(unmeasured.status.code(), Some(3));
+}

@@ -7,7 +7,6 @@
 //! stop the receivers and settle the accounts against what was published.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{ChurnArgs, Common, FailoverArgs, FanoutArgs, Via};
@@ -111,9 +110,10 @@ pub async fn run(
         )
         .await;
     let end = procstat::read_all(pids);
-    let hook_log = match hooks {
+    let at_end = parts.progress();
+    let (hook_log, hook_failures) = match hooks {
         Some(h) => h.await.unwrap_or_default(),
-        None => Vec::new(),
+        None => (Vec::new(), 0),
     };
     let churn_result = match churning {
         Some(c) => Some(c.await?),
@@ -147,7 +147,13 @@ pub async fn run(
             not_recovered: merged.r.not_recovered,
             recovered_publications: merged.r.recovered_publications,
             reconnect_time: Percentiles::of(&merged.reconnect_time),
+            // Set up, not failed, and not open when the drain ended.
+            not_back: at_end
+                .settled
+                .saturating_sub(at_end.failed)
+                .saturating_sub(at_end.open),
             hooks: hook_log,
+            hook_failures,
         });
     }
     if !pids.is_empty() {
@@ -222,40 +228,54 @@ fn estimate(published: &[u64], subscribers: u64) -> u64 {
     published.iter().sum::<u64>() * subscribers
 }
 
-/// Runs the kill and restart hooks at their times; returns what happened.
-async fn run_hooks(f: FailoverArgs) -> Vec<String> {
+/// Runs the kill and restart hooks at their times, one after the other (a run that
+/// overruns delays the next); returns what happened and how many runs failed (did
+/// not start, exited non-zero, or outlived --hook-timeout).
+async fn run_hooks(f: FailoverArgs) -> (Vec<String>, u64) {
     let start = Instant::now();
-    let mut hooks: Vec<(f64, String)> = Vec::new();
-    if let Some(k) = f.kill_command {
-        hooks.push((f.kill_at, k));
-    }
-    if let Some(r) = f.restart_command {
-        hooks.push((f.restart_at, r));
+    let limit = secs(f.hook_timeout);
+    let mut hooks: Vec<(f64, usize, String)> = Vec::new();
+    for (command, times) in [
+        (f.kill_command, f.kill_at),
+        (f.restart_command, f.restart_at),
+    ] {
+        let Some(command) = command else { continue };
+        for (run, at) in times.into_iter().enumerate() {
+            hooks.push((at, run, command.clone()));
+        }
     }
     hooks.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    for (at, command) in hooks {
+    let mut log = Vec::new();
+    let mut failures = 0;
+    for (at, run, command) in hooks {
         tokio::time::sleep_until((start + secs(at)).into()).await;
         let ran_at = start.elapsed().as_secs_f64();
         let outcome = tokio::time::timeout(
-            Duration::from_secs(30),
+            limit,
             tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(&command)
+                .env(HOOK_RUN_VAR, run.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .status(),
         )
         .await;
+        if !matches!(&outcome, Ok(Ok(s)) if s.success()) {
+            failures += 1;
+        }
         let what = match outcome {
             Ok(Ok(s)) => format!("{s}"),
             Ok(Err(e)) => format!("failed to run: {e}"),
-            Err(_) => "still running after 30 s (left running)".into(),
+            Err(_) => format!("still running after {limit:?} (left running)"),
         };
-        if let Ok(mut l) = log.lock() {
-            l.push(format!("t+{ran_at:.2}s `{command}`: {what}"));
-        }
+        let took = start.elapsed().as_secs_f64() - ran_at;
+        log.push(format!(
+            "t+{ran_at:.2}s `{command}` (run {run}, {took:.2} s): {what}"
+        ));
     }
-    let l = log.lock().map(|l| l.clone()).unwrap_or_default();
-    l
+    (log, failures)
 }
+
+/// The variable that tells a hook command which of its runs this is (0, 1, …).
+pub const HOOK_RUN_VAR: &str = "SWITCHBOARD_LOADTEST_HOOK_RUN";
