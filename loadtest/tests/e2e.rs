@@ -88,7 +88,7 @@ async fn run(args: &[&str]) -> Summary {
         } => scenario::connect::run(&common, connections, None)
             .await
             .unwrap(),
-        Scenario::Worker => unreachable!(),
+        Scenario::Worker | Scenario::Presence { .. } => unreachable!("no summary of this kind"),
     }
 }
 
