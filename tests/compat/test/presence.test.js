@@ -5,7 +5,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startGateway, result } = require('../lib/gateway');
 const { ENCODINGS, connectedClient, subscribe, uniqueChannel } = require('../lib/clients');
-const { waitEvent, eventually } = require('../lib/events');
+const { waitEvent, record, eventually } = require('../lib/events');
 const { connectionToken } = require('../lib/tokens');
 
 let gw;
@@ -71,6 +71,40 @@ for (const enc of ENCODINGS) {
       const leave = await left;
       assert.equal(leave.channel, channel);
       assert.equal(leave.info.user, 'carol');
+    });
+
+    it('with join_leave_per_user a user joins with its first connection and leaves with its last', async (t) => {
+      const channel = uniqueChannel('team:', 'room');
+      const watcher = await connectedClient(t, gw, enc);
+      const { sub: watcherSub } = await subscribe(watcher.client, channel, { joinLeave: true });
+      const joins = record(watcherSub, 'join');
+      const leaves = record(watcherSub, 'leave');
+      const first = await connectedClient(t, gw, enc, { token: connectionToken('dave') });
+      const second = await connectedClient(t, gw, enc, { token: connectionToken('dave') });
+      const { sub: firstSub } = await subscribe(first.client, channel);
+      const { sub: secondSub } = await subscribe(second.client, channel);
+      // Events come in order from one gateway: erin's join comes after dave's.
+      const erin = await connectedClient(t, gw, enc, { token: connectionToken('erin') });
+      const { sub: erinSub } = await subscribe(erin.client, channel);
+      await eventually(() => assert.ok(joins.items.some((j) => j.info.user === 'erin')));
+      const daveJoins = joins.items.filter((j) => j.info.user === 'dave');
+      assert.deepEqual(daveJoins.map((j) => j.info.client), [first.clientId]);
+
+      // One at a time: each unsubscribe has left presence before the next.
+      const clientsPresent = async (n) =>
+        eventually(async () => assert.equal((await watcherSub.presenceStats()).numClients, n));
+      firstSub.unsubscribe();
+      await clientsPresent(3);
+      secondSub.unsubscribe();
+      await clientsPresent(2);
+      erinSub.unsubscribe();
+      await eventually(() => assert.ok(leaves.items.some((l) => l.info.user === 'erin')));
+      await eventually(() => {
+        const daveLeaves = leaves.items.filter((l) => l.info.user === 'dave');
+        assert.deepEqual(daveLeaves.map((l) => l.info.client), [second.clientId]);
+      });
+      const stats = await watcherSub.presenceStats();
+      assert.deepEqual({ numClients: stats.numClients, numUsers: stats.numUsers }, { numClients: 1, numUsers: 1 });
     });
   });
 }
