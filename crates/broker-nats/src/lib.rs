@@ -43,7 +43,7 @@ use switchboard_core::{
 };
 use tokio::sync::watch;
 
-pub use presence::{KvPresence, MemberPage, PresenceBucket};
+pub use presence::{Departure, KvPresence, MemberPage, PresenceBucket, Unfinished};
 pub use streams::Storage;
 use subject::Subjects;
 

@@ -645,22 +645,71 @@ impl PresenceBucket {
 
     /// Deletes a stale member if nobody refreshed or removed it since it was
     /// found, and announces its leave on the channel. Returns whether this call
-    /// did it: with several sweepers, exactly one does.
-    pub async fn expire(&self, member: StaleMember) -> Result<bool, BrokerError> {
-        if !self
-            .members
-            .delete_message(&self.js, member.sequence)
-            .await?
-        {
-            return Ok(false);
+    /// did it: with several sweepers, exactly one does. A failure after the
+    /// delete hands back the unfinished [`Departure`], to be [finished] later.
+    ///
+    /// [finished]: PresenceBucket::finish
+    pub async fn expire(&self, member: StaleMember) -> Result<bool, Unfinished> {
+        match self.members.delete_message(&self.js, member.sequence).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(error) => {
+                return Err(Unfinished {
+                    error,
+                    departure: None,
+                })
+            }
         }
-        let user_changed = self
-            .remove_connection(&member.channel, &member.info.user, &member.info.client)
-            .await?;
-        self.announce_leave(&member.channel, member.info, user_changed)
-            .await?;
-        Ok(true)
+        let mut departure = Departure {
+            channel: member.channel,
+            info: member.info,
+            user_changed: None,
+        };
+        match self.finish(&mut departure).await {
+            Ok(()) => Ok(true),
+            Err(error) => Err(Unfinished {
+                error,
+                departure: Some(departure),
+            }),
+        }
     }
+
+    /// Takes a deleted member's connection out of its user's key (once) and
+    /// announces its leave.
+    pub async fn finish(&self, departure: &mut Departure) -> Result<(), BrokerError> {
+        let user_changed = match departure.user_changed {
+            Some(changed) => changed,
+            None => {
+                let info = &departure.info;
+                let changed = self
+                    .remove_connection(&departure.channel, &info.user, &info.client)
+                    .await?;
+                departure.user_changed = Some(changed);
+                changed
+            }
+        };
+        self.announce_leave(&departure.channel, departure.info.clone(), user_changed)
+            .await
+    }
+}
+
+/// A member the sweeper deleted whose departure is not finished: its user's key
+/// and its leave announcement.
+#[derive(Debug)]
+pub struct Departure {
+    channel: String,
+    info: ClientInfo,
+    /// Known once the user's key is updated.
+    user_changed: Option<bool>,
+}
+
+/// Why an expiry did not finish, and what is left of it.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub error: BrokerError,
+    /// `Some` when the member is already deleted: finish it later, or its
+    /// connection stays in its user's key.
+    pub departure: Option<Departure>,
 }
 
 impl KvPresence {

@@ -16,6 +16,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::presence::{Departure, Unfinished};
 use crate::PresenceBucket;
 
 const LEASE: &str = "_lease";
@@ -36,16 +37,33 @@ pub async fn run_while(bucket: Weak<PresenceBucket>, replica: String) {
         return;
     };
     let mut lease: Option<u64> = None;
+    let mut unfinished = Vec::new();
     loop {
         tokio::time::sleep(every.mul_f64(0.9 + 0.2 * fastrand::f64())).await;
         let Some(bucket) = bucket.upgrade() else {
             return;
         };
-        sweep(&bucket, &replica, &mut lease).await;
+        sweep(&bucket, &replica, &mut lease, &mut unfinished).await;
     }
 }
 
-async fn sweep(bucket: &Arc<PresenceBucket>, replica: &str, lease: &mut Option<u64>) {
+/// Departures kept for a retry at most; beyond, the oldest are given up (and
+/// said so in the log).
+const MAX_UNFINISHED: usize = 100_000;
+
+async fn sweep(
+    bucket: &Arc<PresenceBucket>,
+    replica: &str,
+    lease: &mut Option<u64>,
+    unfinished: &mut Vec<Departure>,
+) {
+    // Members this replica deleted earlier whose departure failed half-way.
+    for mut departure in std::mem::take(unfinished) {
+        if let Err(e) = bucket.finish(&mut departure).await {
+            tracing::warn!(error = %e, "finishing a departure failed again");
+            unfinished.push(departure);
+        }
+    }
     if let Ok((members, users)) = bucket.totals().await {
         // The lease is a key of the members bucket too.
         metrics::gauge!("switchboard_presence_members").set(members.saturating_sub(1) as f64);
@@ -64,17 +82,32 @@ async fn sweep(bucket: &Arc<PresenceBucket>, replica: &str, lease: &mut Option<u
             }
         };
         let full = stale.len() == BATCH;
+        let failed = std::sync::Mutex::new(Vec::new());
         futures::stream::iter(stale)
-            .for_each_concurrent(IN_FLIGHT, |member| async move {
-                match bucket.expire(member).await {
-                    Ok(true) => {
-                        metrics::counter!("switchboard_presence_expired_total").increment(1)
+            .for_each_concurrent(IN_FLIGHT, |member| {
+                let failed = &failed;
+                async move {
+                    match bucket.expire(member).await {
+                        Ok(true) => {
+                            metrics::counter!("switchboard_presence_expired_total").increment(1)
+                        }
+                        Ok(false) => {}
+                        Err(Unfinished { error, departure }) => {
+                            tracing::warn!(%error, "expiring a member failed");
+                            if let Some(d) = departure {
+                                failed.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+                            }
+                        }
                     }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "announcing a leave failed"),
                 }
             })
             .await;
+        unfinished.extend(failed.into_inner().unwrap_or_else(|e| e.into_inner()));
+        if unfinished.len() > MAX_UNFINISHED {
+            let dropped = unfinished.len() - MAX_UNFINISHED;
+            tracing::error!(dropped, "giving up unfinished presence departures");
+            unfinished.drain(..dropped);
+        }
         if !full {
             return;
         }
