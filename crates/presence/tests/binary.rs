@@ -127,6 +127,14 @@ async fn serves_grpc_probes_and_metrics_and_stops_on_sigterm() {
         })
         .await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let forged = client
+        .list(ListRequest {
+            channel: "room".into(),
+            limit: 2,
+            page: "not-a-page".into(),
+        })
+        .await;
+    assert_eq!(forged.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     assert_eq!(http_get(http, "/healthz").await.0, 200);
     assert_eq!(http_get(http, "/readyz").await.0, 200);
