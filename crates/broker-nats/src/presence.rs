@@ -92,6 +92,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn kept_changing(channel: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("presence of a user in {channel} kept changing"))
+}
+
 /// A name as one key token: base64url, or `_` for the empty name (anonymous
 /// users), which base64url never produces.
 fn token(name: &str) -> String {
@@ -228,6 +232,34 @@ impl Bucket {
         match reply.error {
             None => Ok(reply.total),
             Some(e) => Err(BrokerError::Unavailable(e.description)),
+        }
+    }
+
+    /// An ephemeral consumer that reads the bucket's messages matching `filter`
+    /// (empty: all) from `start`, without acks; gone 30 s after its last use
+    /// should [`Bucket::drop_reader`] not reach NATS.
+    async fn reader(
+        &self,
+        start: DeliverPolicy,
+        filter: String,
+    ) -> Result<jetstream::consumer::PullConsumer, BrokerError> {
+        self.stream
+            .create_consumer(pull::Config {
+                deliver_policy: start,
+                ack_policy: AckPolicy::None,
+                filter_subject: filter,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn drop_reader(&self, consumer: &jetstream::consumer::PullConsumer) {
+        let name = &consumer.cached_info().name;
+        if let Err(e) = self.stream.delete_consumer(name).await {
+            tracing::debug!(error = %e, "presence reader left to expire");
         }
     }
 
@@ -388,11 +420,11 @@ impl PresenceBucket {
         client: &str,
     ) -> Result<bool, BrokerError> {
         let key = user_key(channel, user);
-        let store = &self.users.store;
         for _ in 0..CAS_ATTEMPTS {
-            let entry = store.entry(key.as_str()).await.map_err(unavailable)?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                match store
+            let Some(entry) = self.connections_entry(&key).await? else {
+                match self
+                    .users
+                    .store
                     .create(&key, connections_value(&[client.to_owned()]))
                     .await
                 {
@@ -408,18 +440,14 @@ impl PresenceBucket {
                 return Ok(clients.len() == 1);
             }
             clients.push(client.to_owned());
-            match store
-                .update(&key, connections_value(&clients), entry.revision)
-                .await
+            if self
+                .replace_connections(&key, &clients, entry.revision)
+                .await?
             {
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
+                return Ok(false);
             }
         }
-        Err(BrokerError::Unavailable(format!(
-            "presence of a user in {channel} kept changing"
-        )))
+        Err(kept_changing(channel))
     }
 
     /// Removes a connection from its user's key. Returns whether the key went
@@ -431,10 +459,8 @@ impl PresenceBucket {
         client: &str,
     ) -> Result<bool, BrokerError> {
         let key = user_key(channel, user);
-        let store = &self.users.store;
         for _ in 0..CAS_ATTEMPTS {
-            let entry = store.entry(key.as_str()).await.map_err(unavailable)?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            let Some(entry) = self.connections_entry(&key).await? else {
                 return Ok(false);
             };
             let mut clients = connections_of(&entry.value);
@@ -449,18 +475,40 @@ impl PresenceBucket {
                 }
                 continue;
             }
-            match store
-                .update(&key, connections_value(&clients), entry.revision)
-                .await
+            if self
+                .replace_connections(&key, &clients, entry.revision)
+                .await?
             {
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(unavailable(e)),
+                return Ok(false);
             }
         }
-        Err(BrokerError::Unavailable(format!(
-            "presence of a user in {channel} kept changing"
-        )))
+        Err(kept_changing(channel))
+    }
+
+    /// A user's key, if it holds connections.
+    async fn connections_entry(&self, key: &str) -> Result<Option<kv::Entry>, BrokerError> {
+        let entry = self.users.store.entry(key).await.map_err(unavailable)?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
+    }
+
+    /// Writes a user's connections if the key is still at `revision`; `false`
+    /// if somebody changed it meanwhile.
+    async fn replace_connections(
+        &self,
+        key: &str,
+        clients: &[String],
+        revision: u64,
+    ) -> Result<bool, BrokerError> {
+        match self
+            .users
+            .store
+            .update(key, connections_value(clients), revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Counts of a channel's members and distinct users: two requests, whatever
@@ -494,29 +542,16 @@ impl PresenceBucket {
         start: u64,
         limit: usize,
     ) -> Result<MemberPage, BrokerError> {
-        let consumer = self
-            .members
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start.max(1),
-                },
-                ack_policy: AckPolicy::None,
-                filter_subject: format!("{}{}.*.*", self.members.prefix, token(channel)),
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let name = consumer.cached_info().name.clone();
+        let start = DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        };
+        let filter = format!("{}{}.*.*", self.members.prefix, token(channel));
+        let consumer = self.members.reader(start, filter).await?;
         let pending = consumer.cached_info().num_pending as usize;
         let read = self
             .read_page(&consumer, pending.min(limit + 1), limit)
             .await;
-        if let Err(e) = self.members.stream.delete_consumer(&name).await {
-            tracing::debug!(error = %e, "presence page consumer left to expire");
-        }
+        self.members.drop_reader(&consumer).await;
         read
     }
 
@@ -574,21 +609,10 @@ impl PresenceBucket {
         let cutoff = SystemTime::now() - self.ttl;
         let consumer = self
             .members
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let name = consumer.cached_info().name.clone();
+            .reader(DeliverPolicy::All, String::new())
+            .await?;
         let read = self.read_stale(&consumer, cutoff, limit).await;
-        if let Err(e) = self.members.stream.delete_consumer(&name).await {
-            tracing::debug!(error = %e, "sweep consumer left to expire");
-        }
+        self.members.drop_reader(&consumer).await;
         read
     }
 
