@@ -2,61 +2,18 @@
 //! 0, with `config/dev.toml`), small runs of tens of connections for a few seconds.
 //! Assertions are on counts, never on timings.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use clap::Parser;
+use std::time::Duration;
+
 use serde_json::{json, Value};
-use switchboard_gateway::config::{Cli as GatewayCli, Config};
-use switchboard_gateway::node::Node;
 use switchboard_loadtest::api::ApiClient;
 use switchboard_loadtest::cli::{Cli, Scenario};
 use switchboard_loadtest::report::Summary;
 use switchboard_loadtest::scenario;
-use tokio::sync::oneshot;
 
-struct Gateway {
-    addr: SocketAddr,
-    _node: Arc<Node>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn gateway() -> Gateway {
-    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
-    let cli = GatewayCli::try_parse_from([
-        "switchboard-gateway",
-        "--config",
-        dev,
-        "--listen",
-        "127.0.0.1:0",
-        "--log",
-        "warn",
-    ])
-    .expect("gateway flags");
-    let config = Config::resolve(cli).expect("config/dev.toml resolves");
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let node = Node::standalone(config).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(switchboard_gateway::server::run(
-        listener,
-        node.clone(),
-        None,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Gateway {
-        addr,
-        _node: node,
-        _stop: stop,
-    }
-}
-
-fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/connection/websocket")
-}
+use common::{gateway, url};
 
 /// Runs a scenario in this process from command-line arguments.
 async fn run(args: &[&str]) -> Summary {
@@ -130,7 +87,7 @@ fn channels_of(s: &Summary) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_json_through_the_api_delivers_everything_exactly_once() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let s = run(&[
         "fanout",
@@ -156,7 +113,7 @@ async fn fanout_json_through_the_api_delivers_everything_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_protobuf_with_client_publish_delivers_everything_exactly_once() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let s = run(&[
         "fanout",
@@ -180,7 +137,7 @@ async fn fanout_protobuf_with_client_publish_delivers_everything_exactly_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_counts_every_connection() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let s = run(&[
         "connect",
@@ -228,7 +185,7 @@ async fn a_closed_port_is_counted_as_failures_by_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_keeps_the_steady_subscribers_exact() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let s = run(&[
         "churn",
@@ -257,7 +214,7 @@ async fn churn_keeps_the_steady_subscribers_exact() {
 /// reconnects, recovers from its position, and nothing is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_and_recover_loses_nothing() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let api_addr = gw.addr;
     let kicker = tokio::spawn(async move {
@@ -310,7 +267,7 @@ async fn reconnect_and_recover_loses_nothing() {
 /// into exact totals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_processes_merge_into_exact_totals() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let dir = std::env::temp_dir().join(format!("sb-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -358,7 +315,7 @@ async fn worker_processes_merge_into_exact_totals() {
 /// Every subscriber stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let dir = std::env::temp_dir().join(format!("sb-loadtest-hooks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -415,7 +372,7 @@ async fn a_hook_runs_at_each_of_its_times_with_its_run_number() {
 /// `--strict` turns a missed target into exit status 3, and a met one into success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_exits_with_3_when_a_target_is_missed() {
-    let gw = gateway().await;
+    let gw = gateway(&[]).await;
     let u = url(gw.addr);
     let status = |target: &'static str| {
         let u = u.clone();

@@ -2,14 +2,15 @@
 //! cluster gateway (all in this process, on free ports): every count exact.
 //! Assertions are on counts, never on timings.
 
+mod common;
+
 use std::time::Duration;
 
-use clap::Parser;
-use switchboard_gateway::config::{Cli as GatewayCli, Config};
-use switchboard_gateway::node::Node;
 use switchboard_loadtest::cli::PresenceArgs;
 use switchboard_loadtest::scenario;
 use switchboard_test_support::NatsServer;
+
+use common::{gateway, url};
 
 /// The presence TTL of the service and the gateway: short, so that the expiry
 /// phase takes seconds.
@@ -38,43 +39,15 @@ async fn presence_service(nats: &str) -> String {
     url
 }
 
-async fn cluster_gateway(nats: &str) -> (String, std::sync::Arc<Node>) {
-    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
-    let cli = GatewayCli::try_parse_from([
-        "switchboard-gateway",
-        "--config",
-        dev,
-        "--listen",
-        "127.0.0.1:0",
-        "--log",
-        "warn",
-        "--nats-url",
-        nats,
-        "--presence-ttl",
-        "3",
-    ])
-    .expect("gateway flags");
-    let config = Config::resolve(cli).expect("config resolves");
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let node = Node::from_config(config).await.unwrap();
-    tokio::spawn(switchboard_gateway::server::run(
-        listener,
-        node.clone(),
-        None,
-        std::future::pending(),
-    ));
-    (format!("ws://{addr}/connection/websocket"), node)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_presence_scenario_counts_joins_stats_pages_and_leaves_exactly() {
     let nats = NatsServer::start();
     let service = presence_service(&nats.url()).await;
-    let (gateway, _node) = cluster_gateway(&nats.url()).await;
+    let nats_url = nats.url();
+    let gw = gateway(&["--nats-url", &nats_url, "--presence-ttl", "3"]).await;
     let args = PresenceArgs {
         presence_urls: vec![service],
-        url: Some(gateway),
+        url: Some(url(gw.addr)),
         members: 300,
         users: 100,
         channel: "presence-lt".into(),
