@@ -47,14 +47,7 @@ start_gateway() {
     "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
         >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
     GW_PID=$!
-    PORT=
-    for _ in $(seq 1 100); do # at most 10 s
-        PORT=$(sed -n 's/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/gateway.out")
-        [ -n "$PORT" ] && break
-        kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/gateway.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    [ -n "$PORT" ] || { echo "gateway did not report its port" >&2; exit 1; }
+    PORT=$(announced "$WORK/gateway.out" "$GW_PID" "$GATEWAY_PORT" "$WORK/gateway.err")
     URL="ws://127.0.0.1:$PORT/connection/websocket"
 }
 
@@ -69,17 +62,25 @@ stop_gateway() {
     GW_PID=
 }
 
-# Waits (at most 10 s) for "switchboard-gateway listening on 127.0.0.1:PORT" in $1.
-port_of() {
-    local out=$1 pid=$2 port=
+# Waits (at most 10 s) for process $2 to print its listening line in file $1 and prints
+# what the sed script $3 takes from it; if it never does, shows its stderr file $4.
+announced() {
+    local out=$1 pid=$2 script=$3 err=$4 value=
     for _ in $(seq 1 100); do
-        port=$(sed -n 's/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-        [ -n "$port" ] && break
+        value=$(sed -n "$script" "$out")
+        [ -n "$value" ] && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    [ -n "$port" ] || { echo "gateway did not report its port: $(cat "$out.err" 2>/dev/null)" >&2; exit 1; }
-    echo "$port"
+    [ -n "$value" ] || { echo "$out: no listening line: $(cat "$err" 2>/dev/null)" >&2; exit 1; }
+    echo "$value"
+}
+GATEWAY_PORT='s/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p'
+PRESENCE_GRPC='s/^switchboard-presence listening on \([0-9.:]*\) http .*/\1/p'
+
+# The port of the gateway $2 writing to $1 (its stderr in $1.err).
+port_of() {
+    announced "$1" "$2" "$GATEWAY_PORT" "$1.err"
 }
 
 # One nats-server with JetStream (temp store, dynamic port) and two gateways over it.
@@ -239,14 +240,8 @@ presence_run() {
     "$PRESENCE" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --log warn \
         --nats-url "nats://127.0.0.1:$NATS_PORT" >"$WORK/presence.out" 2>"$WORK/presence.err" &
     PRESENCE_PID=$!
-    local grpc=
-    for _ in $(seq 1 100); do
-        grpc=$(sed -n 's/^switchboard-presence listening on \([0-9.:]*\) http .*/\1/p' "$WORK/presence.out")
-        [ -n "$grpc" ] && break
-        kill -0 "$PRESENCE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$grpc" ] || { cat "$WORK/presence.err" >&2; exit 1; }
+    local grpc
+    grpc=$(announced "$WORK/presence.out" "$PRESENCE_PID" "$PRESENCE_GRPC" "$WORK/presence.err")
     local args=(presence --presence-url "http://$grpc" --members 10000 --users 5000
         --url "ws://127.0.0.1:$P1/connection/websocket")
     "$LOADTEST" "${args[@]}" --server-pid "$PRESENCE_PID" --nats-pid "$NATS_PID" \

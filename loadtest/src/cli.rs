@@ -171,6 +171,11 @@ pub struct PresenceArgs {
 }
 
 impl PresenceArgs {
+    /// Distinct users, at least 1 and at most one per member.
+    pub fn users(&self) -> usize {
+        self.users.clamp(1, self.members.max(1))
+    }
+
     pub fn expire_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.expire_timeout.clamp(0.0, 3600.0))
     }

@@ -75,7 +75,7 @@ async fn connect(urls: &[String]) -> anyhow::Result<Vec<PresenceClient<Channel>>
 }
 
 fn membership(args: &PresenceArgs, i: usize) -> pb::Membership {
-    let users = args.users.clamp(1, args.members.max(1));
+    let users = args.users();
     pb::Membership {
         channel: args.channel.clone(),
         member: Some(pb::Member {
@@ -95,7 +95,7 @@ pub async fn run(args: &PresenceArgs) -> anyhow::Result<PresenceSummary> {
     let clients = connect(&args.presence_urls).await?;
     let mut summary = PresenceSummary {
         members: args.members,
-        users: args.users.clamp(1, args.members.max(1)),
+        users: args.users(),
         ..Default::default()
     };
     let mut watcher = match &args.url {
