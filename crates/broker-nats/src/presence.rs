@@ -84,8 +84,9 @@ pub struct MemberPage {
 /// A gateway's presence straight on the buckets.
 pub struct KvPresence {
     bucket: Arc<PresenceBucket>,
-    /// This gateway's members: key → (channel, member), re-put on every refresh.
-    local: Mutex<HashMap<String, (String, ClientInfo)>>,
+    /// This gateway's members: key → (channel, encoded member), re-put as is on
+    /// every refresh.
+    local: Mutex<HashMap<String, (String, Bytes)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -768,7 +769,7 @@ async fn refresh(presence: Weak<KvPresence>, every: Duration) {
         let Some(p) = presence.upgrade() else { return };
         let members: Vec<(String, Bytes)> = lock(&p.local)
             .iter()
-            .map(|(key, (_, info))| (key.clone(), member_value(info.clone())))
+            .map(|(key, (_, value))| (key.clone(), value.clone()))
             .collect();
         for (key, value) in members {
             // A member removed meanwhile must not be put back.
@@ -788,7 +789,7 @@ async fn refresh(presence: Weak<KvPresence>, every: Duration) {
 impl PresenceStore for KvPresence {
     async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
         let key = member_key(channel, &info);
-        lock(&self.local).insert(key, (channel.to_owned(), info.clone()));
+        lock(&self.local).insert(key, (channel.to_owned(), member_value(info.clone())));
         self.bucket.join(channel, info).await
     }
 
@@ -806,8 +807,11 @@ impl PresenceStore for KvPresence {
     }
 
     async fn node_gone(&self) -> Result<(), BrokerError> {
-        let left: Vec<(String, ClientInfo)> = lock(&self.local).drain().map(|(_, m)| m).collect();
-        for (channel, info) in left {
+        let left: Vec<(String, Bytes)> = lock(&self.local).drain().map(|(_, m)| m).collect();
+        for (channel, value) in left {
+            let Ok(info) = presence_info::decode(&value) else {
+                continue; // encoded by this process: cannot happen
+            };
             self.bucket.depart(&channel, info).await?;
         }
         Ok(())
