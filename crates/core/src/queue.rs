@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::disconnect::Disconnect;
@@ -28,19 +29,6 @@ impl Record {
     }
 }
 
-/// A frame the transport must send outside the data stream (for WebSocket: a
-/// pong, or the echo of the client's close), ahead of queued records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlFrame {
-    /// Transport-specific kind (the WebSocket opcode).
-    pub kind: u8,
-    pub payload: Bytes,
-}
-
-/// Control frames waiting at most; more are dropped (a client that pings faster
-/// than it reads gets a pong for the latest pings only, as RFC 6455 allows).
-const MAX_CONTROL: usize = 4;
-
 /// Why a record was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
@@ -53,8 +41,6 @@ pub enum Dropped {
 /// What the writer gets from [`Outbound::next_batch`].
 #[derive(Debug)]
 pub enum Batch {
-    /// Control frames to write before anything else.
-    Control(Vec<ControlFrame>),
     /// Records to write, oldest first.
     Records,
     /// Close the connection; records still queued are left unsent.
@@ -72,7 +58,6 @@ pub struct Outbound {
 struct State {
     records: VecDeque<Record>,
     bytes: usize,
-    control: Vec<ControlFrame>,
     close: Option<Disconnect>,
     /// Write what is queued before closing.
     flush_before_close: bool,
@@ -132,22 +117,6 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queues a control frame ahead of the records; dropped when the connection
-    /// is closing or too many are waiting.
-    pub fn push_control(&self, frame: ControlFrame) -> Result<(), Dropped> {
-        let mut state = self.lock();
-        if state.close.is_some() {
-            return Err(Dropped::Closed);
-        }
-        if state.control.len() >= MAX_CONTROL {
-            return Err(Dropped::Overflow);
-        }
-        state.control.push(frame);
-        drop(state);
-        self.notify.notify_one();
-        Ok(())
-    }
-
     /// Asks the writer to close the connection. With `flush`, records queued
     /// before the close are written first. The first close wins.
     pub fn close(&self, disconnect: Disconnect, flush: bool) {
@@ -169,30 +138,46 @@ impl Outbound {
         self.lock().bytes
     }
 
-    /// Waits until there is something to do: moves every queued record into
-    /// `out`, or returns the close once nothing more is to be written.
+    /// Takes what there is to do now, without waiting: every queued record
+    /// (moved into `out`), or the close once nothing more is to be written.
+    pub fn try_batch(&self, out: &mut Vec<Record>) -> Option<Batch> {
+        let mut state = self.lock();
+        let flush = state.flush_before_close;
+        if let Some(close) = state.close.clone() {
+            if !flush || state.records.is_empty() {
+                state.records.clear();
+                state.bytes = 0;
+                return Some(Batch::Close(close));
+            }
+        }
+        if state.records.is_empty() {
+            return None;
+        }
+        out.extend(state.records.drain(..));
+        state.bytes = 0;
+        Some(Batch::Records)
+    }
+
+    /// Completes after the queue changed (a record, a close, or [`Outbound::wake`])
+    /// since the last such future completed; a change with nobody waiting is
+    /// remembered, so checking [`Outbound::try_batch`] and then waiting on this
+    /// misses nothing.
+    pub fn changed(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Wakes the writer without queueing anything (the owner has other work for it).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits until there is something to do (see [`Outbound::try_batch`]).
     pub async fn next_batch(&self, out: &mut Vec<Record>) -> Batch {
         loop {
-            {
-                let mut state = self.lock();
-                if !state.control.is_empty() {
-                    return Batch::Control(std::mem::take(&mut state.control));
-                }
-                let flush = state.flush_before_close;
-                if let Some(close) = state.close.clone() {
-                    if !flush || state.records.is_empty() {
-                        state.records.clear();
-                        state.bytes = 0;
-                        return Batch::Close(close);
-                    }
-                }
-                if !state.records.is_empty() {
-                    out.extend(state.records.drain(..));
-                    state.bytes = 0;
-                    return Batch::Records;
-                }
+            if let Some(batch) = self.try_batch(out) {
+                return batch;
             }
-            self.notify.notified().await;
+            self.changed().await;
         }
     }
 }
@@ -264,23 +249,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn control_frames_go_first_and_are_bounded() {
+    async fn a_change_with_nobody_waiting_is_remembered() {
         let q = Outbound::new(100);
-        q.push(rec(1)).unwrap();
-        let pong = ControlFrame {
-            kind: 0xA,
-            payload: Bytes::from_static(b"p"),
-        };
-        for _ in 0..MAX_CONTROL {
-            q.push_control(pong.clone()).unwrap();
-        }
-        assert_eq!(q.push_control(pong.clone()), Err(Dropped::Overflow));
         let mut out = Vec::new();
-        match q.next_batch(&mut out).await {
-            Batch::Control(frames) => assert_eq!(frames.len(), MAX_CONTROL),
-            other => panic!("expected control frames first, got {other:?}"),
+        assert!(q.try_batch(&mut out).is_none());
+        q.push(rec(1)).unwrap();
+        // Nobody waited when the record came: the next wait must not miss it.
+        tokio::select! {
+            biased;
+            () = q.changed() => {}
+            () = std::future::ready(()) => panic!("the push was forgotten"),
         }
-        assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
+        assert!(matches!(q.try_batch(&mut out), Some(Batch::Records)));
+        q.wake();
+        tokio::select! {
+            biased;
+            () = q.changed() => {}
+            () = std::future::ready(()) => panic!("the wake was forgotten"),
+        }
+        assert!(q.try_batch(&mut out).is_none(), "a wake queues nothing");
     }
 
     #[tokio::test]

@@ -335,7 +335,7 @@ async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value {
         let control = Control::Unsubscribe {
             channel: req.channel.clone(),
         };
-        if conn.control.try_send(control).is_err() {
+        if !conn.request(control) {
             // A connection that cannot take a control message now is stuck or
             // closing: make it reconnect rather than leave it subscribed.
             conn.outbound.close(Disconnect::INSUFFICIENT_STATE, true);

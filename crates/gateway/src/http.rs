@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use switchboard_protocol::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
 use switchboard_protocol::Encoding;
 
+use crate::client::transport::Transport;
 use crate::node::Node;
 
 pub type Body = Full<Bytes>;
@@ -124,11 +125,21 @@ fn websocket(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     }
     let tasks = node.tasks.clone();
     tasks.spawn(async move {
-        match upgrade.await {
-            Ok(ws) => crate::client::serve(node, ws, encoding, slot).await,
+        // fastwebsockets completes the handshake; the connection task then
+        // drives the socket itself (see `client::transport`).
+        let socket = match upgrade.await {
+            Ok(ws) => Transport::from_upgraded(ws.into_inner().into_inner()),
             Err(e) => {
                 refused("upgrade_failed");
                 tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        match socket {
+            Some((io, early)) => crate::client::serve(node, io, early, encoding, slot).await,
+            None => {
+                refused("upgrade_failed");
+                tracing::warn!("upgraded connection of an unknown socket type");
             }
         }
     });

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use switchboard_core::queue::Outbound;
-use tokio::sync::mpsc;
 
 /// What the server asks of a connection's task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,12 +13,48 @@ pub enum Control {
     Unsubscribe { channel: String },
 }
 
+/// Requests a connection has not handled yet. Its task is woken through its
+/// outbound queue ([`Outbound::wake`]), so a connection waits on one thing.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    requests: Mutex<Vec<Control>>,
+}
+
+/// Requests waiting at most; a connection with more is stuck, and refusing tells
+/// the caller so.
+const MAILBOX_LIMIT: usize = 16;
+
+impl Mailbox {
+    /// Everything requested so far, oldest first.
+    pub fn take(&self) -> Vec<Control> {
+        std::mem::take(&mut *self.requests.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// How the rest of the node reaches one connection.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub user: String,
     pub outbound: Arc<Outbound>,
-    pub control: mpsc::Sender<Control>,
+    pub mailbox: Arc<Mailbox>,
+}
+
+impl ConnHandle {
+    /// Asks the connection's task to do `control`; false when its mailbox is full.
+    pub fn request(&self, control: Control) -> bool {
+        let mut requests = self
+            .mailbox
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if requests.len() >= MAILBOX_LIMIT {
+            return false;
+        }
+        requests.push(control);
+        drop(requests);
+        self.outbound.wake();
+        true
+    }
 }
 
 #[derive(Default)]

@@ -1,251 +1,514 @@
 //! One client connection speaking the Centrifugo protocol over WebSocket.
 //!
-//! Three tasks per connection: a *reader* that only reads frames (reading is not
-//! cancel-safe, so it never sits in a `select!`), the *session* loop that runs
-//! commands, timers and server requests, and a *writer* that drains the bounded
-//! [`Outbound`] queue, joining everything queued at once into one frame; control
-//! frames the reader owes the client (pong, close echo) travel through the same
-//! queue, ahead of the records.
+//! One task per connection. It waits on its socket's readiness, its outbound
+//! queue and one timer, and then reads, runs commands and writes without
+//! waiting: frames are parsed from a per-thread scratch buffer
+//! ([`ws::FrameReader`] keeps only an unfinished frame), and everything queued
+//! for the client is joined into one frame and written straight to the socket.
+//! What the socket does not take waits in the connection's `pending` bytes,
+//! and while they wait nothing more is taken from the queue, so a client that
+//! stops reading fills its bounded queue and is disconnected as slow. An idle
+//! connection therefore holds its state, its queue and no buffers.
 
 mod session;
 pub use session::history_query;
 mod subscribe;
+pub mod transport;
+pub mod ws;
 
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{
-    FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite,
-};
-use switchboard_core::queue::{Batch, ControlFrame, Outbound, Record};
+use fastwebsockets::OpCode;
+use switchboard_core::queue::{Batch, Outbound, Record};
 use switchboard_core::Disconnect;
 use switchboard_protocol::Encoding;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
 
 use crate::node::{ConnectionSlot, Node};
+use crate::registry::Mailbox;
 use session::Session;
-
-/// What the reader hands the session.
-enum Incoming {
-    Data(Bytes, OpCode),
-    /// The socket failed in a way the client caused (oversized or invalid frame).
-    Violation(Disconnect),
-}
+use transport::Transport;
+use ws::{Event, FrameError, FrameReader};
 
 /// Close code WebSocket clients know for "message too big".
 const MESSAGE_TOO_BIG: u16 = 1009;
 
-/// A write that cannot finish in this time means the client stopped reading:
+/// A socket that takes nothing for this long means the client stopped reading:
 /// the connection is dropped so that it holds nothing longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one upgraded connection until it closes.
-pub async fn serve<S>(
+/// Time to write what is queued and the close frame when a connection ends.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes read per socket read; a wake reads at most [`READS_PER_WAKE`] of them
+/// before letting other connections run.
+const SCRATCH: usize = 16 * 1024;
+const READS_PER_WAKE: usize = 4;
+
+/// Records written with one vectored write, each its own slice; a bigger batch
+/// is joined into one buffer first.
+const MAX_SLICES: usize = 32;
+
+thread_local! {
+    /// Scratch space of the worker thread: socket reads, and records taken from
+    /// a queue with their joined frame. Used only between two awaits.
+    static SCRATCH_BUFFERS: RefCell<Scratch> = RefCell::new(Scratch {
+        read: vec![0; SCRATCH].into_boxed_slice(),
+        records: Vec::new(),
+        joined: BytesMut::new(),
+    });
+}
+
+struct Scratch {
+    read: Box<[u8]>,
+    records: Vec<Record>,
+    joined: BytesMut,
+}
+
+/// How the connection loop ended.
+enum End {
+    /// We close it: queued records and a close frame go out first.
+    Disconnect(Disconnect),
+    /// The queue was closed (slow consumer, server disconnect): its close frame
+    /// is already written or pending.
+    Closed,
+    /// The client closed (its close frame is echoed) or the socket failed.
+    Gone,
+}
+
+/// Serves one upgraded connection until it closes. `early` holds bytes the
+/// client sent right behind its handshake.
+pub async fn serve(
     node: Arc<Node>,
-    mut ws: WebSocket<S>,
+    mut io: Transport,
+    early: Bytes,
     encoding: Encoding,
     slot: ConnectionSlot,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    ws.set_max_message_size(node.config.limits.max_frame_bytes);
-    let (read, write) = ws.split(tokio::io::split);
+) {
     let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
-    let (incoming_tx, mut incoming_rx) = mpsc::channel::<Incoming>(1);
-    let reader = tokio::spawn(read_loop(
-        FragmentCollectorRead::new(read),
-        incoming_tx,
-        outbound.clone(),
-    ));
-    let mut writer = tokio::spawn(write_loop(write, outbound.clone(), encoding));
+    let mailbox = Arc::new(Mailbox::default());
+    let mut session = Session::new(node.clone(), encoding, outbound.clone(), mailbox.clone());
+    let mut reader = FrameReader::new(node.config.limits.max_frame_bytes);
+    let mut writer = Writer::new(encoding);
+    let mut events = Vec::new();
 
-    let (control_tx, mut control_rx) = mpsc::channel(16);
-    let mut session = Session::new(node.clone(), encoding, outbound.clone(), control_tx);
     let ping_interval = node.config.ping_interval;
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    let drain_window = node.config.drain_window;
-    let drain = async {
-        node.drain.cancelled().await;
-        // Spread reconnects over the drain window so that the other nodes are not
-        // hit by every client of this one at once.
-        let jitter = drain_window.mul_f64(fastrand::f64());
-        tokio::time::sleep(jitter).await;
-    };
+    let mut next_ping = Instant::now() + ping_interval;
+    let mut session_deadline = session.deadline();
+    let mut drain_at: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(next_ping.min(session_deadline));
+    tokio::pin!(timer);
+    let drain = node.drain.cancelled();
     tokio::pin!(drain);
+    let changed = outbound.changed();
+    tokio::pin!(changed);
 
-    let end: Option<Disconnect> = loop {
-        let deadline = session.deadline();
-        tokio::select! {
-            incoming = incoming_rx.recv() => match incoming {
-                Some(Incoming::Data(data, opcode)) => {
-                    // Boxed: command handling (subscribe, recovery, broker calls) is a
-                    // large state machine that would otherwise sit inline in every
-                    // idle connection's future.
-                    if let Err(d) = Box::pin(session.on_frame(&data, opcode)).await {
-                        break Some(d);
+    let mut end = match reader.feed(&early, &mut events) {
+        Ok(()) => None,
+        Err(e) => Some(End::Disconnect(violation(e))),
+    };
+    drop(early);
+    let mut read_again = false;
+    let end = loop {
+        if let Some(end) = end.take() {
+            break end;
+        }
+        // Everything that can be done without waiting.
+        for event in events.drain(..) {
+            match event {
+                Event::Message { opcode, data } => {
+                    let result = run_command(
+                        &mut session,
+                        (&data, opcode),
+                        (&mut io, &mut writer),
+                        &outbound,
+                        changed.as_mut(),
+                    )
+                    .await;
+                    session_deadline = session.deadline();
+                    if let Err(d) = result {
+                        end = Some(End::Disconnect(d));
+                        break;
                     }
                 }
-                Some(Incoming::Violation(d)) => break Some(d),
-                None => break None,
+                Event::Ping(payload) => writer.control(OpCode::Pong, &payload),
+                Event::Close(payload) => {
+                    writer.control(OpCode::Close, &payload);
+                    writer.close_sent = true;
+                    end = Some(End::Gone);
+                    break;
+                }
+            }
+        }
+        events.clear();
+        if end.is_some() {
+            continue;
+        }
+        let requests = mailbox.take();
+        if !requests.is_empty() {
+            for request in requests {
+                Box::pin(session.on_control(request)).await;
+            }
+            session_deadline = session.deadline();
+        }
+        match writer.drain(&mut io, &outbound) {
+            Ok(Flow::Open) => {}
+            Ok(Flow::Closed) => break End::Closed,
+            Err(_) => {
+                outbound.close(Disconnect::WRITE_ERROR, false);
+                break End::Gone;
+            }
+        }
+
+        // Then wait for the next thing to do.
+        let mut wake = next_ping.min(session_deadline);
+        if let Some(at) = drain_at {
+            wake = wake.min(at);
+        }
+        if let Some(since) = writer.stalled_since {
+            wake = wake.min(since + WRITE_TIMEOUT);
+        }
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        let blocked = writer.stalled_since.is_some();
+        tokio::select! {
+            biased;
+            () = std::future::ready(()), if read_again => {
+                read_again = false;
+                match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                }
+            }
+            ready = poll_fn(|cx| io.poll_read_ready(cx)), if !read_again => match ready {
+                Ok(()) => match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                },
+                Err(_) => end = Some(End::Gone),
             },
-            Some(control) = control_rx.recv() => Box::pin(session.on_control(control)).await,
-            _ = ping.tick() => {
-                if let Err(d) = session.on_ping_tick() {
-                    break Some(d);
+            () = &mut changed => changed.set(outbound.changed()),
+            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked => {}
+            () = &mut timer => {
+                let now = Instant::now();
+                if writer.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
+                    outbound.close(Disconnect::WRITE_ERROR, false);
+                    end = Some(End::Gone);
+                } else if drain_at.is_some_and(|at| now >= at) {
+                    end = Some(End::Disconnect(Disconnect::SHUTDOWN));
+                } else {
+                    if now >= next_ping {
+                        next_ping = now + ping_interval;
+                        if let Err(d) = session.on_ping_tick() {
+                            end = Some(End::Disconnect(d));
+                        }
+                    }
+                    if end.is_none() && now >= session_deadline {
+                        if let Err(d) = session.on_deadline() {
+                            end = Some(End::Disconnect(d));
+                        }
+                    }
+                    session_deadline = session.deadline();
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                if let Err(d) = session.on_deadline() {
-                    break Some(d);
-                }
+            () = &mut drain, if drain_at.is_none() => {
+                // Spread reconnects over the drain window so that the other nodes
+                // are not hit by every client of this one at once.
+                let jitter = node.config.drain_window.mul_f64(fastrand::f64());
+                drain_at = Some(Instant::now() + jitter);
             }
-            _ = &mut drain => break Some(Disconnect::SHUTDOWN),
-            _ = &mut writer => break None,
         }
     };
 
-    if let Some(disconnect) = &end {
-        tracing::debug!(client = %session.id(), code = disconnect.code, reason = %disconnect.reason, "disconnecting");
-        metrics::counter!("switchboard_disconnects_total", "code" => disconnect.code.to_string())
-            .increment(1);
-        outbound.close(disconnect.clone(), true);
-    } else {
-        outbound.close(Disconnect::CONNECTION_CLOSED, false);
+    match &end {
+        End::Disconnect(disconnect) => {
+            tracing::debug!(client = %session.id(), code = disconnect.code, reason = %disconnect.reason, "disconnecting");
+            metrics::counter!("switchboard_disconnects_total", "code" => disconnect.code.to_string())
+                .increment(1);
+            outbound.close(disconnect.clone(), true);
+        }
+        End::Closed | End::Gone => outbound.close(Disconnect::CONNECTION_CLOSED, false),
     }
     Box::pin(session.close()).await;
-    if !writer.is_finished() {
-        // The writer sends what is queued and the close frame, bounded in time so a
-        // client that stopped reading cannot hold the task.
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+    // What is queued and the close frame, bounded in time so that a client that
+    // stopped reading cannot hold the task.
+    if !matches!(end, End::Gone) || writer.close_sent {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.finish(&mut io, &outbound)).await;
     }
-    reader.abort();
     drop(slot);
 }
 
-async fn read_loop<S>(
-    mut read: FragmentCollectorRead<S>,
-    incoming: mpsc::Sender<Incoming>,
-    outbound: Arc<Outbound>,
-) where
-    S: AsyncRead + Unpin,
-{
-    // Frames the protocol obliges us to send (pong, close echo) go to the writer
-    // ahead of queued records; a dropped pong is allowed, so the result is ignored.
-    let mut send_obligated = |frame: Frame<'_>| {
-        let _ = outbound.push_control(ControlFrame {
-            kind: frame.opcode as u8,
-            payload: Bytes::copy_from_slice(&frame.payload),
-        });
-        async { Ok::<(), WebSocketError>(()) }
-    };
+fn violation(e: FrameError) -> Disconnect {
+    tracing::debug!(error = %e, "refused a client frame");
+    match e {
+        FrameError::TooLarge => Disconnect::custom(MESSAGE_TOO_BIG, "message size limit"),
+        FrameError::Protocol(_) | FrameError::InvalidUtf8 => Disconnect::BAD_REQUEST,
+    }
+}
+
+/// Reads what the socket has (up to [`READS_PER_WAKE`] reads) and parses it;
+/// `Ok(true)` when there may be more to read right away.
+fn read(
+    io: &mut Transport,
+    reader: &mut FrameReader,
+    events: &mut Vec<Event>,
+) -> Result<bool, End> {
+    SCRATCH_BUFFERS.with_borrow_mut(|scratch| {
+        for _ in 0..READS_PER_WAKE {
+            match io.try_read(&mut scratch.read) {
+                Ok(0) => return Err(End::Gone),
+                Ok(n) => reader
+                    .feed(&scratch.read[..n], events)
+                    .map_err(|e| End::Disconnect(violation(e)))?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(End::Gone),
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Runs the commands of one message. Records queued meanwhile (fan-out to this
+/// client's other subscriptions, the replies themselves) are written while the
+/// commands wait on the broker or the presence service.
+async fn run_command<'q>(
+    session: &mut Session,
+    (data, opcode): (&[u8], OpCode),
+    (io, writer): (&mut Transport, &mut Writer),
+    outbound: &'q Outbound,
+    mut changed: Pin<&mut Notified<'q>>,
+) -> Result<(), Disconnect> {
+    // Boxed: command handling (subscribe, recovery, broker calls) is a large
+    // state machine that would otherwise sit inline in every idle connection.
+    let command = Box::pin(session.on_frame(data, opcode));
+    tokio::pin!(command);
+    let mut failed = false;
     loop {
-        let frame = match read.read_frame(&mut send_obligated).await {
-            Ok(frame) => frame,
-            Err(e) => {
-                let violation = match e {
-                    WebSocketError::FrameTooLarge => {
-                        Some(Disconnect::custom(MESSAGE_TOO_BIG, "message size limit"))
-                    }
-                    WebSocketError::InvalidUTF8 => Some(Disconnect::BAD_REQUEST),
-                    WebSocketError::InvalidFragment
-                    | WebSocketError::InvalidContinuationFrame
-                    | WebSocketError::InvalidCloseFrame
-                    | WebSocketError::InvalidCloseCode
-                    | WebSocketError::ReservedBitsNotZero
-                    | WebSocketError::ControlFrameFragmented
-                    | WebSocketError::PingFrameTooLarge
-                    | WebSocketError::InvalidValue => Some(Disconnect::BAD_REQUEST),
-                    _ => None,
-                };
-                if let Some(d) = violation {
-                    let _ = incoming.send(Incoming::Violation(d)).await;
-                }
-                return;
-            }
-        };
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary => {
-                let data = Bytes::copy_from_slice(&frame.payload);
-                if incoming
-                    .send(Incoming::Data(data, frame.opcode))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            OpCode::Close => return,
-            _ => {}
+        let blocked = writer.stalled_since.is_some();
+        tokio::select! {
+            result = &mut command => return result,
+            () = changed.as_mut(), if !failed => changed.set(outbound.changed()),
+            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked && !failed => {}
+        }
+        // A failed socket or a close is left for the connection loop to see.
+        match writer.drain(io, outbound) {
+            Ok(Flow::Open) => {}
+            Ok(Flow::Closed) | Err(_) => failed = true,
         }
     }
 }
 
-async fn write_loop<W>(mut ws: WebSocketWrite<W>, outbound: Arc<Outbound>, encoding: Encoding)
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch: Vec<Record> = Vec::new();
-    let mut buf = BytesMut::new();
-    loop {
-        match outbound.next_batch(&mut batch).await {
-            Batch::Control(frames) => {
-                for control in frames {
-                    let opcode = if control.kind == OpCode::Close as u8 {
-                        OpCode::Close
-                    } else {
-                        OpCode::Pong
-                    };
-                    let frame =
-                        Frame::new(true, opcode, None, Payload::Owned(control.payload.to_vec()));
-                    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        ws.write_frame(frame).await?;
-                        ws.flush().await
-                    })
-                    .await;
-                    if !matches!(written, Ok(Ok(()))) || opcode == OpCode::Close {
-                        return;
+/// Whether the connection goes on after a write.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Open,
+    /// The queue's close frame went out (or is pending): nothing more to write.
+    Closed,
+}
+
+/// The connection's side of writing: frames the socket has not taken yet.
+struct Writer {
+    opcode: OpCode,
+    encoding: Encoding,
+    /// Whole frames, or the rest of one, not yet taken by the socket. Nothing
+    /// more is taken from the queue until they are written.
+    pending: Vec<u8>,
+    /// Since when `pending` (or the transport) has been waiting for the socket.
+    stalled_since: Option<Instant>,
+    close_sent: bool,
+}
+
+impl Writer {
+    fn new(encoding: Encoding) -> Writer {
+        Writer {
+            opcode: if encoding.is_binary() {
+                OpCode::Binary
+            } else {
+                OpCode::Text
+            },
+            encoding,
+            pending: Vec::new(),
+            stalled_since: None,
+            close_sent: false,
+        }
+    }
+
+    /// Queues a control frame (pong, close) behind what is pending; written by
+    /// the next [`Writer::drain`].
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) {
+        if self.close_sent {
+            return;
+        }
+        let mut head = [0; ws::MAX_HEAD];
+        let n = ws::head(opcode, payload.len(), &mut head);
+        self.pending.extend_from_slice(&head[..n]);
+        self.pending.extend_from_slice(payload);
+    }
+
+    /// Writes what is pending, then everything queued, until the socket stops
+    /// taking bytes or nothing is left. Never waits.
+    fn drain(&mut self, io: &mut Transport, outbound: &Outbound) -> io::Result<Flow> {
+        loop {
+            if !self.write_pending(io)? {
+                return Ok(Flow::Open);
+            }
+            if self.close_sent {
+                return Ok(Flow::Closed);
+            }
+            let taken = SCRATCH_BUFFERS.with_borrow_mut(|scratch| {
+                let batch = outbound.try_batch(&mut scratch.records);
+                match batch {
+                    None => Ok(None),
+                    Some(Batch::Records) => {
+                        account(&scratch.records);
+                        let written = self.write_records(io, scratch);
+                        scratch.records.clear();
+                        written.map(|()| Some(Flow::Open))
+                    }
+                    Some(Batch::Close(d)) => {
+                        let mut payload = d.code.to_be_bytes().to_vec();
+                        payload.extend_from_slice(close_reason(&d.reason));
+                        self.control(OpCode::Close, &payload);
+                        self.close_sent = true;
+                        Ok(Some(Flow::Closed))
                     }
                 }
-            }
-            Batch::Records => {
-                account(&batch);
-                encoding.join(batch.drain(..).map(|r| r.data), &mut buf);
-                let payload = Payload::Borrowed(&buf);
-                let frame = if encoding.is_binary() {
-                    Frame::binary(payload)
-                } else {
-                    Frame::text(payload)
-                };
-                let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-                    ws.write_frame(frame).await?;
-                    ws.flush().await
-                })
-                .await;
-                buf.clear();
-                if !matches!(written, Ok(Ok(()))) {
-                    outbound.close(Disconnect::WRITE_ERROR, false);
-                    return;
-                }
-            }
-            Batch::Close(d) => {
-                let frame = Frame::close(d.code, close_reason(&d.reason));
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-                    ws.write_frame(frame).await?;
-                    ws.flush().await
-                })
-                .await;
-                return;
+            })?;
+            if taken.is_none() {
+                return Ok(Flow::Open);
             }
         }
     }
+
+    /// Writes `pending`; true when all of it (and what the transport holds) is out.
+    fn write_pending(&mut self, io: &mut Transport) -> io::Result<bool> {
+        let mut written = 0;
+        while written < self.pending.len() {
+            match io.try_write(&[IoSlice::new(&self.pending[written..])]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.drain(..written);
+        let done = self.pending.is_empty() && io.flush()?;
+        if done {
+            // A large frame's buffer is not kept for an idle connection.
+            self.pending = Vec::new();
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+        Ok(done)
+    }
+
+    /// Writes one frame holding `scratch.records`; what the socket does not take
+    /// goes to `pending`.
+    fn write_records(&mut self, io: &mut Transport, scratch: &mut Scratch) -> io::Result<()> {
+        let records = &scratch.records;
+        let separator = if self.encoding == Encoding::Json {
+            &b"\n"[..]
+        } else {
+            &[][..]
+        };
+        let len = records.iter().map(|r| r.data.len()).sum::<usize>()
+            + separator.len() * (records.len() - 1);
+        let mut head = [0; ws::MAX_HEAD];
+        let head_len = ws::head(self.opcode, len, &mut head);
+        let joined;
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_SLICES];
+        let mut count = 1;
+        slices[0] = IoSlice::new(&head[..head_len]);
+        if records.len() <= MAX_SLICES {
+            for (i, record) in records.iter().enumerate() {
+                if i > 0 && !separator.is_empty() {
+                    slices[count] = IoSlice::new(separator);
+                    count += 1;
+                }
+                slices[count] = IoSlice::new(&record.data);
+                count += 1;
+            }
+        } else {
+            scratch.joined.clear();
+            self.encoding
+                .join(records.iter().map(|r| r.data.clone()), &mut scratch.joined);
+            joined = &scratch.joined;
+            slices[1] = IoSlice::new(joined);
+            count = 2;
+        }
+        let slices = &slices[..count];
+        let total = head_len + len;
+        let mut written = 0;
+        while written < total {
+            let attempt = if written == 0 {
+                io.try_write(slices)
+            } else {
+                io.try_write(&remaining(slices, written))
+            };
+            match attempt {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if written < total {
+            self.pending.reserve(total - written);
+            for slice in remaining(slices, written) {
+                self.pending.extend_from_slice(&slice);
+            }
+            self.stalled_since.get_or_insert_with(Instant::now);
+        } else if !io.flush()? {
+            self.stalled_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued and the close frame, waiting for the socket.
+    async fn finish(&mut self, io: &mut Transport, outbound: &Outbound) {
+        loop {
+            match self.drain(io, outbound) {
+                Ok(Flow::Closed) if self.stalled_since.is_none() => break,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            if self.stalled_since.is_some() {
+                if poll_fn(|cx| io.poll_write_ready(cx)).await.is_err() {
+                    return;
+                }
+            } else {
+                outbound.changed().await;
+            }
+        }
+        io.close();
+        let _ = io.flush();
+    }
+}
+
+/// The slices of `slices` after its first `skip` bytes.
+fn remaining<'a>(slices: &'a [IoSlice<'a>], mut skip: usize) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::with_capacity(slices.len());
+    for slice in slices {
+        if skip >= slice.len() {
+            skip -= slice.len();
+            continue;
+        }
+        out.push(IoSlice::new(&slice[skip..]));
+        skip = 0;
+    }
+    out
 }
 
 /// Close frame reasons are limited to 123 bytes.

@@ -13,14 +13,13 @@ use switchboard_protocol::codec::is_pong;
 use switchboard_protocol::codes::ErrorCode;
 use switchboard_protocol::pb;
 use switchboard_protocol::Encoding;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::subscribe::SubEntry;
 use crate::auth::{now_secs, TokenError};
 use crate::encode;
 use crate::node::Node;
-use crate::registry::{ConnHandle, Control};
+use crate::registry::{ConnHandle, Control, Mailbox};
 
 /// A far-away instant for "no deadline".
 fn never() -> Instant {
@@ -80,7 +79,7 @@ pub struct Session {
     pub(super) format: FormatId,
     pub(super) outbound: Arc<Outbound>,
     pub(super) id: Arc<str>,
-    control: mpsc::Sender<Control>,
+    mailbox: Arc<Mailbox>,
     pub(super) connected: Option<Connected>,
     pub(super) subs: HashMap<String, SubEntry>,
     bucket: Bucket,
@@ -131,7 +130,7 @@ impl Session {
         node: Arc<Node>,
         encoding: Encoding,
         outbound: Arc<Outbound>,
-        control: mpsc::Sender<Control>,
+        mailbox: Arc<Mailbox>,
     ) -> Session {
         let rate = node.config.limits.max_commands_per_second;
         Session {
@@ -140,7 +139,7 @@ impl Session {
             format: encode::format_of(encoding),
             outbound,
             id: uuid::Uuid::new_v4().to_string().into(),
-            control,
+            mailbox,
             connected: None,
             subs: HashMap::new(),
             bucket: Bucket::new(rate),
@@ -388,7 +387,7 @@ impl Session {
             ConnHandle {
                 user,
                 outbound: self.outbound.clone(),
-                control: self.control.clone(),
+                mailbox: self.mailbox.clone(),
             },
         );
         metrics::counter!("switchboard_connections_accepted_total").increment(1);
