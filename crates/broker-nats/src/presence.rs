@@ -10,10 +10,13 @@
 //!   `<channel>.<user>`, valued with the ids of the user's connections there. It
 //!   changes only by compare-and-set, so that exactly one call sees a user's first
 //!   connection join and exactly one its last leave, whichever gateways they are on.
+//!   Anonymous connections (user "") have no key: nothing tells them apart, so
+//!   each joins and leaves as its own user, and one key shared by all of them
+//!   would make every join rewrite a value that grows with their number.
 //!
 //! Members and users go by deleting their message from the stream, not with a
 //! key-value delete marker, so that the subjects matching `<channel>.*.*` are
-//! exactly the channel's members: stats are two requests whatever the channel's
+//! exactly the channel's members: stats are three requests whatever the channel's
 //! size, and the sweeper reads only the overdue members (the oldest messages).
 //!
 //! [`PresenceBucket`] is the stateless store (the presence service serves it);
@@ -348,6 +351,11 @@ impl PresenceBucket {
     /// A connection leaves a channel. Returns whether its user left with it (it
     /// was the user's last connection there). Leaving twice is harmless.
     pub async fn leave(&self, channel: &str, info: &ClientInfo) -> Result<bool, BrokerError> {
+        let key = member_key(channel, info);
+        if info.user.is_empty() {
+            // An anonymous connection is its own user: it left if it was there.
+            return self.delete_member(&key).await;
+        }
         // The user's key first. Should the member's delete then fail, the answer
         // stands and the member, no longer refreshed, is left to the sweeper; the
         // other way round, a failure would leave the connection in the user's key
@@ -355,7 +363,7 @@ impl PresenceBucket {
         let user_left = self
             .remove_connection(channel, &info.user, &info.client)
             .await?;
-        if let Err(e) = self.delete_member(&member_key(channel, info)).await {
+        if let Err(e) = self.delete_member(&key).await {
             tracing::warn!(channel, error = %e, "presence member left to expire");
         }
         Ok(user_left)
@@ -385,7 +393,8 @@ impl PresenceBucket {
         Ok(())
     }
 
-    async fn delete_member(&self, key: &str) -> Result<(), BrokerError> {
+    /// Deletes a member; false if it was not there.
+    async fn delete_member(&self, key: &str) -> Result<bool, BrokerError> {
         let subject = format!("{}{key}", self.members.prefix);
         for _ in 0..CAS_ATTEMPTS {
             let message = match self
@@ -395,7 +404,7 @@ impl PresenceBucket {
                 .await
             {
                 Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(unavailable(e)),
             };
             // Refreshed between the read and the delete: read again.
@@ -404,7 +413,7 @@ impl PresenceBucket {
                 .delete_message(&self.js, message.sequence)
                 .await?
             {
-                return Ok(());
+                return Ok(true);
             }
         }
         Err(BrokerError::Unavailable(format!(
@@ -413,13 +422,16 @@ impl PresenceBucket {
     }
 
     /// Adds a connection to its user's key. Returns whether the key was created:
-    /// the user's first connection in the channel.
+    /// the user's first connection in the channel (always, for an anonymous one).
     async fn add_connection(
         &self,
         channel: &str,
         user: &str,
         client: &str,
     ) -> Result<bool, BrokerError> {
+        if user.is_empty() {
+            return Ok(true);
+        }
         let key = user_key(channel, user);
         for _ in 0..CAS_ATTEMPTS {
             let Some(entry) = self.connections_entry(&key).await? else {
@@ -452,13 +464,17 @@ impl PresenceBucket {
     }
 
     /// Removes a connection from its user's key. Returns whether the key went
-    /// with it: the user's last connection in the channel.
+    /// with it: the user's last connection in the channel (always, for an
+    /// anonymous one).
     async fn remove_connection(
         &self,
         channel: &str,
         user: &str,
         client: &str,
     ) -> Result<bool, BrokerError> {
+        if user.is_empty() {
+            return Ok(true);
+        }
         let key = user_key(channel, user);
         for _ in 0..CAS_ATTEMPTS {
             let Some(entry) = self.connections_entry(&key).await? else {
@@ -512,18 +528,22 @@ impl PresenceBucket {
         }
     }
 
-    /// Counts of a channel's members and distinct users: two requests, whatever
-    /// the channel's size (NATS counts the keys).
+    /// Counts of a channel's members and distinct users (anonymous connections
+    /// count as one): three requests, whatever the channel's size (NATS counts
+    /// the keys).
     pub async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
-        let token = token(channel);
-        let (member_keys, user_keys) = (format!("{token}.*.*"), format!("{token}.*"));
-        let (clients, users) = tokio::try_join!(
+        let chan = token(channel);
+        let member_keys = format!("{chan}.*.*");
+        let user_keys = format!("{chan}.*");
+        let anonymous_keys = format!("{chan}.{}.*", token(""));
+        let (clients, users, anonymous) = tokio::try_join!(
             self.members.count(&self.js, &member_keys),
             self.users.count(&self.js, &user_keys),
+            self.members.count(&self.js, &anonymous_keys),
         )?;
         Ok(PresenceStats {
             num_clients: clients,
-            num_users: users,
+            num_users: users + u32::from(anonymous > 0),
         })
     }
 

@@ -113,6 +113,39 @@ async fn each_user_joins_with_its_first_connection_and_leaves_with_its_last() {
     assert!(replicas[0].join("room", member(3, 9)).await.unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_connections_join_and_leave_one_by_one_and_count_as_one_user() {
+    let nats = NatsServer::start();
+    let b = bucket(&nats.url(), Duration::from_secs(30)).await;
+    let anonymous = |c: usize| ClientInfo {
+        user: String::new(),
+        client: format!("anon-{c}"),
+        ..Default::default()
+    };
+    for c in 0..5 {
+        assert!(
+            b.join("lobby", anonymous(c)).await.unwrap(),
+            "anon-{c} joins"
+        );
+    }
+    b.join("lobby", member(1, 0)).await.unwrap();
+    let stats = b.stats("lobby").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (6, 2));
+    assert!(
+        b.leave("lobby", &anonymous(0)).await.unwrap(),
+        "anon-0 leaves"
+    );
+    assert!(
+        !b.leave("lobby", &anonymous(0)).await.unwrap(),
+        "leaving twice is one leave"
+    );
+    for c in 1..5 {
+        assert!(b.leave("lobby", &anonymous(c)).await.unwrap());
+    }
+    let stats = b.stats("lobby").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+}
+
 /// Records the presence events a broker delivers.
 #[derive(Default)]
 struct Events(Mutex<Vec<ChannelEvent>>);

@@ -17,15 +17,17 @@ pub struct PresenceStats {
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
     /// Adds a client's presence in a channel. Returns whether its user joined
-    /// with it: no other connection of the user was present (anywhere).
+    /// with it: no other connection of the user was present (anywhere). Every
+    /// anonymous connection (user "") joins as its own user.
     async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError>;
     /// Removes a client's presence from a channel. Returns whether its user left
-    /// with it: it was the user's last connection present. Removing a client that
-    /// is not present returns `false`.
+    /// with it: it was the user's last connection present (always, for an
+    /// anonymous one). Removing a client that is not present returns `false`.
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError>;
     /// Everyone present in a channel, by client id.
     async fn get(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, BrokerError>;
-    /// Counts of clients and distinct users present in a channel.
+    /// Counts of clients and distinct users present in a channel; anonymous
+    /// connections count as one user.
     async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
 
     /// This node shuts down cleanly: whatever of its presence is left goes now.

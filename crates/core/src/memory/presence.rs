@@ -15,7 +15,9 @@ pub struct MemoryPresence {
 }
 
 /// One channel's members, and how many connections each user has among them
-/// (so that stats and per-user join/leave cost nothing per member).
+/// (so that stats and per-user join/leave cost nothing per member). Anonymous
+/// connections (user "") count as one user in the stats but join and leave
+/// one by one, as nothing tells whose they are.
 #[derive(Debug, Default)]
 struct Members {
     clients: HashMap<String, ClientInfo>,
@@ -41,9 +43,12 @@ impl PresenceStore for MemoryPresence {
         if members.clients.insert(info.client.clone(), info).is_some() {
             return Ok(false); // a refresh of a member already counted
         }
+        // Anonymous connections cannot be told apart by user: each joins and
+        // leaves as its own, while the stats count them as one user.
+        let anonymous = user.is_empty();
         let count = members.users.entry(user).or_default();
         *count += 1;
-        Ok(*count == 1)
+        Ok(*count == 1 || anonymous)
     }
 
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
@@ -54,7 +59,7 @@ impl PresenceStore for MemoryPresence {
         let Some(removed) = members.clients.remove(&member.client) else {
             return Ok(false);
         };
-        let mut user_left = false;
+        let mut user_left = removed.user.is_empty();
         if let Some(count) = members.users.get_mut(&removed.user) {
             *count -= 1;
             if *count == 0 {
@@ -131,5 +136,19 @@ mod tests {
         );
         let stats = p.stats("ch").await.unwrap();
         assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn anonymous_connections_join_and_leave_one_by_one_and_count_as_one_user() {
+        let p = MemoryPresence::new();
+        assert!(p.add("ch", info("", "a1")).await.unwrap());
+        assert!(p.add("ch", info("", "a2")).await.unwrap());
+        p.add("ch", info("u1", "c1")).await.unwrap();
+        let stats = p.stats("ch").await.unwrap();
+        assert_eq!((stats.num_clients, stats.num_users), (3, 2));
+        assert!(p.remove("ch", &info("", "a1")).await.unwrap());
+        assert!(!p.remove("ch", &info("", "a1")).await.unwrap());
+        assert!(p.remove("ch", &info("", "a2")).await.unwrap());
+        assert_eq!(p.stats("ch").await.unwrap().num_users, 1);
     }
 }
