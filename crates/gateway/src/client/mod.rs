@@ -175,8 +175,14 @@ pub async fn serve(
         if let Some(since) = writer.stalled_since {
             wake = wake.min(since + WRITE_TIMEOUT);
         }
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
+        let fired = timer.is_elapsed();
+        if fired || timer.deadline() != wake {
+            // A deadline that passed without ending anything would fire at once
+            // again and again: look again a little later instead.
+            let floor = Instant::now() + Duration::from_millis(10);
+            timer
+                .as_mut()
+                .reset(if fired { wake.max(floor) } else { wake });
         }
         let blocked = writer.stalled_since.is_some();
         tokio::select! {
@@ -343,9 +349,11 @@ impl Writer {
     }
 
     /// Queues a control frame (pong, close) behind what is pending; written by
-    /// the next [`Writer::drain`].
+    /// the next [`Writer::drain`]. Pongs are dropped while the socket is stalled.
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
-        if self.close_sent {
+        // A client that pings while not reading would grow `pending` without
+        // bound; RFC 6455 lets a pong answer only the latest pings.
+        if self.close_sent || (opcode == OpCode::Pong && self.stalled_since.is_some()) {
             return;
         }
         let mut head = [0; ws::MAX_HEAD];
