@@ -8,7 +8,7 @@
 #
 # Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
-# space-separated: idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch
+# space-separated: idle fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch
 # cluster-many cluster-failover presence).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
@@ -19,7 +19,7 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle fanout-10k api-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
+ONLY=${BENCH_ONLY:-idle fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
 PRESENCE=$TARGET_DIR/release/switchboard-presence
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
@@ -198,6 +198,34 @@ run api-5k "5,000 subscribers, 20 messages/s, 100-byte payload, HTTP API" \
     fanout --channels 1 --subscribers 5000 --publishers 1 --rate 20 --payload 100 \
     --via api --duration 30 --concurrency 200 \
     --target 'p99_ms<=5' --target 'lost<=0' --target 'out_of_order<=0'
+
+# The floor under api-5k: the same fan-out with no server at all (plain write(2)
+# to 5,000 loopback sockets from 2 threads, read by tokio tasks as the tool reads).
+floor_run() {
+    local name=floor-5k title="The floor: 5,000 loopback sockets, 20 messages/s, 100 bytes, no server"
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    echo "== $name: $title" >&2
+    local args=(floor --sockets 5000 --writers 2 --messages 600 --rate 20 --payload 100)
+    "$LOADTEST" "${args[@]}" --json "$WORK/$name.json" >"$WORK/$name.txt"
+    {
+        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
+        echo "### $title"
+        echo
+        echo '```sh'
+        echo "switchboard-loadtest ${args[*]}"
+        echo '```'
+        echo
+        echo "No server: the tool writes to and reads from itself on the same machine; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown). Measured $(date -u '+%Y-%m-%d %H:%M') UTC."
+        echo
+        echo '```text'
+        cat "$WORK/$name.txt"
+        echo '```'
+        echo "<!-- bench:$name end -->"
+    } >"$WORK/section.md"
+    replace_section "$name" "$WORK/section.md"
+}
+
+floor_run
 
 run protobuf-1k "Protobuf clients, client publish: 10 channels × 100 subscribers" \
     fanout --protobuf --via client --channels 10 --subscribers 100 --publishers 2 --rate 50 \

@@ -43,6 +43,7 @@ EXAMPLES
   switchboard-loadtest churn --subscribers 1000 --churn-rate 200 --api-key dev-api-key
   switchboard-loadtest failover --url ws://127.0.0.1:8001 --url ws://127.0.0.1:8002 \\
       --kill-command 'kill -9 $(cat gw1.pid)' --kill-at 5 --api-key dev-api-key
+  switchboard-loadtest floor --sockets 5000 --writers 2 --rate 20 --messages 600
   switchboard-loadtest presence --presence-url http://127.0.0.1:9000 --members 10000 \\
       --url ws://127.0.0.1:8001/connection/websocket --server-pid $PRESENCE_PID";
 
@@ -110,9 +111,38 @@ pub enum Scenario {
         #[command(flatten)]
         presence: PresenceArgs,
     },
+    /// The machine's floor for fan-out, with no server: writer threads write each
+    /// message to N loopback sockets (one write each) that tokio tasks read. Delivery
+    /// latency, loss and the CPU per write that any server would pay here at least.
+    Floor {
+        #[command(flatten)]
+        floor: FloorArgs,
+    },
     /// Internal: run a share of the connections for a parent process.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Loopback socket pairs (two file descriptors each, in this one process).
+    #[arg(long, env = "SWITCHBOARD_SOCKETS", default_value_t = 5_000)]
+    pub sockets: usize,
+    /// Writer threads sharing the sockets (a server using that many cores).
+    #[arg(long, env = "SWITCHBOARD_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+    /// Messages written to every socket.
+    #[arg(long, env = "SWITCHBOARD_MESSAGES", default_value_t = 600)]
+    pub messages: u64,
+    /// Messages per second.
+    #[arg(long, env = "SWITCHBOARD_RATE", default_value_t = 20.0)]
+    pub rate: f64,
+    /// Bytes per message (at least 16: due time and sequence number).
+    #[arg(long, env = "SWITCHBOARD_PAYLOAD", default_value_t = 100)]
+    pub payload: usize,
+    /// Write every figure to this file as JSON.
+    #[arg(long, env = "SWITCHBOARD_JSON")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -58,6 +58,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
+        Scenario::Floor { floor } => {
+            let summary = scenario::floor::run(&floor).await?;
+            println!("{}", summary.table());
+            if let Some(path) = &floor.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+            }
+            if summary.lost > 0 || summary.out_of_order > 0 {
+                anyhow::bail!(
+                    "loopback lost {} and reordered {} messages",
+                    summary.lost,
+                    summary.out_of_order
+                );
+            }
+            return Ok(true);
+        }
         Scenario::Connect {
             common,
             connections,

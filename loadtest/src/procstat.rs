@@ -36,6 +36,13 @@ pub fn read(pid: &str) -> Option<Usage> {
     })
 }
 
+/// CPU seconds of the calling thread so far (`/proc/thread-self/schedstat`).
+pub fn thread_cpu_s() -> Option<f64> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
 /// Sums [`read`] over `pids`; those that cannot be read count as zero.
 pub fn read_all(pids: &[u32]) -> Usage {
     pids.iter()

@@ -45,7 +45,9 @@ async fn run(args: &[&str]) -> Summary {
         } => scenario::connect::run(&common, connections, None)
             .await
             .unwrap(),
-        Scenario::Worker | Scenario::Presence { .. } => unreachable!("no summary of this kind"),
+        Scenario::Worker | Scenario::Presence { .. } | Scenario::Floor { .. } => {
+            unreachable!("no summary of this kind")
+        }
     }
 }
 

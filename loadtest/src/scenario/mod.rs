@@ -10,6 +10,7 @@
 pub mod churn;
 pub mod connect;
 pub mod fanout;
+pub mod floor;
 pub mod presence;
 
 use std::collections::BTreeMap;
