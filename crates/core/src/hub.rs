@@ -11,6 +11,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -75,6 +76,8 @@ pub struct Subscriber {
     join_leave: JoinLeave,
     /// `Some` while the subscribe reply is on its way: (offset, record) held back.
     pending: Mutex<Option<Vec<(u64, Record)>>>,
+    /// Set once `pending` is gone for good, so that deliveries skip its lock.
+    live: AtomicBool,
 }
 
 impl Subscriber {
@@ -92,6 +95,7 @@ impl Subscriber {
             outbound,
             join_leave: join_leave.into(),
             pending: Mutex::new(Some(Vec::new())),
+            live: AtomicBool::new(false),
         })
     }
 
@@ -104,6 +108,9 @@ impl Subscriber {
     }
 
     fn deliver(&self, offset: u64, record: Record) -> Result<(), Dropped> {
+        if self.live.load(Ordering::Acquire) {
+            return self.outbound.push(record);
+        }
         let mut pending = self.lock();
         match pending.as_mut() {
             Some(held) if held.len() >= MAX_PENDING => {
@@ -134,11 +141,22 @@ impl Subscriber {
             }
             released += 1;
         }
+        // Still under the lock: a delivery that saw `live` unset waits for it and
+        // then finds `pending` gone, so nothing overtakes the held records.
+        self.live.store(true, Ordering::Release);
         released
     }
 }
 
-type Channels = HashMap<String, Vec<Arc<Subscriber>>>;
+/// A channel's local subscribers, and where each client's is in the list (so
+/// that an unsubscribe does not scan a channel of 100,000).
+#[derive(Default)]
+struct Members {
+    list: Vec<Arc<Subscriber>>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+type Channels = HashMap<String, Members>;
 
 /// Local subscribers of every channel on this node.
 pub struct Hub {
@@ -168,9 +186,21 @@ impl Hub {
             .shard(channel)
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let subs = shard.entry(channel.to_owned()).or_default();
-        subs.push(subscriber);
-        subs.len() == 1
+        let members = shard.entry(channel.to_owned()).or_default();
+        match members.index.get(&subscriber.client) {
+            // The same client again: its new subscription replaces the old one.
+            Some(&i) => {
+                members.list[i] = subscriber;
+                false
+            }
+            None => {
+                members
+                    .index
+                    .insert(subscriber.client.clone(), members.list.len());
+                members.list.push(subscriber);
+                members.list.len() == 1
+            }
+        }
     }
 
     /// Removes a client's subscriber; true when the channel has none left here.
@@ -179,13 +209,16 @@ impl Hub {
             .shard(channel)
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let Some(subs) = shard.get_mut(channel) else {
+        let Some(members) = shard.get_mut(channel) else {
             return false;
         };
-        if let Some(i) = subs.iter().position(|s| &*s.client == client) {
-            subs.swap_remove(i);
+        if let Some(i) = members.index.remove(client) {
+            members.list.swap_remove(i);
+            if let Some(moved) = members.list.get(i) {
+                members.index.insert(moved.client.clone(), i);
+            }
         }
-        if subs.is_empty() {
+        if members.list.is_empty() {
             shard.remove(channel);
             true
         } else {
@@ -199,7 +232,7 @@ impl Hub {
             .shard(channel)
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        shard.get(channel).map_or(0, Vec::len)
+        shard.get(channel).map_or(0, |m| m.list.len())
     }
 
     /// Every channel with local subscribers, with their count.
@@ -207,7 +240,7 @@ impl Hub {
         let mut all = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(|e| e.into_inner());
-            all.extend(shard.iter().map(|(name, subs)| (name.clone(), subs.len())));
+            all.extend(shard.iter().map(|(name, m)| (name.clone(), m.list.len())));
         }
         all
     }
@@ -219,14 +252,14 @@ impl Hub {
             .shard(channel)
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let Some(subs) = shard.get(channel) else {
+        let Some(members) = shard.get(channel) else {
             return 0;
         };
         let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
         let offset = event.offset();
         let time_us = event.time_us();
         let mut delivered = 0;
-        for sub in subs {
+        for sub in &members.list {
             if !sub.join_leave.wants(event) {
                 continue;
             }
@@ -274,7 +307,7 @@ impl EventSink for Hub {
             .shard(channel)
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        for sub in shard.get(channel).into_iter().flatten() {
+        for sub in shard.get(channel).into_iter().flat_map(|m| &m.list) {
             sub.outbound.close(Disconnect::INSUFFICIENT_STATE, true);
         }
     }
@@ -407,5 +440,37 @@ mod tests {
         assert!(!hub.remove("ch", "a"));
         assert!(hub.remove("ch", "b"));
         assert!(hub.channels().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unsubscribes_in_any_order_leave_exactly_the_others_subscribed() {
+        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let queues: Vec<Arc<Outbound>> = (0..100).map(|_| Arc::new(Outbound::new(1000))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone(), false);
+            hub.add("ch", sub.clone());
+            sub.go_live(0);
+        }
+        // Every third, from the end and the middle, so that moved entries are removed too.
+        let gone: Vec<usize> = (0..100).rev().filter(|i| i % 3 == 0).collect();
+        for i in &gone {
+            hub.remove("ch", &format!("c{i}"));
+        }
+        hub.remove("ch", "never-subscribed");
+        assert_eq!(hub.num_subscribers("ch"), 100 - gone.len());
+        assert_eq!(hub.broadcast("ch", &publication(1, "x")), 100 - gone.len());
+        for (i, q) in queues.iter().enumerate() {
+            let mut out = Vec::new();
+            let got = q.try_batch(&mut out).is_some();
+            assert_eq!(got, !gone.contains(&i), "c{i}");
+        }
+        // The same client subscribing again replaces its subscriber.
+        let q = Arc::new(Outbound::new(1000));
+        let again = Subscriber::pending("c1".into(), 0, q.clone(), false);
+        assert!(!hub.add("ch", again.clone()));
+        again.go_live(0);
+        assert_eq!(hub.num_subscribers("ch"), 100 - gone.len());
+        hub.broadcast("ch", &publication(2, "y"));
+        assert_eq!(drain(&q).await, vec!["y".to_owned()]);
     }
 }
