@@ -10,11 +10,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
-use http_body_util::Empty;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use switchboard_protocol::pb::{
     Command, ConnectRequest, ConnectResult, PublishRequest, Reply, SubscribeRequest,
@@ -24,6 +20,8 @@ use switchboard_protocol::Encoding;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::target::Target;
+
+mod upgrade;
 
 /// Why a client operation failed; [`ClientError::reason`] is the label reports group by.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +76,7 @@ pub struct ClientOptions {
 const BACKLOG: usize = 10_000;
 
 pub struct Client {
-    ws: FragmentCollector<TokioIo<Upgraded>>,
+    ws: FragmentCollector<TcpStream>,
     encoding: Encoding,
     next_id: u32,
     backlog: VecDeque<Reply>,
@@ -90,7 +88,7 @@ impl Client {
     pub async fn open(target: &Target, opts: &ClientOptions) -> Result<Client, ClientError> {
         let connecting = async {
             let stream = tcp_connect(target, opts.source).await?;
-            let ws = upgrade(target, stream, opts.encoding).await?;
+            let ws = upgrade::upgrade(target, stream, opts.encoding).await?;
             let mut client = Client {
                 ws: FragmentCollector::new(ws),
                 encoding: opts.encoding,
@@ -311,43 +309,4 @@ pub async fn tcp_connect(
         .map_err(ClientError::Tcp)?;
     stream.set_nodelay(true).map_err(ClientError::Tcp)?;
     Ok(stream)
-}
-
-async fn upgrade(
-    target: &Target,
-    stream: TcpStream,
-    encoding: Encoding,
-) -> Result<fastwebsockets::WebSocket<TokioIo<Upgraded>>, ClientError> {
-    let mut req = hyper::Request::builder()
-        .method("GET")
-        .uri(format!("http://{}{}", target.addr, target.path))
-        .header("Host", target.addr.to_string())
-        .header(hyper::header::UPGRADE, "websocket")
-        .header(hyper::header::CONNECTION, "upgrade")
-        .header(
-            "Sec-WebSocket-Key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("Sec-WebSocket-Version", "13");
-    if encoding == Encoding::Protobuf {
-        req = req.header(
-            "Sec-WebSocket-Protocol",
-            switchboard_protocol::codec::PROTOBUF_SUBPROTOCOL,
-        );
-    }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ClientError::Handshake(e.to_string()))?;
-    let (mut ws, _) =
-        fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
-            .await
-            .map_err(|e| match e {
-                fastwebsockets::WebSocketError::InvalidStatusCode(code) => {
-                    ClientError::Handshake(format!("status {code}"))
-                }
-                other => ClientError::Handshake(other.to_string()),
-            })?;
-    ws.set_auto_close(true);
-    ws.set_auto_pong(true);
-    Ok(ws)
 }
