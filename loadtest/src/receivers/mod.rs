@@ -230,9 +230,7 @@ pub async fn run(spec: PartSpec, live: Arc<Live>, cancel: CancellationToken) -> 
         };
         let shared = shared.clone();
         let stop = stop.clone();
-        tasks.spawn(async move {
-            connection(shared.spec.first + n, shared, stop, permit).await;
-        });
+        tasks.spawn(connection(shared.spec.first + n, shared, stop, permit));
         // Reap finished tasks as we go so the set does not hold them all.
         while tasks.try_join_next().is_some() {}
     }
@@ -288,7 +286,10 @@ async fn connection(
     live.attempted.fetch_add(1, Relaxed);
     let t0 = Instant::now();
     let t0_us = now_us();
-    let setup = async {
+    // Boxed, like the reconnect below: set-up futures are ten times the size of the
+    // rest of the task and live only briefly; inline, every connection would keep
+    // their space (and spawning would copy it) for the whole run.
+    let setup = Box::pin(async {
         let mut client = Client::open(target, &options(spec, index, target)).await?;
         let sub = match &spec.channels {
             Some(ch) => {
@@ -306,7 +307,7 @@ async fn connection(
             None => None,
         };
         Ok::<_, ClientError>((client, sub))
-    };
+    });
     let setup = tokio::select! {
         _ = stop.cancelled() => { live.settled.fetch_add(1, Relaxed); return; }
         r = setup => r,
@@ -354,7 +355,15 @@ async fn connection(
             break;
         }
         let lost_at = Instant::now();
-        match recovery::reconnect(index, &mut attempt, &mut sub, &shared, &stop).await {
+        match Box::pin(recovery::reconnect(
+            index,
+            &mut attempt,
+            &mut sub,
+            &shared,
+            &stop,
+        ))
+        .await
+        {
             Some(c) => {
                 client = c;
                 live.open.fetch_add(1, Relaxed);
