@@ -21,6 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::target::Target;
 
+mod lean;
 mod upgrade;
 
 /// Why a client operation failed; [`ClientError::reason`] is the label reports group by.
@@ -191,6 +192,62 @@ impl Client {
             return Ok(self.backlog.drain(..).collect());
         }
         self.read_replies().await
+    }
+
+    /// Hands `each` the offset and data of every publication push in the next frame
+    /// (or in the records [`Client::call`] kept), in order; skips other records, as a
+    /// receiver does with [`Client::next_replies`], but reads JSON publications
+    /// without building a `Reply` (see [`lean`]). Not cancel-safe either.
+    pub async fn next_publications(
+        &mut self,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<(), ClientError> {
+        if !self.backlog.is_empty() || self.encoding == Encoding::Protobuf {
+            for reply in self.next_replies().await? {
+                if let Some(p) = reply.push.and_then(|p| p.r#pub) {
+                    each(p.offset, &p.data);
+                }
+            }
+            return Ok(());
+        }
+        loop {
+            let frame = self.ws.read_frame().await?;
+            let records = match frame.opcode {
+                OpCode::Close => return Err(closed(&frame.payload)),
+                OpCode::Text | OpCode::Binary => lean::records(&frame.payload)?,
+                _ => continue,
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let pings = records
+                .iter()
+                .filter(|r| matches!(r, lean::Record::Ping))
+                .count();
+            let others = records.len() - pings;
+            if pings == 0 {
+                for (offset, data) in records.iter().filter_map(lean::Record::publication) {
+                    each(offset, data);
+                }
+                return Ok(());
+            }
+            // Answer the ping before handing anything over, as `read_replies` does;
+            // the pong needs the socket the borrowed records still hold.
+            let owned: Vec<(u64, Vec<u8>)> = records
+                .iter()
+                .filter_map(lean::Record::publication)
+                .map(|(offset, data)| (offset, data.to_vec()))
+                .collect();
+            drop(records);
+            drop(frame);
+            self.send(&Command::default()).await?;
+            if others > 0 {
+                for (offset, data) in &owned {
+                    each(*offset, data);
+                }
+                return Ok(());
+            }
+        }
     }
 
     /// Closes the connection with a normal close frame (best effort).

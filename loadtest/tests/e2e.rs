@@ -114,6 +114,28 @@ async fn fanout_json_through_the_api_delivers_everything_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_answer_pings_between_publications() {
+    // A ping a second, a second to answer: a receiver that missed one would be
+    // disconnected within the run and lose what was published meanwhile.
+    let gw = gateway(&["--ping-interval", "1", "--pong-timeout", "1"]).await;
+    let u = url(gw.addr);
+    let s = run(&[
+        "fanout",
+        "--url",
+        &u,
+        "--subscribers",
+        "10",
+        "--rate",
+        "50",
+        "--duration",
+        "4",
+    ])
+    .await;
+    assert_exact(&s, 10);
+    assert!(s.reconnection.is_none(), "{}", s.table());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_protobuf_with_client_publish_delivers_everything_exactly_once() {
     let gw = gateway(&[]).await;
     let u = url(gw.addr);

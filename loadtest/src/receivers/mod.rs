@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::pb::{Publication, Reply};
 use switchboard_protocol::Encoding;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -410,18 +409,13 @@ async fn read_loop(
 ) -> ClientError {
     let mut latencies = Vec::new();
     loop {
-        let replies: Vec<Reply> = match client.next_replies().await {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let Some(sub) = sub.as_mut() else { continue };
-        let now = now_us();
+        // Taken once per frame, when it has been read and decoded.
+        let mut now = None;
         let (mut dups, mut late, mut foreign) = (0, 0, 0);
-        for reply in replies {
-            let Some(publication) = reply.push.and_then(|p| p.r#pub) else {
-                continue;
-            };
-            match account(sub, &publication) {
+        let read = client.next_publications(|offset, data| {
+            let Some(sub) = sub.as_mut() else { return };
+            let now = *now.get_or_insert_with(now_us);
+            match account(sub, offset, data) {
                 Some((Arrival::InOrder, sent)) => latencies.push(now.saturating_sub(sent)),
                 Some((Arrival::Late, sent)) => {
                     late += 1;
@@ -430,7 +424,11 @@ async fn read_loop(
                 Some((Arrival::Duplicate, _)) => dups += 1,
                 None => foreign += 1,
             }
+        });
+        if let Err(e) = read.await {
+            return e;
         }
+        let Some(now) = now else { continue };
         if latencies.is_empty() && dups + late + foreign == 0 {
             continue;
         }
@@ -450,11 +448,11 @@ async fn read_loop(
 }
 
 /// Accounts one publication; `None` if it is not one of this run's for this channel.
-fn account(sub: &mut Subscription, p: &Publication) -> Option<(Arrival, u64)> {
-    if p.offset > sub.offset {
-        sub.offset = p.offset;
+fn account(sub: &mut Subscription, offset: u64, data: &[u8]) -> Option<(Arrival, u64)> {
+    if offset > sub.offset {
+        sub.offset = offset;
     }
-    let stamp = payload::decode(&p.data)?;
+    let stamp = payload::decode(data)?;
     if stamp.channel != sub.channel {
         return None;
     }

@@ -80,7 +80,7 @@ async fn resubscribe(
     }
     let (mut dups, mut late, mut unique) = (0, 0, 0);
     for p in &reply.publications {
-        match account(s, p) {
+        match account(s, p.offset, &p.data) {
             Some((Arrival::InOrder, _)) => unique += 1,
             Some((Arrival::Late, _)) => {
                 unique += 1;
