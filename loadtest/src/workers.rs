@@ -171,7 +171,9 @@ pub async fn worker_main() -> anyhow::Result<()> {
             }
         }
     });
-    let result = receivers::run(spec, live.clone(), stop).await;
+    // Spawned, as a local part is: on `block_on`'s thread, every connection's
+    // pacing timer and spawn would be a wake-up across threads.
+    let result = tokio::spawn(receivers::run(spec, live.clone(), stop)).await?;
     reporter.abort();
     emit(&WorkerMsg::Progress(live.snapshot()));
     emit(&WorkerMsg::Done(Box::new(result)));
