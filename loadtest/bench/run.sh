@@ -184,7 +184,7 @@ run() {
 }
 
 run idle "Idle: 19,000 connections on one gateway" \
-    connect --connections 19000 --connect-rate 10000 --concurrency 200 --duration 10 \
+    connect --connections 19000 --connect-rate 20000 --concurrency 200 --duration 10 \
     --target 'success_rate_percent>=100' --target 'rss_per_connection_bytes<=4096' \
     --target 'connect_rate_per_s>=10000'
 
@@ -218,7 +218,7 @@ floor_run() {
         echo "No server: the tool writes to and reads from itself on the same machine; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown). Measured $(date -u '+%Y-%m-%d %H:%M') UTC."
         echo
         echo '```text'
-        cat "$WORK/$name.txt"
+        sed -e '/^$/d' "$WORK/$name.txt"
         echo '```'
         echo "<!-- bench:$name end -->"
     } >"$WORK/section.md"
