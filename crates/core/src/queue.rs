@@ -133,6 +133,13 @@ impl Outbound {
         self.lock().close.is_some()
     }
 
+    /// Closed without flushing (a slow consumer): what is queued or still
+    /// pending in the writer will not be written.
+    pub fn is_dropping(&self) -> bool {
+        let state = self.lock();
+        state.close.is_some() && !state.flush_before_close
+    }
+
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

@@ -172,3 +172,59 @@ async fn publications_larger_than_the_socket_takes_arrive_whole_and_in_order() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_publish_sent_right_before_the_client_closes_its_side_is_still_run() {
+    let gw = Gateway::start(config()).await;
+    let mut sub = gw.connected().await;
+    sub.subscribe(json!({"channel": "last-words"})).await;
+    let mut s = open(&gw, &frame(true, 1, br#"{"id":1,"connect":{}}"#)).await;
+    read_replies(&mut s).await;
+    let publish = br#"{"id":2,"publish":{"channel":"last-words","data":"bye"}}"#;
+    s.write_all(&frame(true, 1, publish)).await.unwrap();
+    // The end of the stream right behind the command, likely in the same read.
+    s.shutdown().await.unwrap();
+    assert_eq!(sub.next_pub("last-words").await["data"], json!("bye"));
+}
+
+/// The gateway runs on one worker thread: a client that never stops sending must
+/// not keep the others on it from being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_client_that_never_stops_sending_leaves_the_others_served() {
+    let gw = Gateway::start(config()).await;
+    let flood = std::net::TcpStream::connect(gw.addr).unwrap();
+    // A write the gateway does not take within a second ends the flood (the
+    // test's thread, which runs the gateway, may be waiting for it).
+    flood
+        .set_write_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        let mut flood = flood;
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut first = HANDSHAKE.as_bytes().to_vec();
+            first.extend(frame(true, 1, br#"{"id":1,"connect":{}}"#));
+            flood.write_all(&first).unwrap();
+            // Pings as fast as the socket takes them; the answers are never read.
+            let pings: Vec<u8> = (0..4096).flat_map(|_| frame(true, 9, b"")).collect();
+            // Bounded: the test stops it, and a closed socket ends it.
+            for _ in 0..1_000_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    || flood.write_all(&pings).is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let mut c = gw.connected().await;
+    let r = c.subscribe(json!({"channel": "still-here"})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    gw.api().publish("still-here", json!("served")).await;
+    assert_eq!(c.next_pub("still-here").await["data"], json!("served"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(gw);
+    flooding.join().unwrap();
+}

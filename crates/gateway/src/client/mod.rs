@@ -44,8 +44,9 @@ const MESSAGE_TOO_BIG: u16 = 1009;
 /// the connection is dropped so that it holds nothing longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Time to write what is queued and the close frame when a connection ends.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection's end may take to write what is queued and the
+/// close frame (each write still gives up after [`WRITE_TIMEOUT`] without progress).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes read per socket read; a wake reads at most [`READS_PER_WAKE`] of them
 /// before letting other connections run.
@@ -115,12 +116,13 @@ pub async fn serve(
         Err(e) => Some(End::Disconnect(violation(e))),
     };
     drop(early);
-    let mut read_again = false;
+    // Read once without waiting for readiness: with TLS, the handshake may have
+    // left decrypted bytes inside rustls that no socket event will announce.
+    let mut read_again = true;
     let end = loop {
-        if let Some(end) = end.take() {
-            break end;
-        }
-        // Everything that can be done without waiting.
+        // Everything that can be done without waiting. Messages read before the
+        // end of the stream (or a bad frame) are still run.
+        let earlier_end = end.take();
         for event in events.drain(..) {
             match event {
                 Event::Message { opcode, data } => {
@@ -148,8 +150,8 @@ pub async fn serve(
             }
         }
         events.clear();
-        if end.is_some() {
-            continue;
+        if let Some(end) = end.take().or(earlier_end) {
+            break end;
         }
         let requests = mailbox.take();
         if !requests.is_empty() {
@@ -187,22 +189,6 @@ pub async fn serve(
         let blocked = writer.stalled_since.is_some();
         tokio::select! {
             biased;
-            () = std::future::ready(()), if read_again => {
-                read_again = false;
-                match read(&mut io, &mut reader, &mut events) {
-                    Ok(more) => read_again = more,
-                    Err(e) => end = Some(e),
-                }
-            }
-            ready = poll_fn(|cx| io.poll_read_ready(cx)), if !read_again => match ready {
-                Ok(()) => match read(&mut io, &mut reader, &mut events) {
-                    Ok(more) => read_again = more,
-                    Err(e) => end = Some(e),
-                },
-                Err(_) => end = Some(End::Gone),
-            },
-            () = &mut changed => changed.set(outbound.changed()),
-            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked => {}
             () = &mut timer => {
                 let now = Instant::now();
                 if writer.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
@@ -231,6 +217,24 @@ pub async fn serve(
                 let jitter = node.config.drain_window.mul_f64(fastrand::f64());
                 drain_at = Some(Instant::now() + jitter);
             }
+            () = &mut changed => changed.set(outbound.changed()),
+            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked => {}
+            // A client sending without pause keeps `read_again` set: the budget
+            // makes the task yield to the others on its thread now and then.
+            () = tokio::task::consume_budget(), if read_again => {
+                read_again = false;
+                match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                }
+            }
+            ready = poll_fn(|cx| io.poll_read_ready(cx)), if !read_again => match ready {
+                Ok(()) => match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                },
+                Err(_) => end = Some(End::Gone),
+            },
         }
     };
 
@@ -243,12 +247,16 @@ pub async fn serve(
         }
         End::Closed | End::Gone => outbound.close(Disconnect::CONNECTION_CLOSED, false),
     }
-    Box::pin(session.close()).await;
-    // What is queued and the close frame, bounded in time so that a client that
-    // stopped reading cannot hold the task.
-    if !matches!(end, End::Gone) || writer.close_sent {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.finish(&mut io, &outbound)).await;
-    }
+    // The session leaves its channels while what is queued and the close frame
+    // go out, the latter bounded in time so that a client that stopped reading
+    // cannot hold the task.
+    let flush = !matches!(end, End::Gone) || writer.close_sent;
+    let finish = async {
+        if flush {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.finish(&mut io, &outbound)).await;
+        }
+    };
+    tokio::join!(Box::pin(session.close()), finish);
     drop(slot);
 }
 
@@ -362,11 +370,33 @@ impl Writer {
         self.pending.extend_from_slice(payload);
     }
 
+    /// Queues the close frame for `d`; nothing is written after it.
+    fn close_frame(&mut self, d: &Disconnect) {
+        let mut payload = d.code.to_be_bytes().to_vec();
+        payload.extend_from_slice(close_reason(&d.reason));
+        self.control(OpCode::Close, &payload);
+        self.close_sent = true;
+    }
+
     /// Writes what is pending, then everything queued, until the socket stops
     /// taking bytes or nothing is left. Never waits.
     fn drain(&mut self, io: &mut Transport, outbound: &Outbound) -> io::Result<Flow> {
         loop {
             if !self.write_pending(io)? {
+                // A slow consumer's queue closed without flushing: the connection
+                // ends now (it leaves its channels at once); its close frame goes
+                // behind what is pending, written while the client still reads.
+                if !self.close_sent && outbound.is_dropping() {
+                    let batch = SCRATCH_BUFFERS.with_borrow_mut(|scratch| {
+                        let batch = outbound.try_batch(&mut scratch.records);
+                        scratch.records.clear();
+                        batch
+                    });
+                    if let Some(Batch::Close(d)) = batch {
+                        self.close_frame(&d);
+                    }
+                    return Ok(Flow::Closed);
+                }
                 return Ok(Flow::Open);
             }
             if self.close_sent {
@@ -383,10 +413,7 @@ impl Writer {
                         written.map(|()| Some(Flow::Open))
                     }
                     Some(Batch::Close(d)) => {
-                        let mut payload = d.code.to_be_bytes().to_vec();
-                        payload.extend_from_slice(close_reason(&d.reason));
-                        self.control(OpCode::Close, &payload);
-                        self.close_sent = true;
+                        self.close_frame(&d);
                         Ok(Some(Flow::Closed))
                     }
                 }
@@ -415,7 +442,8 @@ impl Writer {
             // A large frame's buffer is not kept for an idle connection.
             self.pending = Vec::new();
             self.stalled_since = None;
-        } else if self.stalled_since.is_none() {
+        } else if written > 0 || self.stalled_since.is_none() {
+            // The write timeout counts from the last write that made progress.
             self.stalled_since = Some(Instant::now());
         }
         Ok(done)
@@ -477,7 +505,7 @@ impl Writer {
             for slice in remaining(slices, written) {
                 self.pending.extend_from_slice(&slice);
             }
-            self.stalled_since.get_or_insert_with(Instant::now);
+            self.stalled_since = Some(Instant::now());
         } else if !io.flush()? {
             self.stalled_since.get_or_insert_with(Instant::now);
         }
@@ -489,12 +517,14 @@ impl Writer {
         loop {
             match self.drain(io, outbound) {
                 Ok(Flow::Closed) if self.stalled_since.is_none() => break,
-                Ok(_) => {}
                 Err(_) => return,
+                Ok(_) => {}
             }
-            if self.stalled_since.is_some() {
-                if poll_fn(|cx| io.poll_write_ready(cx)).await.is_err() {
-                    return;
+            if let Some(since) = self.stalled_since {
+                let writable = poll_fn(|cx| io.poll_write_ready(cx));
+                match tokio::time::timeout_at(since + WRITE_TIMEOUT, writable).await {
+                    Ok(Ok(_)) => {}
+                    _ => return,
                 }
             } else {
                 outbound.changed().await;

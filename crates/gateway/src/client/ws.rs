@@ -86,6 +86,10 @@ impl FrameReader {
             let used = self.parse(&pending, events)?;
             pending.drain(..used);
             if !pending.is_empty() {
+                // The rest of a large frame may sit in a much larger buffer.
+                if pending.capacity() > 4 * pending.len().max(1024) {
+                    pending.shrink_to_fit();
+                }
                 self.pending = pending;
             }
         }
