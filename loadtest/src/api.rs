@@ -32,12 +32,26 @@ impl ApiClient {
         self.addr
     }
 
-    /// Publishes raw JSON `data` to `channel`; an error reply is an error.
-    pub async fn publish(&mut self, channel: &str, data: &[u8]) -> Result<(), ClientError> {
-        let mut body = Vec::with_capacity(data.len() + channel.len() + 24);
+    /// Publishes raw JSON `data` to `channel`; an error reply is an error. The
+    /// server keeps one publication per `idempotency_key`, so a retry of a publish
+    /// whose answer was lost (its gateway died after accepting it) is not a
+    /// second publication.
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        data: &[u8],
+        idempotency_key: &str,
+    ) -> Result<(), ClientError> {
+        let mut body = Vec::with_capacity(data.len() + channel.len() + idempotency_key.len() + 48);
         body.extend_from_slice(b"{\"channel\":");
         body.extend_from_slice(
             serde_json::to_string(channel)
+                .map_err(|e| ClientError::Decode(e.to_string()))?
+                .as_bytes(),
+        );
+        body.extend_from_slice(b",\"idempotency_key\":");
+        body.extend_from_slice(
+            serde_json::to_string(idempotency_key)
                 .map_err(|e| ClientError::Decode(e.to_string()))?
                 .as_bytes(),
         );

@@ -5,7 +5,10 @@
 //! A publish that fails is retried with the same sequence, so every sequence a
 //! receiver can see was published; `published[c]` is the last sequence of channel
 //! `c` the server accepted. A publish that timed out may still have happened:
-//! those are counted as *uncertain* and explain any duplicate that follows.
+//! those are counted as *uncertain* and explain any duplicate that follows. Through
+//! the HTTP API every publication carries an idempotency key (this run, its
+//! channel and sequence), so there a retry of a publish that did happen is not
+//! delivered twice.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -134,6 +137,9 @@ async fn publisher(
         Via::Client { .. } => Sink::Client(None, index as usize),
     };
     let names: Vec<String> = owned.iter().map(|c| spec.channels.name(*c)).collect();
+    // Unique to this run, so that a rerun within the server's deduplication
+    // window is not taken for retries.
+    let run = fastrand::u64(..);
     let start = Instant::now();
     let rate = spec.rate.max(0.001);
     let mut k: u64 = 0;
@@ -157,7 +163,8 @@ async fn publisher(
             spec.payload_bytes,
         );
         let sent = Instant::now();
-        match send(&mut sink, &spec, &names[slot], data).await {
+        let key = format!("lt-{run:016x}-{}-{seq}", owned[slot]);
+        match send(&mut sink, &spec, &names[slot], data, &key).await {
             Ok(()) => {
                 hist::record(&mut ack, sent.elapsed().as_micros() as u64);
                 seqs[slot] = seq;
@@ -192,12 +199,13 @@ async fn send(
     spec: &PublishSpec,
     channel: &str,
     data: Vec<u8>,
+    idempotency_key: &str,
 ) -> Result<(), ClientError> {
     match sink {
         Sink::Api(clients, next) => {
             let n = clients.len();
             let client = &mut clients[*next % n];
-            let r = client.publish(channel, &data).await;
+            let r = client.publish(channel, &data, idempotency_key).await;
             if r.is_err() {
                 *next += 1;
             }

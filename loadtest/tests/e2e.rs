@@ -441,3 +441,37 @@ async fn strict_exits_with_3_when_a_target_is_missed() {
     let unmeasured = status("reconnect_p99_ms<=1000").await;
     assert_eq!(unmeasured.status.code(), Some(3));
 }
+
+/// A publish retried because its answer was lost carries the same idempotency
+/// key, so the channel gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_api_publish_is_one_publication() {
+    let gw = gateway(&[]).await;
+    let mut api = ApiClient::new(gw.addr, "dev-api-key", Duration::from_secs(5));
+    let top = |body: &[u8]| {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v["result"]["offset"].as_u64().unwrap()
+    };
+    let history = json!({"channel": "chat:retried", "limit": 0}).to_string();
+    api.publish("chat:retried", b"1", "lt-key-1").await.unwrap();
+    let (_, first) = api
+        .post("history", history.clone().into_bytes())
+        .await
+        .unwrap();
+    api.publish("chat:retried", b"1", "lt-key-1").await.unwrap();
+    let (_, again) = api
+        .post("history", history.clone().into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        top(&first),
+        top(&again),
+        "the retry was a second publication"
+    );
+    api.publish("chat:retried", b"2", "lt-key-2").await.unwrap();
+    let (_, next) = api.post("history", history.into_bytes()).await.unwrap();
+    assert!(
+        top(&next) > top(&again),
+        "another key is another publication"
+    );
+}
