@@ -149,7 +149,6 @@ pub async fn serve(
                 }
             }
         }
-        events.clear();
         if let Some(end) = end.take().or(earlier_end) {
             break end;
         }
@@ -331,7 +330,6 @@ enum Flow {
 
 /// The connection's side of writing: frames the socket has not taken yet.
 struct Writer {
-    opcode: OpCode,
     encoding: Encoding,
     /// Whole frames, or the rest of one, not yet taken by the socket. Nothing
     /// more is taken from the queue until they are written.
@@ -344,11 +342,6 @@ struct Writer {
 impl Writer {
     fn new(encoding: Encoding) -> Writer {
         Writer {
-            opcode: if encoding.is_binary() {
-                OpCode::Binary
-            } else {
-                OpCode::Text
-            },
             encoding,
             pending: Vec::new(),
             stalled_since: None,
@@ -382,43 +375,39 @@ impl Writer {
     /// taking bytes or nothing is left. Never waits.
     fn drain(&mut self, io: &mut Transport, outbound: &Outbound) -> io::Result<Flow> {
         loop {
-            if !self.write_pending(io)? {
-                // A slow consumer's queue closed without flushing: the connection
-                // ends now (it leaves its channels at once); its close frame goes
-                // behind what is pending, written while the client still reads.
-                if !self.close_sent && outbound.is_dropping() {
-                    let batch = SCRATCH_BUFFERS.with_borrow_mut(|scratch| {
-                        let batch = outbound.try_batch(&mut scratch.records);
-                        scratch.records.clear();
-                        batch
-                    });
-                    if let Some(Batch::Close(d)) = batch {
-                        self.close_frame(&d);
-                    }
+            // A slow consumer's queue, closed without flushing, is taken even
+            // while the socket is stalled: the connection ends now (it leaves its
+            // channels at once) and its close frame goes behind what is pending.
+            if self.write_pending(io)? {
+                if self.close_sent {
                     return Ok(Flow::Closed);
                 }
+            } else if self.close_sent {
+                return Ok(if outbound.is_dropping() {
+                    Flow::Closed
+                } else {
+                    Flow::Open
+                });
+            } else if !outbound.is_dropping() {
                 return Ok(Flow::Open);
-            }
-            if self.close_sent {
-                return Ok(Flow::Closed);
             }
             let taken = SCRATCH_BUFFERS.with_borrow_mut(|scratch| {
                 let batch = outbound.try_batch(&mut scratch.records);
                 match batch {
-                    None => Ok(None),
+                    None => Ok(false),
                     Some(Batch::Records) => {
                         account(&scratch.records);
                         let written = self.write_records(io, scratch);
                         scratch.records.clear();
-                        written.map(|()| Some(Flow::Open))
+                        written.map(|()| true)
                     }
                     Some(Batch::Close(d)) => {
                         self.close_frame(&d);
-                        Ok(Some(Flow::Closed))
+                        Ok(true)
                     }
                 }
             })?;
-            if taken.is_none() {
+            if !taken {
                 return Ok(Flow::Open);
             }
         }
@@ -426,16 +415,7 @@ impl Writer {
 
     /// Writes `pending`; true when all of it (and what the transport holds) is out.
     fn write_pending(&mut self, io: &mut Transport) -> io::Result<bool> {
-        let mut written = 0;
-        while written < self.pending.len() {
-            match io.try_write(&[IoSlice::new(&self.pending[written..])]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = write_available(io, &[IoSlice::new(&self.pending)])?;
         self.pending.drain(..written);
         let done = self.pending.is_empty() && io.flush()?;
         if done {
@@ -461,8 +441,7 @@ impl Writer {
         let len = records.iter().map(|r| r.data.len()).sum::<usize>()
             + separator.len() * (records.len() - 1);
         let mut head = [0; ws::MAX_HEAD];
-        let head_len = ws::head(self.opcode, len, &mut head);
-        let joined;
+        let head_len = ws::head(ws::data_opcode(self.encoding), len, &mut head);
         let mut slices = [IoSlice::new(&[]); 2 * MAX_SLICES];
         let mut count = 1;
         slices[0] = IoSlice::new(&head[..head_len]);
@@ -479,27 +458,12 @@ impl Writer {
             scratch.joined.clear();
             self.encoding
                 .join(records.iter().map(|r| r.data.clone()), &mut scratch.joined);
-            joined = &scratch.joined;
-            slices[1] = IoSlice::new(joined);
+            slices[1] = IoSlice::new(&scratch.joined);
             count = 2;
         }
         let slices = &slices[..count];
         let total = head_len + len;
-        let mut written = 0;
-        while written < total {
-            let attempt = if written == 0 {
-                io.try_write(slices)
-            } else {
-                io.try_write(&remaining(slices, written))
-            };
-            match attempt {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = write_available(io, slices)?;
         if written < total {
             self.pending.reserve(total - written);
             for slice in remaining(slices, written) {
@@ -533,6 +497,28 @@ impl Writer {
         io.close();
         let _ = io.flush();
     }
+}
+
+/// Writes `slices` for as long as the socket takes bytes, without waiting;
+/// returns how many it took.
+fn write_available<'a>(io: &mut Transport, slices: &'a [IoSlice<'a>]) -> io::Result<usize> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let mut written = 0;
+    while written < total {
+        let attempt = if written == 0 {
+            io.try_write(slices)
+        } else {
+            io.try_write(&remaining(slices, written))
+        };
+        match attempt {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// The slices of `slices` after its first `skip` bytes.

@@ -253,12 +253,7 @@ impl Session {
 
     /// Runs every command of one frame.
     pub async fn on_frame(&mut self, data: &[u8], opcode: OpCode) -> Result<(), Disconnect> {
-        let expected = if self.encoding.is_binary() {
-            OpCode::Binary
-        } else {
-            OpCode::Text
-        };
-        if opcode != expected {
+        if opcode != super::ws::data_opcode(self.encoding) {
             tracing::debug!(client = %self.id, "frame type does not match the connection's encoding");
             return Err(Disconnect::BAD_REQUEST);
         }
