@@ -38,7 +38,7 @@ pub enum Dropped {
     Overflow,
 }
 
-/// What the writer gets from [`Outbound::next_batch`].
+/// What the writer gets from [`Outbound::try_batch`].
 #[derive(Debug)]
 pub enum Batch {
     /// Records to write, oldest first.
@@ -177,16 +177,6 @@ impl Outbound {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
-
-    /// Waits until there is something to do (see [`Outbound::try_batch`]).
-    pub async fn next_batch(&self, out: &mut Vec<Record>) -> Batch {
-        loop {
-            if let Some(batch) = self.try_batch(out) {
-                return batch;
-            }
-            self.changed().await;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -203,7 +193,10 @@ mod tests {
         q.push(rec(10)).unwrap();
         q.push(rec(10)).unwrap();
         let mut out = Vec::new();
-        assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
+        assert!(matches!(
+            q.try_batch(&mut out).expect("something to do"),
+            Batch::Records
+        ));
         assert_eq!(out.len(), 2);
         assert_eq!(q.queued_bytes(), 0);
     }
@@ -216,7 +209,7 @@ mod tests {
         assert_eq!(q.push(rec(10)), Err(Dropped::Overflow));
         assert_eq!(q.push(rec(1)), Err(Dropped::Closed));
         let mut out = Vec::new();
-        match q.next_batch(&mut out).await {
+        match q.try_batch(&mut out).expect("something to do") {
             Batch::Close(d) => assert_eq!(d, Disconnect::SLOW),
             other => panic!("a slow consumer's backlog must not be written: {other:?}"),
         }
@@ -228,7 +221,10 @@ mod tests {
         let q = Outbound::new(5);
         q.push(rec(10)).unwrap();
         let mut out = Vec::new();
-        assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
+        assert!(matches!(
+            q.try_batch(&mut out).expect("something to do"),
+            Batch::Records
+        ));
     }
 
     #[tokio::test]
@@ -247,9 +243,12 @@ mod tests {
         q.close(Disconnect::SHUTDOWN, true);
         q.close(Disconnect::SLOW, false);
         let mut out = Vec::new();
-        assert!(matches!(q.next_batch(&mut out).await, Batch::Records));
+        assert!(matches!(
+            q.try_batch(&mut out).expect("something to do"),
+            Batch::Records
+        ));
         assert_eq!(out.len(), 1);
-        match q.next_batch(&mut out).await {
+        match q.try_batch(&mut out).expect("something to do") {
             Batch::Close(d) => assert_eq!(d, Disconnect::SHUTDOWN),
             other => panic!("expected close, got {other:?}"),
         }
@@ -282,8 +281,9 @@ mod tests {
         let q = std::sync::Arc::new(Outbound::new(100));
         let q2 = q.clone();
         let waiter = tokio::spawn(async move {
+            q2.changed().await;
             let mut out = Vec::new();
-            q2.next_batch(&mut out).await;
+            q2.try_batch(&mut out);
             out.len()
         });
         tokio::task::yield_now().await;
