@@ -142,8 +142,7 @@ pub async fn serve(
                 }
                 Event::Ping(payload) => writer.control(OpCode::Pong, &payload),
                 Event::Close(payload) => {
-                    writer.control(OpCode::Close, &payload);
-                    writer.close_sent = true;
+                    writer.close_with(&payload);
                     end = Some(End::Gone);
                     break;
                 }
@@ -367,7 +366,13 @@ impl Writer {
     fn close_frame(&mut self, d: &Disconnect) {
         let mut payload = d.code.to_be_bytes().to_vec();
         payload.extend_from_slice(close_reason(&d.reason));
-        self.control(OpCode::Close, &payload);
+        self.close_with(&payload);
+    }
+
+    /// Queues a close frame carrying `payload` (ours, or the client's echoed);
+    /// nothing is written after it.
+    fn close_with(&mut self, payload: &[u8]) {
+        self.control(OpCode::Close, payload);
         self.close_sent = true;
     }
 
