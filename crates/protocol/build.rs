@@ -3,7 +3,8 @@
 //! The same generated structs serve both encodings: prost derives the protobuf
 //! codec, and serde attributes added here give the JSON encoding its shape
 //! (field names as in the .proto, default values left out, application data
-//! carried as raw JSON instead of base64 bytes).
+//! carried as raw JSON instead of base64 bytes). protox parses the .proto, so
+//! no system `protoc` is needed.
 
 fn main() -> std::io::Result<()> {
     let proto_dir = "../../proto";
@@ -37,5 +38,7 @@ fn main() -> std::io::Result<()> {
     for field in ["data", "conn_info", "chan_info"] {
         config.field_attribute(field, "#[serde(with = \"crate::json::raw\")]");
     }
-    config.compile_protos(&[format!("{proto_dir}/client.proto")], &[proto_dir])
+    let fds = protox::compile([format!("{proto_dir}/client.proto")], [proto_dir])
+        .map_err(std::io::Error::other)?;
+    config.compile_fds(fds)
 }
