@@ -17,7 +17,8 @@ fn main() -> std::io::Result<()> {
     );
     // Default values are left out of JSON, except ClientInfo's user and client,
     // which Centrifugo always writes (an anonymous user is "", not absent).
-    const SKIP_DEFAULT: &str = "#[serde(skip_serializing_if = \"crate::json::is_default\")]";
+    const SKIP_DEFAULT: &str =
+        "#[serde(skip_serializing_if = \"crate::centrifugo::json::is_default\")]";
     let proto = std::fs::read_to_string(format!("{proto_dir}/client.proto"))?;
     for message in proto
         .lines()
@@ -36,7 +37,7 @@ fn main() -> std::io::Result<()> {
         }
     }
     for field in ["data", "conn_info", "chan_info"] {
-        config.field_attribute(field, "#[serde(with = \"crate::json::raw\")]");
+        config.field_attribute(field, "#[serde(with = \"crate::centrifugo::json::raw\")]");
     }
     let fds = protox::compile([format!("{proto_dir}/client.proto")], [proto_dir])
         .map_err(std::io::Error::other)?;

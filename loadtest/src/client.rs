@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use prost::Message as _;
-use switchboard_protocol::pb::{
+use switchboard_protocol::centrifugo::pb::{
     Command, ConnectRequest, ConnectResult, PublishRequest, Reply, SubscribeRequest,
     SubscribeResult,
 };
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::target::Target;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 
 use crate::api::ApiClient;
 use crate::client::{Client, ClientError, ClientOptions};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchboard_core::{channel, ClientInfo, Disconnect, Publication};
-use switchboard_protocol::codes::ErrorCode;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
 
 use crate::client::history_query;
 use crate::node::Node;

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use switchboard_core::hub::{FormatId, PushEncoder};
 use switchboard_core::{ChannelEvent, ClientInfo, Disconnect, Publication};
-use switchboard_protocol::pb;
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::pb;
+use switchboard_protocol::centrifugo::Encoding;
 
 /// Hub format of JSON connections.
 pub const FORMAT_JSON: FormatId = 0;

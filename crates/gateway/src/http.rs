@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use switchboard_protocol::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
+use switchboard_protocol::centrifugo::Encoding;
 
 use crate::client::transport::Transport;
 use crate::node::Node;

@@ -17,7 +17,7 @@ use switchboard_core::{
     Broker, BrokerError, ClientInfo, HistoryQuery, HistoryResult, PresenceStats, PresenceStore,
     PublishOptions, StreamPosition,
 };
-use switchboard_protocol::codes::ErrorCode;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

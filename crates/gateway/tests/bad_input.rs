@@ -161,9 +161,9 @@ async fn binary_data_cannot_reach_json_subscribers() {
     p.connect(json!({})).await;
     p.subscribe(json!({"channel": "bin"})).await;
     // a protobuf client publishes bytes that are not JSON
-    let cmd = switchboard_protocol::pb::Command {
+    let cmd = switchboard_protocol::centrifugo::pb::Command {
         id: 99,
-        publish: Some(switchboard_protocol::pb::PublishRequest {
+        publish: Some(switchboard_protocol::centrifugo::pb::PublishRequest {
             channel: "bin".into(),
             data: bytes::Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]),
         }),
@@ -183,7 +183,7 @@ async fn binary_data_cannot_reach_json_subscribers() {
             Received::Frame(_, data) => {
                 let mut b = &data[..];
                 while !b.is_empty() {
-                    let reply: switchboard_protocol::pb::Reply =
+                    let reply: switchboard_protocol::centrifugo::pb::Reply =
                         prost::Message::decode_length_delimited(&mut b).unwrap();
                     if let Some(push) = reply.push {
                         break 'read push;

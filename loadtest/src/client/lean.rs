@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use switchboard_protocol::pb::Reply;
+use switchboard_protocol::centrifugo::pb::Reply;
 
 use super::ClientError;
 
@@ -166,7 +166,7 @@ impl<'de> Visitor<'de> for PubVisitor {
         let (mut offset, mut data) = (None, None);
         while let Some(key) = map.next_key::<&str>()? {
             match key {
-                // Raw, as `switchboard_protocol::json::raw` keeps it (`null` included).
+                // Raw, as `switchboard_protocol::centrifugo::json::raw` keeps it (`null` included).
                 "data" if data.is_none() => {
                     data = Some(map.next_value::<&'de RawValue>()?.get().as_bytes())
                 }
@@ -184,7 +184,7 @@ impl<'de> Visitor<'de> for PubVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_protocol::Encoding;
+    use switchboard_protocol::centrifugo::Encoding;
 
     type Seen = (usize, usize, Vec<(u64, Vec<u8>)>);
 

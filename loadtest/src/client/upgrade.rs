@@ -9,7 +9,7 @@
 //! `Connection`, not `Sec-WebSocket-Accept`.
 
 use fastwebsockets::{Role, WebSocket};
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,7 +63,7 @@ fn request(target: &Target, key: &str, encoding: Encoding) -> String {
     let protocol = match encoding {
         Encoding::Protobuf => format!(
             "Sec-WebSocket-Protocol: {}\r\n",
-            switchboard_protocol::codec::PROTOBUF_SUBPROTOCOL
+            switchboard_protocol::centrifugo::codec::PROTOBUF_SUBPROTOCOL
         ),
         Encoding::Json => String::new(),
     };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::sync::Semaphore;
 
 use crate::accounting::{Arrival, SeqTracker};

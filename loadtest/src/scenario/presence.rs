@@ -19,8 +19,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use switchboard_presence::pb;
 use switchboard_presence::pb::presence_client::PresenceClient;
-use switchboard_protocol::pb::{Command, SubscribeRequest};
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::pb::{Command, SubscribeRequest};
+use switchboard_protocol::centrifugo::Encoding;
 use tonic::transport::Channel;
 
 use crate::cli::PresenceArgs;

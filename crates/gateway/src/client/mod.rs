@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use switchboard_core::queue::{Batch, Outbound, Record};
 use switchboard_core::Disconnect;
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 

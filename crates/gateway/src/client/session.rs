@@ -9,10 +9,10 @@ use fastwebsockets::OpCode;
 use switchboard_core::hub::FormatId;
 use switchboard_core::queue::{Outbound, Record};
 use switchboard_core::{ClientInfo, Disconnect, HistoryQuery, StreamPosition};
-use switchboard_protocol::codec::is_pong;
-use switchboard_protocol::codes::ErrorCode;
-use switchboard_protocol::pb;
-use switchboard_protocol::Encoding;
+use switchboard_protocol::centrifugo::codec::is_pong;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
+use switchboard_protocol::centrifugo::pb;
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::time::Instant;
 
 use super::subscribe::SubEntry;
@@ -239,7 +239,7 @@ impl Session {
                         push: Some(pb::Push {
                             channel,
                             unsubscribe: Some(pb::Unsubscribe {
-                                code: switchboard_protocol::codes::UNSUBSCRIBE_SERVER,
+                                code: switchboard_protocol::centrifugo::codes::UNSUBSCRIBE_SERVER,
                                 reason: "server unsubscribe".into(),
                             }),
                             ..Default::default()

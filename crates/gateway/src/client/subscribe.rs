@@ -11,8 +11,8 @@ use switchboard_core::channel;
 use switchboard_core::hub::{JoinLeave, Subscriber};
 use switchboard_core::namespace::NamespaceOptions;
 use switchboard_core::{BrokerError, HistoryQuery, PresenceChange, StreamPosition};
-use switchboard_protocol::codes::ErrorCode;
-use switchboard_protocol::pb;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
+use switchboard_protocol::centrifugo::pb;
 use tokio::time::Instant;
 
 use super::session::{error_reply, instant_of, reply, Outcome, Session};

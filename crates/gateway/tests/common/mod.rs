@@ -271,7 +271,8 @@ impl Client {
         self.next_id += 1;
         command["id"] = json!(self.next_id);
         if self.protobuf {
-            let cmd: switchboard_protocol::pb::Command = serde_json::from_value(command).unwrap();
+            let cmd: switchboard_protocol::centrifugo::pb::Command =
+                serde_json::from_value(command).unwrap();
             let mut buf = Vec::new();
             prost::Message::encode_length_delimited(&cmd, &mut buf).unwrap();
             self.send_raw(OpCode::Binary, buf).await;
@@ -419,7 +420,7 @@ pub fn decode_replies(data: &[u8], protobuf: bool) -> Vec<Value> {
         let mut buf = data;
         let mut out = Vec::new();
         while !buf.is_empty() {
-            let reply: switchboard_protocol::pb::Reply =
+            let reply: switchboard_protocol::centrifugo::pb::Reply =
                 prost::Message::decode_length_delimited(&mut buf).expect("valid protobuf reply");
             out.push(serde_json::to_value(&reply).unwrap());
         }

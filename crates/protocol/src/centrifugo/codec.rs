@@ -8,7 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
-use crate::pb::{Command, Reply};
+use super::pb::{Command, Reply};
 
 /// The WebSocket subprotocol by which SDKs ask for the protobuf encoding; the
 /// server names it back in its handshake reply.
@@ -142,7 +142,7 @@ pub fn is_pong(command: &Command) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::{Publication, Push, SubscribeRequest};
+    use crate::centrifugo::pb::{Publication, Push, SubscribeRequest};
 
     #[test]
     fn json_commands_are_newline_delimited_and_blank_lines_skipped() {
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn client_info_always_names_user_and_client() {
-        let info = crate::pb::ClientInfo::default();
+        let info = crate::centrifugo::pb::ClientInfo::default();
         assert_eq!(
             serde_json::to_string(&info).unwrap(),
             r#"{"user":"","client":""}"#
