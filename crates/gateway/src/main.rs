@@ -43,6 +43,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let node = Node::from_config(config).await?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
     let addr = listener.local_addr()?;
+    // Installed before the announcement, so that a SIGTERM right after it drains.
+    let signal = switchboard_core::shutdown::signal();
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("switchboard-gateway listening on {addr}");
     tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
@@ -50,7 +52,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         listener,
         node.clone(),
         tls,
-        switchboard_core::shutdown::signal(),
+        signal,
     )
     .await;
     if let Err(e) = node.presence.node_gone().await {

@@ -144,6 +144,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let bucket = PresenceBucket::open(&js, &config.prefix, config.ttl, config.replicas).await?;
     let grpc = tokio::net::TcpListener::bind(config.listen).await?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await?;
+    // Installed before the announcement, so that a SIGTERM right after it drains.
+    let signal = switchboard_core::shutdown::signal();
     // Scripts and tests read this line to learn the ports when listening on port 0.
     println!(
         "switchboard-presence listening on {} http {}",
@@ -181,7 +183,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // On SIGTERM, calls in flight get a grace period; connections gateways keep
     // open do not hold the process past it.
     let signalled = async move {
-        switchboard_core::shutdown::signal().await;
+        signal.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         tokio::time::sleep(GRACE).await;
