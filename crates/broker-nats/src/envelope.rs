@@ -46,7 +46,14 @@ pub mod presence_info {
     }
 }
 
-pub fn publication(data: Bytes, info: Option<ClientInfo>, time_us: u64, first: bool) -> Bytes {
+/// A publication's body; `exclude_client` is a connection that must not receive it live.
+pub fn publication(
+    data: Bytes,
+    info: Option<ClientInfo>,
+    time_us: u64,
+    first: bool,
+    exclude_client: Option<String>,
+) -> Bytes {
     let envelope = Envelope {
         kind: Kind::Publication as i32,
         data,
@@ -54,6 +61,7 @@ pub fn publication(data: Bytes, info: Option<ClientInfo>, time_us: u64, first: b
         time_us,
         first,
         user_changed: false,
+        exclude_client,
     };
     Bytes::from(envelope.encode_to_vec())
 }
@@ -85,6 +93,7 @@ pub fn event(envelope: Envelope, offset: u64) -> ChannelEvent {
             data: envelope.data,
             info,
             time_us: envelope.time_us,
+            exclude_client: envelope.exclude_client,
         }),
         Kind::Join => ChannelEvent::Join(change(info)),
         Kind::Leave => ChannelEvent::Leave(change(info)),
@@ -103,13 +112,20 @@ mod tests {
             conn_info: Some(Bytes::from_static(b"{}")),
             chan_info: None,
         };
-        let body = publication(Bytes::from_static(b"[1]"), Some(info.clone()), 42, true);
+        let body = publication(
+            Bytes::from_static(b"[1]"),
+            Some(info.clone()),
+            42,
+            true,
+            Some("sender".into()),
+        );
         let env = decode(&body).unwrap();
         assert!(env.first);
         match event(env, 7) {
             ChannelEvent::Publication(p) => {
                 assert_eq!((p.offset, p.time_us, &p.data[..]), (7, 42, &b"[1]"[..]));
                 assert_eq!(p.info, Some(info.clone()));
+                assert_eq!(p.exclude_client.as_deref(), Some("sender"));
             }
             other => panic!("{other:?}"),
         }

@@ -201,8 +201,9 @@ impl NatsBroker {
         channel: &str,
         data: Bytes,
         info: Option<ClientInfo>,
-        idempotency_key: Option<&str>,
+        options: &PublishOptions,
     ) -> Result<StreamPosition, BrokerError> {
+        let idempotency_key = options.idempotency_key.as_deref();
         let subject = self.shared.subjects.stored(channel);
         let time_us = switchboard_core::now_micros();
         // The first publish of a channel (as far as this gateway knows) expects an
@@ -217,7 +218,13 @@ impl NatsBroker {
             if first {
                 headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
             }
-            let body = envelope::publication(data.clone(), info.clone(), time_us, first);
+            let body = envelope::publication(
+                data.clone(),
+                info.clone(),
+                time_us,
+                first,
+                options.exclude_client.clone(),
+            );
             let started = std::time::Instant::now();
             let ack = async {
                 self.shared
@@ -287,12 +294,15 @@ impl Broker for NatsBroker {
     ) -> Result<StreamPosition, BrokerError> {
         self.check_connected()?;
         match options.history {
-            Some(_) => {
-                self.publish_stored(channel, data, info, options.idempotency_key.as_deref())
-                    .await
-            }
+            Some(_) => self.publish_stored(channel, data, info, options).await,
             None => {
-                let body = envelope::publication(data, info, switchboard_core::now_micros(), false);
+                let body = envelope::publication(
+                    data,
+                    info,
+                    switchboard_core::now_micros(),
+                    false,
+                    options.exclude_client.clone(),
+                );
                 self.publish_live(channel, body).await?;
                 Ok(StreamPosition::default())
             }

@@ -48,6 +48,8 @@ pub struct PublishOptions {
     /// A publish repeated with the same key within the broker's duplicate window
     /// is stored and delivered once; the repeat returns the first one's position.
     pub idempotency_key: Option<String>,
+    /// A connection that must not receive the publication live, on any node.
+    pub exclude_client: Option<String>,
 }
 
 /// A read of a channel's stream.

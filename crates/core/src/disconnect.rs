@@ -1,81 +1,110 @@
-//! Why a connection is closed. Codes are WebSocket close codes in the application
-//! range, following the Centrifugo protocol: 3000–3499 ask the client to
-//! reconnect, 3500–3999 ask it not to.
+//! Why a connection is closed, in the core's words.
+//!
+//! A [`Disconnect`] carries a [`Reason`] and a human-readable message, but no
+//! wire number: each client protocol maps a reason to its own close code and
+//! reconnect advice (the Centrifugo front end to 3000–3999, the Pusher one to
+//! 4000–4299), so the hub and the queues can close connections of any protocol.
 
 use std::borrow::Cow;
 
+/// What ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The client went away (or its socket failed).
+    ConnectionClosed,
+    /// This node is shutting down: reconnect elsewhere.
+    Shutdown,
+    /// Something failed on our side.
+    ServerError,
+    /// The connection's credentials expired.
+    Expired,
+    /// A subscription's credentials expired.
+    SubscriptionExpired,
+    /// The client did not read fast enough; its queue overflowed.
+    Slow,
+    /// The socket took nothing for too long, or failed while writing.
+    WriteError,
+    /// The node lost events of a channel it cannot fill in: reconnect and recover.
+    InsufficientState,
+    /// The server asks the client to reconnect.
+    ForceReconnect,
+    /// The client did not answer a ping.
+    NoPong,
+    /// The client sent more commands than its rate allows.
+    TooManyRequests,
+    /// The connection's credentials were refused.
+    InvalidToken,
+    /// The client broke the protocol.
+    BadRequest,
+    /// A message larger than the size limit.
+    MessageTooBig,
+    /// The client did not authenticate in time.
+    Stale,
+    /// The server asks the client to go and not come back.
+    ForceNoReconnect,
+    /// The node or the application has no room for another connection.
+    ConnectionLimit,
+    /// The connection has no room for another subscription.
+    ChannelLimit,
+    /// Something the connection must receive cannot be carried by its encoding.
+    InappropriateProtocol,
+    /// The client asked for something it is not allowed.
+    PermissionDenied,
+    /// The client asked for something this server does not offer.
+    NotAvailable,
+    /// A code chosen by a backend through a server API; the protocol whose API it
+    /// came through gives it its meaning.
+    Custom(u16),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
-    pub code: u16,
-    pub reason: Cow<'static, str>,
-    pub reconnect: bool,
+    pub reason: Reason,
+    /// Said to the client (close frame reason, disconnect push) and logged.
+    pub message: Cow<'static, str>,
 }
 
 macro_rules! disconnects {
-    ($($name:ident = $code:expr, $reason:expr;)*) => {
+    ($($name:ident = $reason:ident, $message:expr;)*) => {
         impl Disconnect {
             $(pub const $name: Disconnect = Disconnect {
-                code: $code,
-                reason: Cow::Borrowed($reason),
-                reconnect: $code < 3500,
+                reason: Reason::$reason,
+                message: Cow::Borrowed($message),
             };)*
         }
     };
 }
 
 disconnects! {
-    CONNECTION_CLOSED = 3000, "connection closed";
-    SHUTDOWN = 3001, "shutdown";
-    SERVER_ERROR = 3004, "internal server error";
-    EXPIRED = 3005, "connection expired";
-    SUB_EXPIRED = 3006, "subscription expired";
-    SLOW = 3008, "slow";
-    WRITE_ERROR = 3009, "write error";
-    INSUFFICIENT_STATE = 3010, "insufficient state";
-    FORCE_RECONNECT = 3011, "force reconnect";
-    NO_PONG = 3012, "no pong";
-    TOO_MANY_REQUESTS = 3013, "too many requests";
-    INVALID_TOKEN = 3500, "invalid token";
-    BAD_REQUEST = 3501, "bad request";
-    STALE = 3502, "stale";
-    FORCE_NO_RECONNECT = 3503, "force disconnect";
-    CONNECTION_LIMIT = 3504, "connection limit";
-    CHANNEL_LIMIT = 3505, "channel limit";
-    INAPPROPRIATE_PROTOCOL = 3506, "inappropriate protocol";
-    PERMISSION_DENIED = 3507, "permission denied";
-    NOT_AVAILABLE = 3508, "not available";
+    CONNECTION_CLOSED = ConnectionClosed, "connection closed";
+    SHUTDOWN = Shutdown, "shutdown";
+    SERVER_ERROR = ServerError, "internal server error";
+    EXPIRED = Expired, "connection expired";
+    SUB_EXPIRED = SubscriptionExpired, "subscription expired";
+    SLOW = Slow, "slow";
+    WRITE_ERROR = WriteError, "write error";
+    INSUFFICIENT_STATE = InsufficientState, "insufficient state";
+    FORCE_RECONNECT = ForceReconnect, "force reconnect";
+    NO_PONG = NoPong, "no pong";
+    TOO_MANY_REQUESTS = TooManyRequests, "too many requests";
+    INVALID_TOKEN = InvalidToken, "invalid token";
+    BAD_REQUEST = BadRequest, "bad request";
+    MESSAGE_TOO_BIG = MessageTooBig, "message size limit";
+    STALE = Stale, "stale";
+    FORCE_NO_RECONNECT = ForceNoReconnect, "force disconnect";
+    CONNECTION_LIMIT = ConnectionLimit, "connection limit";
+    CHANNEL_LIMIT = ChannelLimit, "channel limit";
+    INAPPROPRIATE_PROTOCOL = InappropriateProtocol, "inappropriate protocol";
+    PERMISSION_DENIED = PermissionDenied, "permission denied";
+    NOT_AVAILABLE = NotAvailable, "not available";
 }
 
 impl Disconnect {
-    /// A disconnect with a custom code, as the server API allows. The reconnect
-    /// advice follows the code's range.
-    pub fn custom(code: u16, reason: impl Into<String>) -> Disconnect {
+    /// A disconnect with a backend's own code and message, as a server API allows.
+    pub fn custom(code: u16, message: impl Into<String>) -> Disconnect {
         Disconnect {
-            code,
-            reason: Cow::Owned(reason.into()),
-            reconnect: (3000..3500).contains(&code) || (4000..4500).contains(&code),
+            reason: Reason::Custom(code),
+            message: Cow::Owned(message.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnect_advice_follows_code_ranges() {
-        let cases = [
-            (Disconnect::SLOW, true),
-            (Disconnect::SHUTDOWN, true),
-            (Disconnect::NO_PONG, true),
-            (Disconnect::INVALID_TOKEN, false),
-            (Disconnect::BAD_REQUEST, false),
-            (Disconnect::FORCE_NO_RECONNECT, false),
-        ];
-        for (d, reconnect) in cases {
-            assert_eq!(d.reconnect, reconnect, "{}", d.code);
-        }
-        assert!(Disconnect::custom(4000, "x").reconnect);
-        assert!(!Disconnect::custom(4500, "x").reconnect);
     }
 }

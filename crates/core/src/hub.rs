@@ -28,8 +28,9 @@ pub trait PushEncoder: Send + Sync + 'static {
     fn encode(&self, channel: &str, event: &ChannelEvent) -> Result<Bytes, Disconnect>;
 }
 
-/// Index of a [`PushEncoder`] in the hub.
-pub type FormatId = usize;
+/// A wire format registered with the hub ([`Hub::register`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FormatId(usize);
 
 /// Events held back while more than this many arrive before the subscribe reply
 /// is out mark the subscriber slow.
@@ -161,17 +162,32 @@ type Channels = HashMap<String, Members>;
 /// Local subscribers of every channel on this node.
 pub struct Hub {
     shards: Box<[RwLock<Channels>]>,
-    encoders: Vec<Arc<dyn PushEncoder>>,
+    /// Written only while front ends start; each broadcast reads it once.
+    encoders: RwLock<Vec<Arc<dyn PushEncoder>>>,
 }
 
 const SHARDS: usize = 64;
 
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub::new()
+    }
+}
+
 impl Hub {
-    pub fn new(encoders: Vec<Arc<dyn PushEncoder>>) -> Hub {
+    /// A hub with no formats yet: each front end registers its own at start-up.
+    pub fn new() -> Hub {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            encoders,
+            encoders: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Adds a wire format; its subscribers receive what `encoder` makes of each event.
+    pub fn register(&self, encoder: Arc<dyn PushEncoder>) -> FormatId {
+        let mut encoders = self.encoders.write().unwrap_or_else(|e| e.into_inner());
+        encoders.push(encoder);
+        FormatId(encoders.len() - 1)
     }
 
     fn shard(&self, channel: &str) -> &RwLock<Channels> {
@@ -255,17 +271,18 @@ impl Hub {
         let Some(members) = shard.get(channel) else {
             return 0;
         };
-        let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; self.encoders.len()];
+        let encoders = self.encoders.read().unwrap_or_else(|e| e.into_inner());
+        let mut encoded: Vec<Option<Result<Bytes, Disconnect>>> = vec![None; encoders.len()];
         let offset = event.offset();
         let time_us = event.time_us();
+        let skip = event.excluded_client();
         let mut delivered = 0;
         for sub in &members.list {
-            if !sub.join_leave.wants(event) {
+            if !sub.join_leave.wants(event) || skip == Some(&*sub.client) {
                 continue;
             }
-            let slot = &mut encoded[sub.format];
-            let result =
-                slot.get_or_insert_with(|| self.encoders[sub.format].encode(channel, event));
+            let slot = &mut encoded[sub.format.0];
+            let result = slot.get_or_insert_with(|| encoders[sub.format.0].encode(channel, event));
             match result {
                 Ok(data) => {
                     let record = Record {
@@ -330,6 +347,13 @@ mod tests {
         }
     }
 
+    /// A hub with the one format of these tests.
+    fn plain_hub() -> (Hub, FormatId) {
+        let hub = Hub::new();
+        let format = hub.register(Arc::new(Plain));
+        (hub, format)
+    }
+
     fn publication(offset: u64, data: &'static str) -> ChannelEvent {
         ChannelEvent::Publication(Publication {
             offset,
@@ -348,9 +372,9 @@ mod tests {
 
     #[tokio::test]
     async fn pending_subscriber_skips_what_the_reply_covered() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let q = Arc::new(Outbound::new(1 << 20));
-        let sub = Subscriber::pending("c1".into(), 0, q.clone(), true);
+        let sub = Subscriber::pending("c1".into(), format, q.clone(), true);
         assert!(hub.add("ch", sub.clone()));
         hub.broadcast("ch", &publication(1, "a"));
         hub.broadcast("ch", &publication(2, "b"));
@@ -362,10 +386,10 @@ mod tests {
 
     #[tokio::test]
     async fn encodes_once_and_shares_bytes() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let queues: Vec<_> = (0..3).map(|_| Arc::new(Outbound::new(1 << 20))).collect();
         for (i, q) in queues.iter().enumerate() {
-            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone(), true);
+            let sub = Subscriber::pending(format!("c{i}").into(), format, q.clone(), true);
             hub.add("ch", sub.clone());
             sub.go_live(0);
         }
@@ -379,9 +403,9 @@ mod tests {
 
     #[tokio::test]
     async fn unencodable_event_closes_the_subscriber() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let q = Arc::new(Outbound::new(1 << 20));
-        let sub = Subscriber::pending("c1".into(), 0, q.clone(), true);
+        let sub = Subscriber::pending("c1".into(), format, q.clone(), true);
         hub.add("ch", sub.clone());
         sub.go_live(0);
         hub.broadcast("ch", &ChannelEvent::Join(Default::default()));
@@ -394,11 +418,11 @@ mod tests {
 
     #[tokio::test]
     async fn join_and_leave_reach_only_subscribers_that_asked() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let asked = Arc::new(Outbound::new(1 << 20));
         let quiet = Arc::new(Outbound::new(1 << 20));
-        let a = Subscriber::pending("a".into(), 0, asked.clone(), true);
-        let b = Subscriber::pending("b".into(), 0, quiet.clone(), false);
+        let a = Subscriber::pending("a".into(), format, asked.clone(), true);
+        let b = Subscriber::pending("b".into(), format, quiet.clone(), false);
         hub.add("ch", a.clone());
         hub.add("ch", b.clone());
         a.go_live(0);
@@ -428,12 +452,46 @@ mod tests {
         assert!(per_user.wants(&publication(1, "x")));
     }
 
+    #[tokio::test]
+    async fn a_publication_can_skip_one_client() {
+        let (hub, format) = plain_hub();
+        let queues: Vec<_> = (0..3).map(|_| Arc::new(Outbound::new(1 << 20))).collect();
+        for (i, q) in queues.iter().enumerate() {
+            let sub = Subscriber::pending(format!("c{i}").into(), format, q.clone(), false);
+            hub.add("ch", sub.clone());
+            sub.go_live(0);
+        }
+        let event = ChannelEvent::Publication(Publication {
+            offset: 1,
+            data: Bytes::from_static(b"x"),
+            exclude_client: Some("c1".into()),
+            ..Default::default()
+        });
+        assert_eq!(hub.broadcast("ch", &event), 2);
+        let got: Vec<usize> = queues.iter().map(|q| drain(q).len()).collect();
+        assert_eq!(got, vec![1, 0, 1]);
+    }
+
+    #[test]
+    fn formats_are_told_apart_by_the_id_register_returns() {
+        let hub = Hub::new();
+        let a = hub.register(Arc::new(Plain));
+        let b = hub.register(Arc::new(Plain));
+        assert_ne!(a, b);
+    }
+
     #[test]
     fn first_and_last_subscriber() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let q = Arc::new(Outbound::new(100));
-        assert!(hub.add("ch", Subscriber::pending("a".into(), 0, q.clone(), true)));
-        assert!(!hub.add("ch", Subscriber::pending("b".into(), 0, q.clone(), true)));
+        assert!(hub.add(
+            "ch",
+            Subscriber::pending("a".into(), format, q.clone(), true)
+        ));
+        assert!(!hub.add(
+            "ch",
+            Subscriber::pending("b".into(), format, q.clone(), true)
+        ));
         assert_eq!(hub.num_subscribers("ch"), 2);
         assert!(!hub.remove("ch", "a"));
         assert!(hub.remove("ch", "b"));
@@ -442,10 +500,10 @@ mod tests {
 
     #[tokio::test]
     async fn unsubscribes_in_any_order_leave_exactly_the_others_subscribed() {
-        let hub = Hub::new(vec![Arc::new(Plain)]);
+        let (hub, format) = plain_hub();
         let queues: Vec<Arc<Outbound>> = (0..100).map(|_| Arc::new(Outbound::new(1000))).collect();
         for (i, q) in queues.iter().enumerate() {
-            let sub = Subscriber::pending(format!("c{i}").into(), 0, q.clone(), false);
+            let sub = Subscriber::pending(format!("c{i}").into(), format, q.clone(), false);
             hub.add("ch", sub.clone());
             sub.go_live(0);
         }
@@ -464,7 +522,7 @@ mod tests {
         }
         // The same client subscribing again replaces its subscriber.
         let q = Arc::new(Outbound::new(1000));
-        let again = Subscriber::pending("c1".into(), 0, q.clone(), false);
+        let again = Subscriber::pending("c1".into(), format, q.clone(), false);
         assert!(!hub.add("ch", again.clone()));
         again.go_live(0);
         assert_eq!(hub.num_subscribers("ch"), 100 - gone.len());

@@ -26,6 +26,9 @@ pub struct Publication {
     pub info: Option<ClientInfo>,
     /// When the publication was accepted (µs since the Unix epoch), for latency metrics.
     pub time_us: u64,
+    /// A connection that does not receive it live (its own sender, or the one a
+    /// backend named): client events and Pusher's `socket_id` exclusion.
+    pub exclude_client: Option<String>,
 }
 
 /// A position in a channel's stream. The epoch names the stream: when a stream is
@@ -60,6 +63,14 @@ impl ChannelEvent {
         match self {
             ChannelEvent::Publication(p) => p.offset,
             ChannelEvent::Join(_) | ChannelEvent::Leave(_) => 0,
+        }
+    }
+
+    /// The connection that does not receive the event, if one is named.
+    pub fn excluded_client(&self) -> Option<&str> {
+        match self {
+            ChannelEvent::Publication(p) => p.exclude_client.as_deref(),
+            ChannelEvent::Join(_) | ChannelEvent::Leave(_) => None,
         }
     }
 

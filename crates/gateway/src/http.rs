@@ -1,52 +1,53 @@
-//! Routes HTTP requests: WebSocket upgrades, the server API, metrics and probes.
+//! Routes HTTP requests to the front ends, the metrics and the probes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use switchboard_protocol::centrifugo::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
-use switchboard_protocol::centrifugo::Encoding;
 
-use crate::client::transport::Transport;
+use crate::centrifugo::auth::KeyError;
+use crate::centrifugo::{api, Centrifugo};
 use crate::node::Node;
+use crate::response::{text, with_type, Body};
 
-pub type Body = Full<Bytes>;
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "text/plain; charset=utf-8".parse().expect("static header"),
-    );
-    r
+/// Everything a request can reach on one node: the node and its front ends.
+pub struct Routes {
+    pub node: Arc<Node>,
+    pub centrifugo: Arc<Centrifugo>,
 }
 
-fn refused(reason: &'static str) {
-    metrics::counter!("switchboard_connections_refused_total", "reason" => reason).increment(1);
+impl Routes {
+    /// Starts every front end on `node`.
+    pub fn new(node: Arc<Node>) -> Result<Arc<Routes>, KeyError> {
+        Ok(Arc::new(Routes {
+            centrifugo: Centrifugo::new(node.clone())?,
+            node,
+        }))
+    }
 }
 
-pub async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn route(
+    routes: Arc<Routes>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let node = &routes.node;
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/connection/websocket") => websocket(node, req),
+        (&Method::GET, "/connection/websocket") => routes.centrifugo.websocket(req),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if node.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(node.metrics.render())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4".parse().expect("static header"),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => with_type(
+            StatusCode::OK,
+            Bytes::from(node.metrics.render()),
+            "text/plain; version=0.0.4",
+        ),
         (&Method::POST, p) if p.starts_with("/api/") => {
             let method = p["/api/".len()..].to_owned();
-            api(node, &method, req).await
+            centrifugo_api(node, &method, req).await
         }
         (_, p) if p.starts_with("/api/") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -54,8 +55,8 @@ pub async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<B
     Ok(response)
 }
 
-async fn api(node: Arc<Node>, method: &str, req: Request<Incoming>) -> Response<Body> {
-    if !crate::api::authorized(&node, req.headers()) {
+async fn centrifugo_api(node: &Arc<Node>, method: &str, req: Request<Incoming>) -> Response<Body> {
+    if !api::authorized(node, req.headers()) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
     }
     let limit = node.config.limits.max_api_body_bytes;
@@ -68,80 +69,6 @@ async fn api(node: Arc<Node>, method: &str, req: Request<Incoming>) -> Response<
             )
         }
     };
-    let answer = crate::api::call(&node, method, &body).await;
-    let mut r = Response::new(Full::new(answer.body));
-    *r.status_mut() = answer.status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
-    r
-}
-
-fn websocket(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
-    }
-    if node.is_draining() {
-        refused("shutting_down");
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
-    if !node.broker.is_healthy() {
-        refused("broker_unavailable");
-        return text(StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n");
-    }
-    let Some(slot) = node.try_acquire_connection() else {
-        refused("connection_limit");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit reached\n",
-        );
-    };
-    let offered: Vec<String> = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
-        .collect();
-    let encoding = Encoding::negotiate(offered.iter().map(String::as_str), req.uri().query());
-    let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(_) => {
-            refused("bad_handshake");
-            return text(StatusCode::BAD_REQUEST, "bad WebSocket handshake\n");
-        }
-    };
-    // A client that offers subprotocols drops a handshake that names none of them.
-    let chosen = match encoding {
-        Encoding::Protobuf => PROTOBUF_SUBPROTOCOL,
-        Encoding::Json => JSON_SUBPROTOCOL,
-    };
-    if offered.iter().any(|p| p == chosen) {
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            header::HeaderValue::from_static(chosen),
-        );
-    }
-    let tasks = node.tasks.clone();
-    tasks.spawn(async move {
-        // fastwebsockets completes the handshake; the connection task then
-        // drives the socket itself (see `client::transport`).
-        let socket = match upgrade.await {
-            Ok(ws) => Transport::from_upgraded(ws.into_inner().into_inner()),
-            Err(e) => {
-                refused("upgrade_failed");
-                tracing::debug!(error = %e, "WebSocket upgrade failed");
-                return;
-            }
-        };
-        match socket {
-            Some((io, early)) => crate::client::serve(node, io, early, encoding, slot).await,
-            None => {
-                refused("upgrade_failed");
-                tracing::warn!("upgraded connection of an unknown socket type");
-            }
-        }
-    });
-    response.map(|_| Full::new(Bytes::new()))
+    let answer = api::call(node, method, &body).await;
+    with_type(answer.status, answer.body, "application/json")
 }

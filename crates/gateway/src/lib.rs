@@ -1,32 +1,37 @@
-//! The Switchboard gateway: client WebSocket connections, the server API,
-//! metrics and probes, on one port.
+//! The Switchboard gateway: client connections, the server API, metrics and
+//! probes, on one port.
 //!
 //! # Layout
-//! - [`config`]: flags, environment and TOML file resolved into one [`config::Config`].
-//! - [`node`]: the node's shared state and channel operations both protocols use.
+//! Rooms by role; imports run one way: `http` → front ends (`centrifugo`) →
+//! `transport` → `connection` → `node`, `registry` → the core crates.
+//! - [`http`]: routes (`/connection/websocket`, `/api/<method>`, `/metrics`, `/healthz`, `/readyz`).
+//! - [`centrifugo`]: the Centrifugo front end: protocol session, subscribe
+//!   permissions, encoders, JWT, the server API.
+//! - [`transport`]: bytes ↔ messages, protocol-blind: WebSocket (upgrade, frames, writer).
+//! - [`connection`]: what every connection has: the `Session` trait a transport
+//!   drives, the subscription algorithm (recovery and presence), identity, limits,
+//!   delivery metrics.
+//! - [`node`]: the node's shared state and channel operations every protocol uses.
+//! - [`registry`]: this node's connections by client and user, and their mailboxes.
 //! - [`server`]: the accept loop, TLS, and the drain on shutdown.
-//! - [`http`]: routing of `/connection/websocket`, `/api/<method>`, `/metrics`, `/healthz`, `/readyz`.
-//! - [`client`]: one Centrifugo-protocol connection (reader, session, writer).
-//! - [`api`]: the Centrifugo-compatible server HTTP API.
-//! - [`auth`]: connection and subscription tokens (JWT).
-//! - [`encode`]: core events → Centrifugo protocol pushes, per encoding.
+//! - [`config`]: flags, environment and TOML file resolved into one [`config::Config`].
 //! - [`presence_client`]: presence over the presence service's gRPC API.
-//! - [`registry`]: this node's connections by client and user.
+//! - [`response`]: HTTP response helpers every route uses.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`tls`]: rustls acceptor from PEM files.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod api;
-pub mod auth;
-pub mod client;
+pub mod centrifugo;
 pub mod config;
-pub mod encode;
+pub mod connection;
 pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod presence_client;
 pub mod registry;
+pub mod response;
 pub mod server;
 pub mod tls;
+pub mod transport;

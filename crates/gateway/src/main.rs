@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchboard_gateway::config::{Cli, Config};
+use switchboard_gateway::http::Routes;
 use switchboard_gateway::node::Node;
 use switchboard_gateway::{metrics, server, tls};
 use tracing_subscriber::EnvFilter;
@@ -41,6 +42,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "standalone"
     };
     let node = Node::from_config(config).await?;
+    let routes = Routes::new(node.clone())?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
     let addr = listener.local_addr()?;
     // Installed before the announcement, so that a SIGTERM right after it drains.
@@ -48,13 +50,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("switchboard-gateway listening on {addr}");
     tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
-    server::run(
-        listener,
-        node.clone(),
-        tls,
-        signal,
-    )
-    .await;
+    server::run(listener, routes, tls, signal).await;
     if let Err(e) = node.presence.node_gone().await {
         tracing::warn!(error = %e, "presence cleanup on shutdown failed");
     }

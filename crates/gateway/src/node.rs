@@ -1,5 +1,6 @@
-//! A gateway node's shared state and the channel operations both the client
-//! protocol and the server API use (validation, namespace rules, broker calls).
+//! A gateway node's shared state and the channel operations every protocol and
+//! server API uses (validation, namespace rules, broker calls), with errors in
+//! the core's words ([`ChannelError`]) that each protocol maps to its codes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,13 +18,11 @@ use switchboard_core::{
     Broker, BrokerError, ClientInfo, HistoryQuery, HistoryResult, PresenceStats, PresenceStore,
     PublishOptions, StreamPosition,
 };
-use switchboard_protocol::centrifugo::codes::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use switchboard_broker_nats::{KvPresence, NatsBroker, NatsConfig, NatsError, Storage};
 
-use crate::auth::{KeyError, Verifier};
 use crate::config::{Config, NatsStorage};
 use crate::presence_client::RemotePresence;
 use crate::registry::Registry;
@@ -31,8 +30,6 @@ use crate::registry::Registry;
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error(transparent)]
-    Key(#[from] KeyError),
     #[error(transparent)]
     Nats(#[from] NatsError),
     #[error(transparent)]
@@ -46,7 +43,6 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn PresenceStore>,
     pub hub: Arc<Hub>,
-    pub verifier: Option<Verifier>,
     pub registry: Registry,
     pub metrics: PrometheusHandle,
     /// Cancelled when the node shuts down: connections leave over the drain window.
@@ -63,12 +59,12 @@ impl Node {
         config: Config,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
-    ) -> Result<Arc<Node>, KeyError> {
-        let hub = Arc::new(Hub::new(crate::encode::encoders()));
+    ) -> Arc<Node> {
+        // Front ends register their formats with the hub when they start.
+        let hub = Arc::new(Hub::new());
         broker.set_sink(hub.clone());
-        Ok(Arc::new(Node {
+        Arc::new(Node {
             id: uuid::Uuid::new_v4().to_string(),
-            verifier: Verifier::new(&config.token)?,
             config,
             broker,
             presence,
@@ -80,12 +76,12 @@ impl Node {
             ready: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
-        }))
+        })
     }
 
     /// A node of the embedded mode: in-memory broker and presence. Must be called
     /// inside a tokio runtime.
-    pub fn standalone(config: Config) -> Result<Arc<Node>, KeyError> {
+    pub fn standalone(config: Config) -> Arc<Node> {
         let broker = MemoryBroker::new(Default::default());
         Node::new(config, broker, Arc::new(MemoryPresence::new()))
     }
@@ -94,7 +90,7 @@ impl Node {
     /// `config.nats` is set, standalone otherwise.
     pub async fn from_config(config: Config) -> Result<Arc<Node>, NodeError> {
         let Some(nats) = config.nats.clone() else {
-            return Ok(Node::standalone(config)?);
+            return Ok(Node::standalone(config));
         };
         // The broker reports its connection state from the start.
         crate::metrics::install();
@@ -122,7 +118,7 @@ impl Node {
         } else {
             RemotePresence::new(&nats.presence_urls, node_name, nats.presence_ttl)?
         };
-        Ok(Node::new(config, broker, presence)?)
+        Ok(Node::new(config, broker, presence))
     }
 
     /// Ready to take connections: not draining, and the broker can serve.
@@ -158,58 +154,68 @@ impl Node {
     }
 
     /// Checks a channel name and finds its namespace's options.
-    pub fn channel_options(&self, name: &str) -> Result<&NamespaceOptions, ErrorCode> {
+    pub fn channel_options(&self, name: &str) -> Result<&NamespaceOptions, ChannelError> {
         channel::validate(name, self.config.limits.max_channel_length)
-            .map_err(|_| ErrorCode::BAD_REQUEST)?;
+            .map_err(|_| ChannelError::Invalid)?;
         self.config
             .namespaces
             .resolve(name)
-            .ok_or(ErrorCode::UNKNOWN_CHANNEL)
+            .ok_or(ChannelError::Unknown)
     }
 
+    /// Publishes with an optional idempotency key (the server API's publish).
     pub async fn publish(
         &self,
         channel: &str,
         data: Bytes,
         info: Option<ClientInfo>,
         idempotency_key: Option<String>,
-    ) -> Result<StreamPosition, ErrorCode> {
-        let options = self.channel_options(channel)?;
+    ) -> Result<StreamPosition, ChannelError> {
         let publish = PublishOptions {
-            history: history_options(options),
             idempotency_key,
+            ..Default::default()
         };
-        self.broker
-            .publish(channel, data, info, &publish)
-            .await
-            .map_err(broker_error)
+        self.publish_with(channel, data, info, publish).await
+    }
+
+    /// Publishes with every option; the channel's namespace sets its history.
+    pub async fn publish_with(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<ClientInfo>,
+        mut publish: PublishOptions,
+    ) -> Result<StreamPosition, ChannelError> {
+        let options = self.channel_options(channel)?;
+        publish.history = history_options(options);
+        Ok(self.broker.publish(channel, data, info, &publish).await?)
     }
 
     pub async fn history(
         &self,
         channel: &str,
         query: &HistoryQuery,
-    ) -> Result<HistoryResult, ErrorCode> {
+    ) -> Result<HistoryResult, ChannelError> {
         let options = self.channel_options(channel)?;
-        let history = history_options(options).ok_or(ErrorCode::NOT_AVAILABLE)?;
-        self.broker
-            .history(channel, query, history)
-            .await
-            .map_err(broker_error)
+        let history = history_options(options).ok_or(ChannelError::NotAvailable)?;
+        Ok(self.broker.history(channel, query, history).await?)
     }
 
-    pub async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, ErrorCode> {
+    pub async fn presence(
+        &self,
+        channel: &str,
+    ) -> Result<HashMap<String, ClientInfo>, ChannelError> {
         if !self.channel_options(channel)?.presence {
-            return Err(ErrorCode::NOT_AVAILABLE);
+            return Err(ChannelError::NotAvailable);
         }
-        self.presence.get(channel).await.map_err(broker_error)
+        Ok(self.presence.get(channel).await?)
     }
 
-    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ErrorCode> {
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ChannelError> {
         if !self.channel_options(channel)?.presence {
-            return Err(ErrorCode::NOT_AVAILABLE);
+            return Err(ChannelError::NotAvailable);
         }
-        self.presence.stats(channel).await.map_err(broker_error)
+        Ok(self.presence.stats(channel).await?)
     }
 }
 
@@ -230,12 +236,37 @@ pub fn history_options(options: &NamespaceOptions) -> Option<HistoryOptions> {
     })
 }
 
-pub fn broker_error(error: BrokerError) -> ErrorCode {
-    match error {
-        BrokerError::Unrecoverable => ErrorCode::UNRECOVERABLE_POSITION,
-        BrokerError::Unavailable(e) | BrokerError::Internal(e) => {
-            tracing::warn!(error = %e, "broker call failed");
-            ErrorCode::INTERNAL
+/// Why a channel operation failed, in no protocol's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("invalid channel name")]
+    Invalid,
+    /// No namespace takes the channel.
+    #[error("unknown channel")]
+    Unknown,
+    /// The channel's namespace does not offer what was asked (history, presence).
+    #[error("not available")]
+    NotAvailable,
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    #[error("limit exceeded")]
+    LimitExceeded,
+    /// The stream position asked for is gone.
+    #[error("unrecoverable position")]
+    Unrecoverable,
+    /// The broker or presence failed (logged where it happened).
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<BrokerError> for ChannelError {
+    fn from(error: BrokerError) -> ChannelError {
+        match error {
+            BrokerError::Unrecoverable => ChannelError::Unrecoverable,
+            BrokerError::Unavailable(e) | BrokerError::Internal(e) => {
+                tracing::warn!(error = %e, "broker call failed");
+                ChannelError::Internal
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::http::Routes;
 use crate::node::Node;
 
 /// Connections the kernel queues before `accept`: tokio's default (128)
@@ -40,10 +41,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(
     listener: TcpListener,
-    node: Arc<Node>,
+    routes: Arc<Routes>,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let node = routes.node.clone();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -52,13 +54,13 @@ pub async fn run(
                 Ok((stream, _peer)) => {
                     backoff = Duration::from_millis(5);
                     let _ = stream.set_nodelay(true);
-                    let node = node.clone();
+                    let routes = routes.clone();
                     let tls = tls.clone();
                     node.tasks.clone().spawn(async move {
                         match tls {
-                            None => serve_http(node, stream).await,
+                            None => serve_http(routes, stream).await,
                             Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_http(node, stream).await,
+                                Ok(Ok(stream)) => serve_http(routes, stream).await,
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             },
@@ -99,12 +101,12 @@ pub async fn drain(node: &Node) {
     }
 }
 
-async fn serve_http<S>(node: Arc<Node>, stream: S)
+async fn serve_http<S>(routes: Arc<Routes>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let drain = node.drain.clone();
-    let service = service_fn(move |req| crate::http::route(node.clone(), req));
+    let drain = routes.node.drain.clone();
+    let service = service_fn(move |req| crate::http::route(routes.clone(), req));
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))

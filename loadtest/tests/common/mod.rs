@@ -32,10 +32,11 @@ pub async fn gateway(flags: &[&str]) -> Gateway {
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let node = Node::from_config(config).await.unwrap();
+    let routes = switchboard_gateway::http::Routes::new(node.clone()).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(switchboard_gateway::server::run(
         listener,
-        node.clone(),
+        routes,
         None,
         async {
             let _ = stopped.await;

@@ -204,10 +204,18 @@ impl Broker for MemoryBroker {
             data,
             info,
             time_us: crate::now_micros(),
+            exclude_client: None,
+        };
+        // History keeps the publication; only its live delivery skips a client.
+        let live = |publication: Publication| {
+            ChannelEvent::Publication(Publication {
+                exclude_client: options.exclude_client.clone(),
+                ..publication
+            })
         };
         let position = match options.history {
             None => {
-                self.deliver(channel, ChannelEvent::Publication(publication));
+                self.deliver(channel, live(publication));
                 StreamPosition::default()
             }
             Some(history) => {
@@ -221,7 +229,7 @@ impl Broker for MemoryBroker {
                     .push_back((now + history.ttl, publication.clone()));
                 stream.trim(now, history.size);
                 let position = stream.position();
-                self.deliver(channel, ChannelEvent::Publication(publication));
+                self.deliver(channel, live(publication));
                 position
             }
         };
@@ -312,7 +320,7 @@ mod tests {
     fn opts(size: usize, ttl_secs: u64) -> PublishOptions {
         PublishOptions {
             history: Some(history(size, ttl_secs)),
-            idempotency_key: None,
+            ..Default::default()
         }
     }
 

@@ -126,10 +126,11 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let node = Node::from_config(config).await.unwrap();
+        let routes = switchboard_gateway::http::Routes::new(node.clone()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(switchboard_gateway::server::run(
             listener,
-            node.clone(),
+            routes,
             tls,
             async {
                 let _ = stopped.await;

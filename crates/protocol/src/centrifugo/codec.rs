@@ -5,7 +5,7 @@
 //! are encoded one by one into *records*; a writer that finds several records queued
 //! joins them into one frame with [`Encoding::join`].
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use super::pb::{Command, Reply};
@@ -123,11 +123,20 @@ impl Encoding {
         }
     }
 
+    /// What stands between records joined into one frame: a newline between
+    /// JSON replies; nothing between protobuf ones (each carries its length).
+    pub fn separator(self) -> &'static [u8] {
+        match self {
+            Encoding::Json => b"\n",
+            Encoding::Protobuf => b"",
+        }
+    }
+
     /// Joins records queued together into one frame.
     pub fn join(self, records: impl IntoIterator<Item = Bytes>, out: &mut BytesMut) {
         for (i, record) in records.into_iter().enumerate() {
-            if i > 0 && self == Encoding::Json {
-                out.put_u8(b'\n');
+            if i > 0 {
+                out.extend_from_slice(self.separator());
             }
             out.extend_from_slice(&record);
         }

@@ -40,3 +40,34 @@ error_codes! {
 pub const UNSUBSCRIBE_SERVER: u32 = 2000;
 /// Unsubscribe push code: the subscription lost its position, resubscribe to recover.
 pub const UNSUBSCRIBE_INSUFFICIENT_STATE: u32 = 2500;
+
+/// Disconnect codes, sent as WebSocket close codes (and in disconnect pushes).
+pub mod disconnect {
+    pub const CONNECTION_CLOSED: u16 = 3000;
+    pub const SHUTDOWN: u16 = 3001;
+    pub const SERVER_ERROR: u16 = 3004;
+    pub const EXPIRED: u16 = 3005;
+    pub const SUB_EXPIRED: u16 = 3006;
+    pub const SLOW: u16 = 3008;
+    pub const WRITE_ERROR: u16 = 3009;
+    pub const INSUFFICIENT_STATE: u16 = 3010;
+    pub const FORCE_RECONNECT: u16 = 3011;
+    pub const NO_PONG: u16 = 3012;
+    pub const TOO_MANY_REQUESTS: u16 = 3013;
+    pub const INVALID_TOKEN: u16 = 3500;
+    pub const BAD_REQUEST: u16 = 3501;
+    pub const STALE: u16 = 3502;
+    pub const FORCE_NO_RECONNECT: u16 = 3503;
+    pub const CONNECTION_LIMIT: u16 = 3504;
+    pub const CHANNEL_LIMIT: u16 = 3505;
+    pub const INAPPROPRIATE_PROTOCOL: u16 = 3506;
+    pub const PERMISSION_DENIED: u16 = 3507;
+    pub const NOT_AVAILABLE: u16 = 3508;
+    /// The WebSocket close code clients know for "message too big" (RFC 6455).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+    /// Whether a client closed with `code` is told to reconnect.
+    pub fn reconnects(code: u16) -> bool {
+        (3000..3500).contains(&code) || (4000..4500).contains(&code)
+    }
+}

@@ -235,15 +235,6 @@ fn check_close(payload: &[u8]) -> Result<(), FrameError> {
     }
 }
 
-/// The opcode of the data frames of a connection in `encoding`.
-pub fn data_opcode(encoding: switchboard_protocol::centrifugo::Encoding) -> OpCode {
-    if encoding.is_binary() {
-        OpCode::Binary
-    } else {
-        OpCode::Text
-    }
-}
-
 /// Longest head of an unmasked server frame.
 pub const MAX_HEAD: usize = 10;
 

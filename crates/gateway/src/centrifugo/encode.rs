@@ -1,31 +1,11 @@
 //! The Centrifugo front end's side of the hub: core types → protocol messages,
-//! and a [`PushEncoder`] per encoding.
+//! and a [`PushEncoder`] per encoding (registered by [`super::Centrifugo::new`]).
 
 use bytes::Bytes;
-use switchboard_core::hub::{FormatId, PushEncoder};
+use switchboard_core::hub::PushEncoder;
 use switchboard_core::{ChannelEvent, ClientInfo, Disconnect, Publication};
 use switchboard_protocol::centrifugo::pb;
 use switchboard_protocol::centrifugo::Encoding;
-
-/// Hub format of JSON connections.
-pub const FORMAT_JSON: FormatId = 0;
-/// Hub format of protobuf connections.
-pub const FORMAT_PROTOBUF: FormatId = 1;
-
-pub fn format_of(encoding: Encoding) -> FormatId {
-    match encoding {
-        Encoding::Json => FORMAT_JSON,
-        Encoding::Protobuf => FORMAT_PROTOBUF,
-    }
-}
-
-/// The encoders to register with the hub, in `FORMAT_*` order.
-pub fn encoders() -> Vec<std::sync::Arc<dyn PushEncoder>> {
-    vec![
-        std::sync::Arc::new(CentrifugeEncoder(Encoding::Json)),
-        std::sync::Arc::new(CentrifugeEncoder(Encoding::Protobuf)),
-    ]
-}
 
 pub fn client_info(info: &ClientInfo) -> pb::ClientInfo {
     pb::ClientInfo {

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConnection;
 
 /// A client's socket: plain TCP, or TCP with TLS terminated here.
-pub enum Transport {
+pub enum Socket {
     Plain(TcpStream),
     Tls(Box<Tls>),
 }
@@ -48,25 +48,25 @@ impl Write for NonBlocking<'_> {
     }
 }
 
-impl Transport {
+impl Socket {
     /// Takes the socket back from hyper after the upgrade, with any bytes the
     /// client sent behind its handshake. `None` for an I/O type this gateway did
     /// not create.
-    pub fn from_upgraded(upgraded: Upgraded) -> Option<(Transport, Bytes)> {
+    pub fn from_upgraded(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return Some((Transport::Plain(parts.io.into_inner()), parts.read_buf)),
+            Ok(parts) => return Some((Socket::Plain(parts.io.into_inner()), parts.read_buf)),
             Err(upgraded) => upgraded,
         };
         type TlsIo = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
         let parts = upgraded.downcast::<TlsIo>().ok()?;
         let (tcp, conn) = parts.io.into_inner().into_inner();
-        Some((Transport::Tls(Box::new(Tls { tcp, conn })), parts.read_buf))
+        Some((Socket::Tls(Box::new(Tls { tcp, conn })), parts.read_buf))
     }
 
     fn tcp(&self) -> &TcpStream {
         match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => &tls.tcp,
+            Socket::Plain(tcp) => tcp,
+            Socket::Tls(tls) => &tls.tcp,
         }
     }
 
@@ -82,8 +82,8 @@ impl Transport {
     /// stream, `WouldBlock` when there is nothing yet.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Transport::Plain(tcp) => tcp.try_read(buf),
-            Transport::Tls(tls) => tls.try_read(buf),
+            Socket::Plain(tcp) => tcp.try_read(buf),
+            Socket::Tls(tls) => tls.try_read(buf),
         }
     }
 
@@ -91,8 +91,8 @@ impl Transport {
     /// waiting: `WouldBlock` when it takes nothing.
     pub fn try_write(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Transport::Plain(tcp) => tcp.try_write_vectored(bufs),
-            Transport::Tls(tls) => tls.try_write(bufs),
+            Socket::Plain(tcp) => tcp.try_write_vectored(bufs),
+            Socket::Tls(tls) => tls.try_write(bufs),
         }
     }
 
@@ -100,14 +100,14 @@ impl Transport {
     /// nothing is left.
     pub fn flush(&mut self) -> io::Result<bool> {
         match self {
-            Transport::Plain(_) => Ok(true),
-            Transport::Tls(tls) => tls.flush(),
+            Socket::Plain(_) => Ok(true),
+            Socket::Tls(tls) => tls.flush(),
         }
     }
 
     /// Starts a clean close where the transport has one (TLS close_notify).
     pub fn close(&mut self) {
-        if let Transport::Tls(tls) = self {
+        if let Socket::Tls(tls) = self {
             tls.conn.send_close_notify();
         }
     }

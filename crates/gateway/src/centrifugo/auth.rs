@@ -277,8 +277,8 @@ mod rsa_tests {
     use serde_json::json;
 
     // A key pair made for this test only (tests/fixtures); it protects nothing.
-    const PRIVATE: &str = include_str!("../tests/fixtures/rsa-test-private.pem");
-    const PUBLIC: &str = include_str!("../tests/fixtures/rsa-test-public.pem");
+    const PRIVATE: &str = include_str!("../../tests/fixtures/rsa-test-private.pem");
+    const PUBLIC: &str = include_str!("../../tests/fixtures/rsa-test-public.pem");
 
     #[test]
     fn rs256_token_verifies_with_the_public_key_and_hs256_is_refused() {

@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use switchboard_core::{channel, ClientInfo, Disconnect, Publication};
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
-use crate::client::history_query;
+use super::errors::error_code;
+use super::history_query;
 use crate::node::Node;
 use crate::registry::Control;
 
@@ -36,6 +37,10 @@ fn respond(status: StatusCode, body: Value) -> ApiResponse {
 
 fn error(code: ErrorCode) -> Value {
     json!({"error": {"code": code.code, "message": code.message}})
+}
+
+fn channel_error(e: crate::node::ChannelError) -> Value {
+    error(error_code(e))
 }
 
 fn result(value: Value) -> Value {
@@ -219,7 +224,7 @@ async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
             metrics::counter!("switchboard_publications_total", "source" => "api").increment(1);
             result(position_json(position.offset, &position.epoch))
         }
-        Err(code) => error(code),
+        Err(e) => channel_error(e),
     }
 }
 
@@ -248,7 +253,7 @@ async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
             .map(|k| format!("{k}:{channel}"));
         responses.push(match node.publish(channel, data.clone(), None, key).await {
             Ok(p) => result(position_json(p.offset, &p.epoch)),
-            Err(code) => error(code),
+            Err(e) => channel_error(e),
         });
     }
     result(json!({ "responses": responses }))
@@ -297,14 +302,14 @@ async fn presence(node: &Arc<Node>, req: ChannelReq) -> Value {
                 .collect();
             result(json!({ "presence": presence }))
         }
-        Err(code) => error(code),
+        Err(e) => channel_error(e),
     }
 }
 
 async fn presence_stats(node: &Arc<Node>, req: ChannelReq) -> Value {
     match node.presence_stats(&req.channel).await {
         Ok(s) => result(json!({"num_clients": s.num_clients, "num_users": s.num_users})),
-        Err(code) => error(code),
+        Err(e) => channel_error(e),
     }
 }
 
@@ -323,13 +328,13 @@ async fn history(node: &Arc<Node>, req: HistoryReq) -> Value {
                 "offset": h.position.offset,
             }))
         }
-        Err(code) => error(code),
+        Err(e) => channel_error(e),
     }
 }
 
 async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value {
-    if let Err(code) = node.channel_options(&req.channel) {
-        return error(code);
+    if let Err(e) = node.channel_options(&req.channel) {
+        return channel_error(e);
     }
     for conn in node.registry.of_user(&req.user, req.client.as_deref()) {
         let control = Control::Unsubscribe {

@@ -1,0 +1,135 @@
+//! The commands that publish and read: publish, presence, presence stats, history.
+
+use switchboard_core::{HistoryQuery, StreamPosition};
+use switchboard_protocol::centrifugo::codes::ErrorCode;
+use switchboard_protocol::centrifugo::pb;
+
+use super::encode;
+use super::errors::error_code;
+use super::session::{error_reply, reply, Outcome, Session};
+
+/// What a read command asks for.
+enum Read {
+    Presence,
+    History,
+}
+
+impl Session {
+    pub(super) async fn publish(&mut self, id: u32, req: pb::PublishRequest) -> Outcome {
+        let options = match self.node.channel_options(&req.channel) {
+            Ok(o) => o,
+            Err(e) => return error_reply(id, error_code(e)),
+        };
+        let subscribed = self.subs.get(&req.channel);
+        let allowed = options.allow_publish_for_client
+            || (options.allow_publish_for_subscriber && subscribed.is_some());
+        if !allowed {
+            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        }
+        let info = self
+            .identity
+            .client_info(subscribed.and_then(|s| s.chan_info.clone()));
+        let published = self
+            .node
+            .publish(&req.channel, req.data, Some(info), None)
+            .await;
+        match published {
+            Ok(_) => {
+                metrics::counter!("switchboard_publications_total", "source" => "client")
+                    .increment(1);
+                reply(id, |r| r.publish = Some(pb::PublishResult {}))
+            }
+            Err(e) => error_reply(id, error_code(e)),
+        }
+    }
+
+    /// Presence and history need the namespace's `*_for_client` permission, or its
+    /// `*_for_subscriber` one and a subscription.
+    fn may_read(&self, channel: &str, what: Read) -> Result<(), ErrorCode> {
+        let options = self.node.channel_options(channel).map_err(error_code)?;
+        let (for_client, for_subscriber) = match what {
+            Read::Presence => (
+                options.allow_presence_for_client,
+                options.allow_presence_for_subscriber,
+            ),
+            Read::History => (
+                options.allow_history_for_client,
+                options.allow_history_for_subscriber,
+            ),
+        };
+        if for_client || (for_subscriber && self.subs.contains(channel)) {
+            Ok(())
+        } else {
+            Err(ErrorCode::PERMISSION_DENIED)
+        }
+    }
+
+    pub(super) async fn presence(&mut self, id: u32, channel: String) -> Outcome {
+        if let Err(code) = self.may_read(&channel, Read::Presence) {
+            return error_reply(id, code);
+        }
+        match self.node.presence(&channel).await {
+            Ok(members) => {
+                let presence = members
+                    .iter()
+                    .map(|(client, info)| (client.clone(), encode::client_info(info)))
+                    .collect();
+                reply(id, |r| r.presence = Some(pb::PresenceResult { presence }))
+            }
+            Err(e) => error_reply(id, error_code(e)),
+        }
+    }
+
+    pub(super) async fn presence_stats(&mut self, id: u32, channel: String) -> Outcome {
+        if let Err(code) = self.may_read(&channel, Read::Presence) {
+            return error_reply(id, code);
+        }
+        match self.node.presence_stats(&channel).await {
+            Ok(stats) => reply(id, |r| {
+                r.presence_stats = Some(pb::PresenceStatsResult {
+                    num_clients: stats.num_clients,
+                    num_users: stats.num_users,
+                })
+            }),
+            Err(e) => error_reply(id, error_code(e)),
+        }
+    }
+
+    pub(super) async fn history(&mut self, id: u32, req: pb::HistoryRequest) -> Outcome {
+        if let Err(code) = self.may_read(&req.channel, Read::History) {
+            return error_reply(id, code);
+        }
+        let query = history_query(
+            req.limit,
+            req.since.map(|s| (s.offset, s.epoch)),
+            req.reverse,
+        );
+        match self.node.history(&req.channel, &query).await {
+            Ok(result) => reply(id, |r| {
+                r.history = Some(pb::HistoryResult {
+                    publications: result
+                        .publications
+                        .iter()
+                        .map(encode::publication)
+                        .collect(),
+                    epoch: result.position.epoch,
+                    offset: result.position.offset,
+                })
+            }),
+            Err(e) => error_reply(id, error_code(e)),
+        }
+    }
+}
+
+/// Maps the protocol's history parameters onto a query: a limit of 0 asks only for
+/// the stream position, a negative one for everything kept.
+pub fn history_query(limit: i32, since: Option<(u64, String)>, reverse: bool) -> HistoryQuery {
+    HistoryQuery {
+        since: since.map(|(offset, epoch)| StreamPosition { offset, epoch }),
+        limit: match limit {
+            l if l < 0 => None,
+            l => Some(l as usize),
+        },
+        reverse,
+    }
+}

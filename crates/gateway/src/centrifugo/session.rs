@@ -1,0 +1,453 @@
+//! The Centrifugo protocol state machine of one connection: commands in,
+//! replies out. Driven by a transport through [`crate::connection::Session`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_core::hub::FormatId;
+use switchboard_core::queue::{Outbound, Record};
+use switchboard_core::Disconnect;
+use switchboard_protocol::centrifugo::codec::is_pong;
+use switchboard_protocol::centrifugo::codes::{ErrorCode, UNSUBSCRIBE_SERVER};
+use switchboard_protocol::centrifugo::{pb, Encoding};
+use tokio::time::Instant;
+
+use super::auth::{now_secs, TokenError};
+use super::errors;
+use super::Centrifugo;
+use crate::connection::identity::Identity;
+use crate::connection::limits::CommandRate;
+use crate::connection::subscriptions::Subscriptions;
+use crate::connection::{Framing, Goodbye};
+use crate::node::Node;
+use crate::registry::{ConnHandle, Control, Mailbox};
+
+/// A far-away instant for "no deadline".
+fn never() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// An instant `exp` (seconds since the Unix epoch) from now.
+pub(super) fn instant_of(exp: u64) -> Instant {
+    Instant::now() + Duration::from_secs(exp.saturating_sub(now_secs()))
+}
+
+/// Whether a token's expiry is set, and its seconds from now, as replies carry them.
+pub(super) fn expiry(exp: Option<u64>) -> (bool, u32) {
+    match exp {
+        Some(exp) => (true, exp.saturating_sub(now_secs()) as u32),
+        None => (false, 0),
+    }
+}
+
+pub struct Session {
+    pub(super) front: Arc<Centrifugo>,
+    pub(super) node: Arc<Node>,
+    pub(super) encoding: Encoding,
+    pub(super) format: FormatId,
+    pub(super) outbound: Arc<Outbound>,
+    pub(super) identity: Identity,
+    mailbox: Arc<Mailbox>,
+    /// Set once the connect command succeeded: when the credentials expire.
+    connected: Option<Option<Instant>>,
+    pub(super) subs: Subscriptions,
+    rate: CommandRate,
+    opened: Instant,
+    pong_deadline: Option<Instant>,
+}
+
+/// What a command handler returns: the reply to send, or a disconnect.
+pub(super) enum Outcome {
+    Reply(Box<pb::Reply>),
+    /// A reply already queued (subscribe queues its own before going live).
+    Done,
+    Disconnect(Disconnect),
+}
+
+pub(super) fn error_reply(id: u32, code: ErrorCode) -> Outcome {
+    Outcome::Reply(Box::new(pb::Reply {
+        id,
+        error: Some(pb::Error {
+            code: code.code,
+            message: code.message.to_owned(),
+            temporary: code.temporary,
+        }),
+        ..Default::default()
+    }))
+}
+
+pub(super) fn reply(id: u32, fill: impl FnOnce(&mut pb::Reply)) -> Outcome {
+    let mut r = pb::Reply {
+        id,
+        ..Default::default()
+    };
+    fill(&mut r);
+    Outcome::Reply(Box::new(r))
+}
+
+fn method_of(c: &pb::Command) -> &'static str {
+    match c {
+        c if c.connect.is_some() => "connect",
+        c if c.subscribe.is_some() => "subscribe",
+        c if c.unsubscribe.is_some() => "unsubscribe",
+        c if c.publish.is_some() => "publish",
+        c if c.presence.is_some() => "presence",
+        c if c.presence_stats.is_some() => "presence_stats",
+        c if c.history.is_some() => "history",
+        c if c.ping.is_some() => "ping",
+        c if c.send.is_some() => "send",
+        c if c.rpc.is_some() => "rpc",
+        c if c.refresh.is_some() => "refresh",
+        c if c.sub_refresh.is_some() => "sub_refresh",
+        _ => "unknown",
+    }
+}
+
+fn refuse(reason: &'static str) {
+    metrics::counter!("switchboard_connections_refused_total", "reason" => reason).increment(1);
+}
+
+impl Session {
+    pub fn new(
+        front: Arc<Centrifugo>,
+        encoding: Encoding,
+        outbound: Arc<Outbound>,
+        mailbox: Arc<Mailbox>,
+    ) -> Session {
+        let node = front.node.clone();
+        let rate = node.config.limits.max_commands_per_second;
+        Session {
+            format: front.format(encoding),
+            front,
+            node,
+            encoding,
+            outbound,
+            identity: Identity::new(),
+            mailbox,
+            connected: None,
+            subs: Subscriptions::default(),
+            rate: CommandRate::new(rate),
+            opened: Instant::now(),
+            pong_deadline: None,
+        }
+    }
+
+    pub(super) fn user(&self) -> &str {
+        &self.identity.user
+    }
+
+    /// Queues a reply or push for the writer.
+    pub(super) fn send(&self, reply: &pb::Reply) {
+        match self.encoding.encode_reply(reply) {
+            Ok(data) => {
+                let _ = self.outbound.push_reply(Record::new(data));
+            }
+            Err(e) => {
+                tracing::debug!(client = %self.identity.client, error = %e, "reply cannot be encoded");
+                self.outbound
+                    .close(Disconnect::INAPPROPRIATE_PROTOCOL, true);
+            }
+        }
+    }
+
+    /// Runs every command of one frame.
+    async fn on_frame(&mut self, data: &[u8], binary: bool) -> Result<(), Disconnect> {
+        if binary != self.encoding.is_binary() {
+            tracing::debug!(client = %self.identity.client, "frame type does not match the connection's encoding");
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let limits = &self.node.config.limits;
+        let commands = self
+            .encoding
+            .decode_commands(data, limits.max_commands_per_frame)
+            .map_err(|e| {
+                tracing::debug!(client = %self.identity.client, error = %e, "malformed frame");
+                metrics::counter!("switchboard_commands_total", "method" => "malformed", "result" => "bad_request").increment(1);
+                Disconnect::BAD_REQUEST
+            })?;
+        // Any frame proves the client is alive.
+        self.pong_deadline = None;
+        for command in commands {
+            if is_pong(&command) {
+                continue;
+            }
+            if !self.rate.take() {
+                return Err(Disconnect::TOO_MANY_REQUESTS);
+            }
+            let method = method_of(&command);
+            let outcome = self.dispatch(command).await;
+            let result = match &outcome {
+                Outcome::Reply(r) if r.error.is_some() => "error",
+                Outcome::Disconnect(_) => "disconnect",
+                _ => "ok",
+            };
+            metrics::counter!("switchboard_commands_total", "method" => method, "result" => result)
+                .increment(1);
+            match outcome {
+                Outcome::Reply(reply) => self.send(&reply),
+                Outcome::Done => {}
+                Outcome::Disconnect(d) => return Err(d),
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, c: pb::Command) -> Outcome {
+        let id = c.id;
+        if let Some(send) = c.send {
+            // An asynchronous message needs a handler; none is configured.
+            let _ = send;
+            return Outcome::Disconnect(Disconnect::NOT_AVAILABLE);
+        }
+        if id == 0 {
+            // Every command but send and pong expects a reply, so needs an id.
+            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
+        }
+        if let Some(req) = c.connect {
+            return self.connect(id, req).await;
+        }
+        if self.connected.is_none() {
+            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
+        }
+        if let Some(req) = c.subscribe {
+            return self.subscribe_command(id, req).await;
+        }
+        if let Some(req) = c.unsubscribe {
+            let member = member!(self);
+            self.subs.leave(&member, &req.channel).await;
+            return reply(id, |r| r.unsubscribe = Some(pb::UnsubscribeResult {}));
+        }
+        if let Some(req) = c.publish {
+            return self.publish(id, req).await;
+        }
+        if let Some(req) = c.presence {
+            return self.presence(id, req.channel).await;
+        }
+        if let Some(req) = c.presence_stats {
+            return self.presence_stats(id, req.channel).await;
+        }
+        if let Some(req) = c.history {
+            return self.history(id, req).await;
+        }
+        if c.ping.is_some() {
+            return reply(id, |r| r.ping = Some(pb::PingResult {}));
+        }
+        if let Some(req) = c.refresh {
+            return self.refresh(id, req);
+        }
+        if let Some(req) = c.sub_refresh {
+            return self.sub_refresh(id, req);
+        }
+        if c.rpc.is_some() {
+            return error_reply(id, ErrorCode::NOT_AVAILABLE);
+        }
+        error_reply(id, ErrorCode::METHOD_NOT_FOUND)
+    }
+
+    async fn connect(&mut self, id: u32, req: pb::ConnectRequest) -> Outcome {
+        if self.connected.is_some() {
+            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
+        }
+        let (user, conn_info, expires_at, channels) = if req.token.is_empty() {
+            if !self.node.config.insecure {
+                refuse("no_token");
+                return error_reply(id, ErrorCode::UNAUTHORIZED);
+            }
+            (String::new(), None, None, Vec::new())
+        } else {
+            let Some(verifier) = &self.front.verifier else {
+                refuse("invalid_token");
+                return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
+            };
+            match verifier.connection(&req.token) {
+                Ok(t) => (t.user, t.info, t.expires_at, t.channels),
+                Err(TokenError::Expired) => {
+                    refuse("token_expired");
+                    return error_reply(id, ErrorCode::TOKEN_EXPIRED);
+                }
+                Err(TokenError::Invalid(e)) => {
+                    tracing::debug!(error = %e, "connection token refused");
+                    refuse("invalid_token");
+                    return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
+                }
+            }
+        };
+        self.identity.user = user.clone();
+        self.identity.conn_info = conn_info;
+        self.connected = Some(expires_at.map(instant_of));
+        self.node.registry.add(
+            self.identity.client.clone(),
+            ConnHandle {
+                user,
+                outbound: self.outbound.clone(),
+                mailbox: self.mailbox.clone(),
+            },
+        );
+        metrics::counter!("switchboard_connections_accepted_total").increment(1);
+
+        // Server-side subscriptions from the token; the client may ask to recover them.
+        let mut subs = HashMap::new();
+        let mut pending = Vec::new();
+        for channel in channels {
+            let mut sub_req = req.subs.get(&channel).cloned().unwrap_or_default();
+            sub_req.channel = channel.clone();
+            match self.prepare_subscription(&sub_req, true).await {
+                Ok((result, live)) => {
+                    subs.insert(channel, result);
+                    pending.push(live);
+                }
+                Err(code) => {
+                    tracing::debug!(channel, code = code.code, "server-side subscription failed")
+                }
+            }
+        }
+        let (expires, ttl) = expiry(expires_at);
+        self.send(&pb::Reply {
+            id,
+            connect: Some(pb::ConnectResult {
+                client: self.identity.client.to_string(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                expires,
+                ttl,
+                subs,
+                ping: self.node.config.ping_interval.as_secs() as u32,
+                pong: true,
+                node: self.node.id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let member = member!(self);
+        for live in pending {
+            self.subs.go_live(&member, live).await;
+        }
+        Outcome::Done
+    }
+
+    fn refresh(&mut self, id: u32, req: pb::RefreshRequest) -> Outcome {
+        let Some(verifier) = &self.front.verifier else {
+            return error_reply(id, ErrorCode::NOT_AVAILABLE);
+        };
+        let token = match verifier.connection(&req.token) {
+            Ok(t) => t,
+            Err(TokenError::Expired) => return error_reply(id, ErrorCode::TOKEN_EXPIRED),
+            Err(TokenError::Invalid(_)) => return Outcome::Disconnect(Disconnect::INVALID_TOKEN),
+        };
+        let Some(connected) = self.connected.as_mut() else {
+            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
+        };
+        if token.user != self.identity.user {
+            return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
+        }
+        *connected = token.expires_at.map(instant_of);
+        if token.info.is_some() {
+            self.identity.conn_info = token.info;
+        }
+        let (expires, ttl) = expiry(token.expires_at);
+        let client = self.identity.client.to_string();
+        reply(id, |r| {
+            r.refresh = Some(pb::RefreshResult {
+                client,
+                version: env!("CARGO_PKG_VERSION").into(),
+                expires,
+                ttl,
+            })
+        })
+    }
+}
+
+impl crate::connection::Session for Session {
+    fn id(&self) -> &str {
+        &self.identity.client
+    }
+
+    fn framing(&self) -> Framing {
+        Framing {
+            binary: self.encoding.is_binary(),
+            join: Some(self.encoding.separator()),
+        }
+    }
+
+    async fn on_message(&mut self, data: Bytes, binary: bool) -> Result<(), Disconnect> {
+        self.on_frame(&data, binary).await
+    }
+
+    async fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Unsubscribe { channel } => {
+                let member = member!(self);
+                if self.subs.leave(&member, &channel).await {
+                    self.send(&pb::Reply {
+                        push: Some(pb::Push {
+                            channel,
+                            unsubscribe: Some(pb::Unsubscribe {
+                                code: UNSUBSCRIBE_SERVER,
+                                reason: "server unsubscribe".into(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+
+    /// The connect timeout, a pong deadline, or a token expiry.
+    fn deadline(&self) -> Instant {
+        let mut at = match &self.connected {
+            None => self.opened + self.node.config.connect_timeout,
+            Some(expires_at) => expires_at.unwrap_or_else(never),
+        };
+        if let Some(pong) = self.pong_deadline {
+            at = at.min(pong);
+        }
+        if let Some(exp) = self.subs.next_expiry() {
+            at = at.min(exp);
+        }
+        at
+    }
+
+    fn on_deadline(&mut self) -> Result<(), Disconnect> {
+        let now = Instant::now();
+        match &self.connected {
+            None if now >= self.opened + self.node.config.connect_timeout => {
+                return Err(Disconnect::STALE)
+            }
+            Some(Some(expires_at)) if now >= *expires_at => return Err(Disconnect::EXPIRED),
+            _ => {}
+        }
+        if self.pong_deadline.is_some_and(|p| now >= p) {
+            return Err(Disconnect::NO_PONG);
+        }
+        if self.subs.any_expired(now) {
+            return Err(Disconnect::SUB_EXPIRED);
+        }
+        Ok(())
+    }
+
+    fn on_ping_tick(&mut self) -> Result<(), Disconnect> {
+        if self.connected.is_none() {
+            return Ok(());
+        }
+        if self.pong_deadline.is_none() {
+            let _ = self.outbound.push(Record::new(self.encoding.ping_record()));
+            self.pong_deadline = Some(Instant::now() + self.node.config.pong_timeout);
+        }
+        Ok(())
+    }
+
+    fn goodbye(disconnect: &Disconnect) -> Goodbye {
+        errors::goodbye(disconnect)
+    }
+
+    async fn close(&mut self) {
+        let member = member!(self);
+        self.subs.leave_all(&member).await;
+        if self.connected.is_some() {
+            self.node.registry.remove(&self.identity.client);
+        }
+    }
+}

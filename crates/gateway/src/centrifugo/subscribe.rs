@@ -1,0 +1,156 @@
+//! The Centrifugo side of subscribing: permissions (subscription tokens,
+//! user-limited channels, namespace rules), join/leave wishes, and the reply.
+//! The algorithm itself is [`crate::connection::subscriptions`].
+
+use bytes::Bytes;
+use switchboard_core::channel;
+use switchboard_core::hub::JoinLeave;
+use switchboard_core::namespace::NamespaceOptions;
+use switchboard_core::StreamPosition;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
+use switchboard_protocol::centrifugo::pb;
+
+use super::auth::TokenError;
+use super::encode;
+use super::errors::error_code;
+use super::session::{error_reply, expiry, instant_of, reply, Outcome, Session};
+use crate::connection::subscriptions::{Pending, Positioning, Request};
+
+impl Session {
+    pub(super) async fn subscribe_command(
+        &mut self,
+        id: u32,
+        req: pb::SubscribeRequest,
+    ) -> Outcome {
+        match self.prepare_subscription(&req, false).await {
+            Ok((result, live)) => {
+                self.send(&pb::Reply {
+                    id,
+                    subscribe: Some(result),
+                    ..Default::default()
+                });
+                let member = member!(self);
+                self.subs.go_live(&member, live).await;
+                Outcome::Done
+            }
+            Err(code) => error_reply(id, code),
+        }
+    }
+
+    /// Checks permission, then subscribes (pending) and builds the reply.
+    /// `server_side` subscriptions come from the connection token, which already
+    /// granted them.
+    pub(super) async fn prepare_subscription(
+        &mut self,
+        req: &pb::SubscribeRequest,
+        server_side: bool,
+    ) -> Result<(pb::SubscribeResult, Pending), ErrorCode> {
+        let options = self
+            .node
+            .channel_options(&req.channel)
+            .map_err(error_code)?
+            .clone();
+        self.subs
+            .admit(&self.node, &req.channel)
+            .map_err(error_code)?;
+        let (chan_info, token_exp) = if server_side {
+            (None, None)
+        } else {
+            self.check_subscribe_permission(req, &options)?
+        };
+        let join_leave =
+            match options.join_leave && (req.join_leave || options.force_push_join_leave) {
+                false => JoinLeave::None,
+                true if options.join_leave_per_user => JoinLeave::PerUser,
+                true => JoinLeave::EveryConnection,
+            };
+        let request = Request {
+            channel: &req.channel,
+            options: &options,
+            join_leave,
+            position: Positioning {
+                recoverable: req.recoverable,
+                recover_from: req.recover.then(|| StreamPosition {
+                    offset: req.offset,
+                    epoch: req.epoch.clone(),
+                }),
+            },
+            chan_info,
+            expires_at: token_exp.map(instant_of),
+        };
+        let member = member!(self);
+        let (position, pending) = self
+            .subs
+            .prepare(&member, request)
+            .await
+            .map_err(error_code)?;
+        let mut result = pb::SubscribeResult {
+            recoverable: position.positioned,
+            positioned: position.positioned,
+            was_recovering: position.was_recovering,
+            recovered: position.recovered,
+            publications: position.missed.iter().map(encode::publication).collect(),
+            epoch: position.stream.epoch,
+            offset: position.stream.offset,
+            ..Default::default()
+        };
+        if token_exp.is_some() {
+            (result.expires, result.ttl) = expiry(token_exp);
+        }
+        Ok((result, pending))
+    }
+
+    /// Returns the channel info and expiry a subscription token grants, or refuses.
+    fn check_subscribe_permission(
+        &self,
+        req: &pb::SubscribeRequest,
+        options: &NamespaceOptions,
+    ) -> Result<(Option<Bytes>, Option<u64>), ErrorCode> {
+        if !req.token.is_empty() {
+            let verifier = self
+                .front
+                .verifier
+                .as_ref()
+                .ok_or(ErrorCode::PERMISSION_DENIED)?;
+            return match verifier.subscription(&req.token) {
+                Ok(t) if t.user == self.user() && t.channel == req.channel => {
+                    Ok((t.info, t.expires_at))
+                }
+                Ok(_) => Err(ErrorCode::PERMISSION_DENIED),
+                Err(TokenError::Expired) => Err(ErrorCode::TOKEN_EXPIRED),
+                Err(TokenError::Invalid(e)) => {
+                    tracing::debug!(error = %e, "subscription token refused");
+                    Err(ErrorCode::PERMISSION_DENIED)
+                }
+            };
+        }
+        match channel::user_allowed(&req.channel, self.user()) {
+            Some(true) => Ok((None, None)),
+            Some(false) => Err(ErrorCode::PERMISSION_DENIED),
+            None if options.allow_subscribe_for_client => Ok((None, None)),
+            None => Err(ErrorCode::PERMISSION_DENIED),
+        }
+    }
+
+    pub(super) fn sub_refresh(&mut self, id: u32, req: pb::SubRefreshRequest) -> Outcome {
+        let Some(verifier) = &self.front.verifier else {
+            return error_reply(id, ErrorCode::NOT_AVAILABLE);
+        };
+        let token = match verifier.subscription(&req.token) {
+            Ok(t) => t,
+            Err(TokenError::Expired) => return error_reply(id, ErrorCode::TOKEN_EXPIRED),
+            Err(TokenError::Invalid(_)) => return error_reply(id, ErrorCode::PERMISSION_DENIED),
+        };
+        if token.user != self.user() || token.channel != req.channel {
+            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        }
+        let Some(entry) = self.subs.get_mut(&req.channel) else {
+            return error_reply(id, ErrorCode::PERMISSION_DENIED);
+        };
+        entry.expires_at = token.expires_at.map(instant_of);
+        let (expires, ttl) = expiry(token.expires_at);
+        reply(id, |r| {
+            r.sub_refresh = Some(pb::SubRefreshResult { expires, ttl })
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! The WebSocket transport: one task per connection drives any [`Session`].
+//!
+//! The task waits on its socket's readiness, its outbound queue and one timer,
+//! and then reads, runs the session's messages and writes without waiting:
+//! frames are parsed from a per-thread scratch buffer ([`frames::FrameReader`]
+//! keeps only an unfinished frame), and what is queued for the client is written
+//! straight to the socket ([`writer::Writer`]). An idle connection therefore
+//! holds its session, its queue and no buffers.
+//!
+//! # Layout
+//! - [`upgrade`]: the HTTP upgrade, handing the socket to [`serve`].
+//! - [`socket`]: the socket under an upgraded connection (plain or TLS), by readiness.
+//! - [`frames`]: the incremental frame reader and server frame heads (RFC 6455).
+//! - [`writer`]: queued records → frames, vectored writes, the close frame.
+
+pub mod frames;
+pub mod socket;
+pub mod upgrade;
+pub mod writer;
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use switchboard_core::queue::Outbound;
+use switchboard_core::Disconnect;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+
+use crate::connection::Session;
+use crate::node::{ConnectionSlot, Node};
+use crate::registry::Mailbox;
+use frames::{Event, FrameError, FrameReader};
+use socket::Socket;
+use writer::{Flow, Writer, WRITE_TIMEOUT};
+
+/// The longest a connection's end may take to write what is queued and the
+/// close frame (each write still gives up after [`WRITE_TIMEOUT`] without progress).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes read per socket read; a wake reads at most [`READS_PER_WAKE`] of them
+/// before letting other connections run.
+const SCRATCH: usize = 16 * 1024;
+const READS_PER_WAKE: usize = 4;
+
+thread_local! {
+    /// Socket reads of the worker thread. Used only between two awaits.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// How the connection loop ended.
+enum End {
+    /// We close it: queued records and a close frame go out first.
+    Disconnect(Disconnect),
+    /// The queue was closed (slow consumer, server disconnect): its close frame
+    /// is already written or pending.
+    Closed,
+    /// The client closed (its close frame is echoed) or the socket failed.
+    Gone,
+}
+
+/// Serves one upgraded connection until it closes. `early` holds bytes the
+/// client sent right behind its handshake; `session` queues into `outbound` and
+/// takes requests from `mailbox`.
+pub async fn serve<S: Session>(
+    node: Arc<Node>,
+    (mut io, early): (Socket, Bytes),
+    mut session: S,
+    (outbound, mailbox): (Arc<Outbound>, Arc<Mailbox>),
+    slot: ConnectionSlot,
+) {
+    let mut reader = FrameReader::new(node.config.limits.max_frame_bytes);
+    let mut writer = Writer::new(session.framing());
+    let mut events = Vec::new();
+
+    let ping_interval = node.config.ping_interval;
+    let mut next_ping = Instant::now() + ping_interval;
+    let mut session_deadline = session.deadline();
+    let mut drain_at: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(next_ping.min(session_deadline));
+    tokio::pin!(timer);
+    let drain = node.drain.cancelled();
+    tokio::pin!(drain);
+    let changed = outbound.changed();
+    tokio::pin!(changed);
+
+    let mut end = match reader.feed(&early, &mut events) {
+        Ok(()) => None,
+        Err(e) => Some(End::Disconnect(violation(e))),
+    };
+    drop(early);
+    // Read once without waiting for readiness: with TLS, the handshake may have
+    // left decrypted bytes inside rustls that no socket event will announce.
+    let mut read_again = true;
+    let end = loop {
+        // Everything that can be done without waiting. Messages read before the
+        // end of the stream (or a bad frame) are still run.
+        let earlier_end = end.take();
+        for event in events.drain(..) {
+            match event {
+                Event::Message { opcode, data } => {
+                    let result = run_message(
+                        &mut session,
+                        (data, opcode == OpCode::Binary),
+                        (&mut io, &mut writer),
+                        &outbound,
+                        changed.as_mut(),
+                    )
+                    .await;
+                    session_deadline = session.deadline();
+                    if let Err(d) = result {
+                        end = Some(End::Disconnect(d));
+                        break;
+                    }
+                }
+                Event::Ping(payload) => writer.control(OpCode::Pong, &payload),
+                Event::Close(payload) => {
+                    writer.close_with(&payload);
+                    end = Some(End::Gone);
+                    break;
+                }
+            }
+        }
+        if let Some(end) = end.take().or(earlier_end) {
+            break end;
+        }
+        let requests = mailbox.take();
+        if !requests.is_empty() {
+            for request in requests {
+                Box::pin(session.on_control(request)).await;
+            }
+            session_deadline = session.deadline();
+        }
+        match writer.drain(&mut io, &outbound, S::goodbye) {
+            Ok(Flow::Open) => {}
+            Ok(Flow::Closed) => break End::Closed,
+            Err(_) => {
+                outbound.close(Disconnect::WRITE_ERROR, false);
+                break End::Gone;
+            }
+        }
+
+        // Then wait for the next thing to do.
+        let mut wake = next_ping.min(session_deadline);
+        if let Some(at) = drain_at {
+            wake = wake.min(at);
+        }
+        if let Some(since) = writer.stalled_since {
+            wake = wake.min(since + WRITE_TIMEOUT);
+        }
+        let fired = timer.is_elapsed();
+        if fired || timer.deadline() != wake {
+            // A deadline that passed without ending anything would fire at once
+            // again and again: look again a little later instead.
+            let floor = Instant::now() + Duration::from_millis(10);
+            timer
+                .as_mut()
+                .reset(if fired { wake.max(floor) } else { wake });
+        }
+        let blocked = writer.stalled_since.is_some();
+        tokio::select! {
+            biased;
+            () = &mut timer => {
+                let now = Instant::now();
+                if writer.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
+                    outbound.close(Disconnect::WRITE_ERROR, false);
+                    end = Some(End::Gone);
+                } else if drain_at.is_some_and(|at| now >= at) {
+                    end = Some(End::Disconnect(Disconnect::SHUTDOWN));
+                } else {
+                    if now >= next_ping {
+                        next_ping = now + ping_interval;
+                        if let Err(d) = session.on_ping_tick() {
+                            end = Some(End::Disconnect(d));
+                        }
+                    }
+                    if end.is_none() && now >= session_deadline {
+                        if let Err(d) = session.on_deadline() {
+                            end = Some(End::Disconnect(d));
+                        }
+                    }
+                    session_deadline = session.deadline();
+                }
+            }
+            () = &mut drain, if drain_at.is_none() => {
+                // Spread reconnects over the drain window so that the other nodes
+                // are not hit by every client of this one at once.
+                let jitter = node.config.drain_window.mul_f64(fastrand::f64());
+                drain_at = Some(Instant::now() + jitter);
+            }
+            () = &mut changed => changed.set(outbound.changed()),
+            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked => {}
+            // A client sending without pause keeps `read_again` set: the budget
+            // makes the task yield to the others on its thread now and then.
+            () = tokio::task::consume_budget(), if read_again => {
+                read_again = false;
+                match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                }
+            }
+            ready = poll_fn(|cx| io.poll_read_ready(cx)), if !read_again => match ready {
+                Ok(()) => match read(&mut io, &mut reader, &mut events) {
+                    Ok(more) => read_again = more,
+                    Err(e) => end = Some(e),
+                },
+                Err(_) => end = Some(End::Gone),
+            },
+        }
+    };
+
+    match &end {
+        End::Disconnect(disconnect) => {
+            let code = S::goodbye(disconnect).code;
+            tracing::debug!(client = %session.id(), code, reason = %disconnect.message, "disconnecting");
+            metrics::counter!("switchboard_disconnects_total", "code" => code.to_string())
+                .increment(1);
+            outbound.close(disconnect.clone(), true);
+        }
+        End::Closed | End::Gone => outbound.close(Disconnect::CONNECTION_CLOSED, false),
+    }
+    // The session leaves its channels while what is queued and the close frame
+    // go out, the latter bounded in time so that a client that stopped reading
+    // cannot hold the task.
+    let flush = !matches!(end, End::Gone) || writer.close_sent;
+    let finish = async {
+        if flush {
+            let finished = writer.finish(&mut io, &outbound, S::goodbye);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, finished).await;
+        }
+    };
+    tokio::join!(Box::pin(session.close()), finish);
+    drop(slot);
+}
+
+fn violation(e: FrameError) -> Disconnect {
+    tracing::debug!(error = %e, "refused a client frame");
+    match e {
+        FrameError::TooLarge => Disconnect::MESSAGE_TOO_BIG,
+        FrameError::Protocol(_) | FrameError::InvalidUtf8 => Disconnect::BAD_REQUEST,
+    }
+}
+
+/// Reads what the socket has (up to [`READS_PER_WAKE`] reads) and parses it;
+/// `Ok(true)` when there may be more to read right away.
+fn read(io: &mut Socket, reader: &mut FrameReader, events: &mut Vec<Event>) -> Result<bool, End> {
+    READ_BUFFER.with_borrow_mut(|scratch| {
+        for _ in 0..READS_PER_WAKE {
+            match io.try_read(scratch) {
+                Ok(0) => return Err(End::Gone),
+                Ok(n) => reader
+                    .feed(&scratch[..n], events)
+                    .map_err(|e| End::Disconnect(violation(e)))?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(End::Gone),
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Runs one message. Records queued meanwhile (fan-out to this client's other
+/// subscriptions, the replies themselves) are written while the session waits
+/// on the broker or the presence service.
+async fn run_message<'q, S: Session>(
+    session: &mut S,
+    (data, binary): (Bytes, bool),
+    (io, writer): (&mut Socket, &mut Writer),
+    outbound: &'q Outbound,
+    mut changed: Pin<&mut Notified<'q>>,
+) -> Result<(), Disconnect> {
+    // Boxed: command handling (subscribe, recovery, broker calls) is a large
+    // state machine that would otherwise sit inline in every idle connection.
+    let command = Box::pin(session.on_message(data, binary));
+    tokio::pin!(command);
+    let mut failed = false;
+    loop {
+        let blocked = writer.stalled_since.is_some();
+        tokio::select! {
+            result = &mut command => return result,
+            () = changed.as_mut(), if !failed => changed.set(outbound.changed()),
+            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked && !failed => {}
+        }
+        // A failed socket or a close is left for the connection loop to see.
+        match writer.drain(io, outbound, S::goodbye) {
+            Ok(Flow::Open) => {}
+            Ok(Flow::Closed) | Err(_) => failed = true,
+        }
+    }
+}

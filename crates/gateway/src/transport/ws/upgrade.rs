@@ -1,0 +1,96 @@
+//! The WebSocket upgrade: admission (draining, broker health, connection
+//! limit), the handshake, and the hand-over of the socket to [`super::serve`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use switchboard_core::queue::Outbound;
+
+use super::socket::Socket;
+use crate::connection::Session;
+use crate::node::Node;
+use crate::registry::Mailbox;
+use crate::response::{refused, text, Body};
+
+/// The subprotocols a client offers (`Sec-WebSocket-Protocol`), in its order.
+pub fn offered_subprotocols(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect()
+}
+
+/// Upgrades `req` and serves the connection with the session `make` builds
+/// (from the connection's queue and mailbox). `subprotocol` is named in the
+/// handshake: the one the protocol chose among those the client offered.
+pub fn upgrade<S, F>(
+    node: Arc<Node>,
+    mut req: Request<Incoming>,
+    subprotocol: Option<&'static str>,
+    make: F,
+) -> Response<Body>
+where
+    S: Session,
+    F: FnOnce(Arc<Outbound>, Arc<Mailbox>) -> S + Send + 'static,
+{
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+    }
+    if node.is_draining() {
+        refused("shutting_down");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if !node.broker.is_healthy() {
+        refused("broker_unavailable");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n");
+    }
+    let Some(slot) = node.try_acquire_connection() else {
+        refused("connection_limit");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached\n",
+        );
+    };
+    let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(_) => {
+            refused("bad_handshake");
+            return text(StatusCode::BAD_REQUEST, "bad WebSocket handshake\n");
+        }
+    };
+    // A client that offers subprotocols drops a handshake that names none of them.
+    if let Some(chosen) = subprotocol {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(chosen),
+        );
+    }
+    let tasks = node.tasks.clone();
+    tasks.spawn(async move {
+        // fastwebsockets completes the handshake; the connection task then
+        // drives the socket itself (see `socket`).
+        let socket = match upgrade.await {
+            Ok(ws) => Socket::from_upgraded(ws.into_inner().into_inner()),
+            Err(e) => {
+                refused("upgrade_failed");
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let Some(socket) = socket else {
+            refused("upgrade_failed");
+            tracing::warn!("upgraded connection of an unknown socket type");
+            return;
+        };
+        let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
+        let mailbox = Arc::new(Mailbox::default());
+        let session = make(outbound.clone(), mailbox.clone());
+        super::serve(node, socket, session, (outbound, mailbox), slot).await;
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}
