@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_test_support::{NatsCluster, NatsServer};
+use switchboard_test_support::{eventually, NatsCluster, NatsServer};
 
 async fn gateways(n: usize, nats: &str) -> Vec<Gateway> {
     let mut out = Vec::new();
@@ -412,7 +412,7 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
     let mut c = gw.connected().await;
     c.subscribe(json!({"channel": "outage"})).await;
     nats.kill();
-    eventually("readyz false", || !gw.node.is_ready()).await;
+    eventually("readyz false", PATIENCE, async || !gw.node.is_ready()).await;
     assert_eq!(get(gw.addr, "/readyz").await.0, 503);
     let (status, body) = gw
         .api()
@@ -427,7 +427,7 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
     let r = c.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     nats.restart();
-    eventually("ready again", || gw.node.is_ready()).await;
+    eventually("ready again", PATIENCE, async || gw.node.is_ready()).await;
     let mut published = None;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while published.is_none() {
@@ -602,7 +602,7 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
         }));
     }
     let node = gws[0].node.clone();
-    eventually("all subscribed", || {
+    eventually("all subscribed", PATIENCE, async || {
         node.hub.num_subscribers("big:mass") == SUBSCRIBERS
     })
     .await;
@@ -622,7 +622,7 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
             }
         })
     };
-    eventually("a third published", || {
+    eventually("a third published", PATIENCE, async || {
         published.load(std::sync::atomic::Ordering::Relaxed) >= COUNT / 3
     })
     .await;
@@ -631,7 +631,10 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
     assert_eq!(r, json!({"result": {}}));
     // Everyone is gone (the channel's interest is dropped), then everyone comes
     // back at once while publications keep coming.
-    eventually("hub emptied", || node.hub.num_subscribers("big:mass") == 0).await;
+    eventually("hub emptied", PATIENCE, async || {
+        node.hub.num_subscribers("big:mass") == 0
+    })
+    .await;
     open.send_replace(true);
     publisher.await.unwrap();
     for c in collectors {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use switchboard_test_support::eventually;
 
 #[tokio::test]
 async fn a_client_that_does_not_answer_pings_is_disconnected() {
@@ -57,7 +58,10 @@ async fn connections_beyond_the_limit_are_refused() {
     let r = first.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     drop(first);
-    eventually("slot released", || gw.node.registry.counts().0 == 0).await;
+    eventually("slot released", PATIENCE, async || {
+        gw.node.registry.counts().0 == 0
+    })
+    .await;
     let mut c = None;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while c.is_none() {
@@ -204,5 +208,8 @@ async fn websocket_pings_get_pongs_and_a_close_is_echoed() {
     let close = fastwebsockets::Frame::close(1000, b"bye");
     c.ws.write_frame(close).await.unwrap();
     assert_eq!(c.closed().await.0, 1000, "the client's close is echoed");
-    eventually("connection forgotten", || gw.node.registry.counts().0 == 0).await;
+    eventually("connection forgotten", PATIENCE, async || {
+        gw.node.registry.counts().0 == 0
+    })
+    .await;
 }
