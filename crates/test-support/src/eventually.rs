@@ -11,6 +11,8 @@
 
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::future::Future;
+use std::panic::Location;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,7 +22,8 @@ pub const FIRST_INTERVAL: Duration = Duration::from_millis(10);
 /// The longest pause between two checks.
 pub const MAX_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Polls `check` until it returns true; panics after `patience` naming `what`.
+/// Polls `check` until it returns true; panics after `patience` naming `what`
+/// and the caller's line.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -33,42 +36,51 @@ pub const MAX_INTERVAL: Duration = Duration::from_millis(100);
 /// .await;
 /// # }
 /// ```
-pub async fn eventually(
+// Plain functions returning futures rather than `async fn`s, so that
+// `#[track_caller]` can name the test's line in the failure.
+#[track_caller]
+pub fn eventually(
     what: impl Display,
     patience: Duration,
     mut check: impl AsyncFnMut() -> bool,
-) {
-    poll(what, patience, async || {
+) -> impl Future<Output = ()> {
+    let at = Location::caller();
+    poll(what, patience, at, async move || {
         if check().await {
             Ok(())
         } else {
             Err(None::<Infallible>)
         }
     })
-    .await
 }
 
 /// Polls `check` until it returns `Some`, and returns that value; panics after
-/// `patience` naming `what`.
-pub async fn eventually_some<T>(
+/// `patience` naming `what` and the caller's line.
+#[track_caller]
+pub fn eventually_some<T>(
     what: impl Display,
     patience: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    poll(what, patience, async || {
+) -> impl Future<Output = T> {
+    let at = Location::caller();
+    poll(what, patience, at, async move || {
         check().await.ok_or(None::<Infallible>)
     })
-    .await
 }
 
 /// Polls `check` until it returns `Ok`, and returns that value; panics after
-/// `patience` naming `what` and showing the last `Err` (what was seen instead).
-pub async fn eventually_ok<T, E: Display>(
+/// `patience` naming `what` and the caller's line, and showing the last `Err`
+/// (what was seen instead).
+#[track_caller]
+pub fn eventually_ok<T, E: Display>(
     what: impl Display,
     patience: Duration,
     mut check: impl AsyncFnMut() -> Result<T, E>,
-) -> T {
-    poll(what, patience, async || check().await.map_err(Some)).await
+) -> impl Future<Output = T> {
+    let at = Location::caller();
+    poll(what, patience, at, async move || {
+        check().await.map_err(Some)
+    })
 }
 
 /// The one polling loop: `Err(Some(seen))` is a miss worth reporting,
@@ -76,6 +88,7 @@ pub async fn eventually_ok<T, E: Display>(
 async fn poll<T, E: Display>(
     what: impl Display,
     patience: Duration,
+    at: &'static Location<'static>,
     mut check: impl AsyncFnMut() -> Result<T, Option<E>>,
 ) -> T {
     let deadline = Instant::now() + patience;
@@ -87,12 +100,8 @@ async fn poll<T, E: Display>(
         };
         let now = Instant::now();
         if now >= deadline {
-            match miss {
-                Some(seen) => {
-                    panic!("timed out after {patience:?} waiting for: {what}; last seen: {seen}")
-                }
-                None => panic!("timed out after {patience:?} waiting for: {what}"),
-            }
+            let seen = miss.map_or(String::new(), |seen| format!("; last seen: {seen}"));
+            panic!("timed out after {patience:?} waiting for: {what} (at {at}){seen}");
         }
         // The last check falls on the deadline rather than an interval past it.
         tokio::time::sleep(interval.min(deadline - now)).await;
@@ -148,19 +157,37 @@ mod tests {
         assert_eq!(at, [0, 10, 30, 70, 150, 250]);
     }
 
-    #[tokio::test(start_paused = true)]
-    #[should_panic(expected = "timed out after 2s waiting for: the door to open")]
-    async fn the_failure_names_what_and_how_long() {
-        eventually("the door to open", Duration::from_secs(2), async || false).await;
+    /// The message of the panic that `wait` ends in.
+    async fn failure(wait: impl Future<Output = ()> + Send + 'static) -> String {
+        let panic = tokio::spawn(wait).await.expect_err("it gave up");
+        *panic.into_panic().downcast::<String>().expect("a message")
     }
 
     #[tokio::test(start_paused = true)]
-    #[should_panic(expected = "waiting for: a green light; last seen: red")]
+    async fn the_failure_names_what_how_long_and_where() {
+        let line = line!() + 1;
+        let wait = eventually("the door to open", Duration::from_secs(2), async || false);
+        let message = failure(wait).await;
+        assert!(
+            message.starts_with("timed out after 2s waiting for: the door to open (at "),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("{}:{line}:", file!())),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_failure_shows_what_was_seen_last() {
-        eventually_ok("a green light", Duration::from_secs(2), async || {
-            Err::<(), _>("red")
-        })
-        .await;
+        let wait = async {
+            eventually_ok("a green light", Duration::from_secs(2), async || {
+                Err::<(), _>("red")
+            })
+            .await
+        };
+        let message = failure(wait).await;
+        assert!(message.ends_with("; last seen: red"), "{message}");
     }
 
     #[tokio::test(start_paused = true)]
