@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use switchboard_test_support::eventually;
+use switchboard_test_support::{eventually, eventually_some};
 
 #[tokio::test]
 async fn a_client_that_does_not_answer_pings_is_disconnected() {
@@ -62,16 +62,11 @@ async fn connections_beyond_the_limit_are_refused() {
         gw.node.registry.counts().0 == 0
     })
     .await;
-    let mut c = None;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while c.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+    let _c = eventually_some("slot freed", PATIENCE, async || {
         let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        c = ws_handshake(gw.addr, stream, "").await.ok();
-        if c.is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+        ws_handshake(gw.addr, stream, "").await.ok()
+    })
+    .await;
 }
 
 /// A client that stops reading is cut off as slow; a reading client on the same
