@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use switchboard_test_support::eventually;
 
 #[tokio::test]
 async fn api_key_is_required() {
@@ -161,7 +162,7 @@ async fn server_unsubscribe_and_disconnect() {
     let push = c.wait_for(|v| v["push"].get("unsubscribe").is_some()).await;
     assert_eq!(push["push"]["channel"], json!("s"));
     assert_eq!(push["push"]["unsubscribe"]["code"], json!(2000));
-    eventually("unsubscribed in the hub", || {
+    eventually("unsubscribed in the hub", PATIENCE, async || {
         gw.node.hub.num_subscribers("s") == 0
     })
     .await;
@@ -175,7 +176,10 @@ async fn server_unsubscribe_and_disconnect() {
         .await;
     assert_eq!(r, json!({"result": {}}));
     assert_eq!(c.closed().await, (4501, "bye".to_owned()));
-    eventually("connection forgotten", || gw.node.registry.counts().0 == 0).await;
+    eventually("connection forgotten", PATIENCE, async || {
+        gw.node.registry.counts().0 == 0
+    })
+    .await;
 
     let mut c = gw.client().await;
     c.connect(json!({"token": token(json!({"sub": "u9"}))}))

@@ -4,9 +4,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::GatewayProcess;
+use switchboard_test_support::eventually_some;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-gateway");
 const DEV_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
@@ -83,8 +84,8 @@ fn a_bad_configuration_is_refused_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
 
-#[test]
-fn sigterm_drains_and_exits_cleanly() {
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
     let (mut p, _port) = start(
         &[
             "--config",
@@ -102,16 +103,10 @@ fn sigterm_drains_and_exits_cleanly() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = p.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let patience = Duration::from_secs(20);
+    let status = eventually_some("gateway exit after SIGTERM", patience, async || {
+        p.0.try_wait().unwrap()
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
 }

@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_test_support::{NatsCluster, NatsServer};
+use switchboard_test_support::{
+    eventually, eventually_ok, eventually_some, NatsCluster, NatsServer,
+};
 
 async fn gateways(n: usize, nats: &str) -> Vec<Gateway> {
     let mut out = Vec::new();
@@ -330,23 +332,19 @@ async fn publish_all(
                 hook_task = h(i);
             }
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let node = &gws[i % gws.len()];
-            let data = bytes::Bytes::from(i.to_string());
-            if node
-                .publish(channel, data, None, Some(format!("k{i}")))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "publication {i} never acknowledged"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let node = &gws[i % gws.len()];
+        let patience = std::time::Duration::from_secs(30);
+        eventually(
+            format!("publication {i} acknowledged"),
+            patience,
+            async || {
+                let data = bytes::Bytes::from(i.to_string());
+                node.publish(channel, data, None, Some(format!("k{i}")))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
     }
     if let Some(t) = hook_task {
         t.await.unwrap();
@@ -412,7 +410,7 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
     let mut c = gw.connected().await;
     c.subscribe(json!({"channel": "outage"})).await;
     nats.kill();
-    eventually("readyz false", || !gw.node.is_ready()).await;
+    eventually("readyz false", PATIENCE, async || !gw.node.is_ready()).await;
     assert_eq!(get(gw.addr, "/readyz").await.0, 503);
     let (status, body) = gw
         .api()
@@ -427,24 +425,15 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
     let r = c.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     nats.restart();
-    eventually("ready again", || gw.node.is_ready()).await;
-    let mut published = None;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while published.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publish never recovered"
-        );
+    eventually("ready again", PATIENCE, async || gw.node.is_ready()).await;
+    eventually("publish recovered", PATIENCE, async || {
         let (_, body) = gw
             .api()
             .call("publish", json!({"channel": "outage", "data": 2}))
             .await;
-        if body.get("result").is_some() {
-            published = Some(body);
-        } else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+        body.get("result").is_some()
+    })
+    .await;
     assert_eq!(c.next_pub("outage").await["data"], json!(2));
 }
 
@@ -490,21 +479,18 @@ async fn presence_is_shared_by_every_gateway() {
 
     b2.call(json!({"unsubscribe": {"channel": "lobby"}})).await;
     drop(b);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually_ok("members left", PATIENCE, async || {
         let (_, stats) = gws[0]
             .api()
             .call("presence_stats", json!({"channel": "lobby"}))
             .await;
         if stats["result"] == json!({"num_clients": 1, "num_users": 1}) {
-            break;
+            Ok(())
+        } else {
+            Err(stats)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "members never left: {stats}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,14 +530,11 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
         "the member is visible from the other gateway"
     );
     doomed.kill9();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while stats().await != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a dead gateway's member never expired"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let patience = std::time::Duration::from_secs(30);
+    eventually("a dead gateway's member expired", patience, async || {
+        stats().await == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +585,7 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
         }));
     }
     let node = gws[0].node.clone();
-    eventually("all subscribed", || {
+    eventually("all subscribed", PATIENCE, async || {
         node.hub.num_subscribers("big:mass") == SUBSCRIBERS
     })
     .await;
@@ -622,7 +605,7 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
             }
         })
     };
-    eventually("a third published", || {
+    eventually("a third published", PATIENCE, async || {
         published.load(std::sync::atomic::Ordering::Relaxed) >= COUNT / 3
     })
     .await;
@@ -631,7 +614,10 @@ async fn a_mass_reconnect_while_publishing_loses_nothing() {
     assert_eq!(r, json!({"result": {}}));
     // Everyone is gone (the channel's interest is dropped), then everyone comes
     // back at once while publications keep coming.
-    eventually("hub emptied", || node.hub.num_subscribers("big:mass") == 0).await;
+    eventually("hub emptied", PATIENCE, async || {
+        node.hub.num_subscribers("big:mass") == 0
+    })
+    .await;
     open.send_replace(true);
     publisher.await.unwrap();
     for c in collectors {
@@ -744,21 +730,18 @@ async fn presence_through_two_service_replicas_and_two_gateways() {
         assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 3, "{p}");
     }
     clients.pop();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually_ok("the leave showed", PATIENCE, async || {
         let (_, stats) = a
             .api()
             .call("presence_stats", json!({"channel": "hall"}))
             .await;
         if stats["result"] == json!({"num_clients": 2, "num_users": 2}) {
-            break;
+            Ok(())
+        } else {
+            Err(stats)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the leave never showed: {stats}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -984,23 +967,16 @@ async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
     // Two more sweeps after the leave, then nothing else may have arrived.
     let sweeps = |m: &str| counter(m, "switchboard_presence_sweeps_total");
     let (_, before) = get(survivor.addr, "/metrics").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let now = eventually_some("two more sweeps", PATIENCE, async || {
         let (_, now) = get(survivor.addr, "/metrics").await;
-        if sweeps(&now) >= sweeps(&before) + 2.0 {
-            assert_eq!(
-                counter(&now, "switchboard_presence_leaves_emitted_total"),
-                1.0,
-                "{now}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sweepers stopped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (sweeps(&now) >= sweeps(&before) + 2.0).then_some(now)
+    })
+    .await;
+    assert_eq!(
+        counter(&now, "switchboard_presence_leaves_emitted_total"),
+        1.0,
+        "{now}"
+    );
     let r = watcher.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     while let Some(push) = watcher.try_next_push() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use switchboard_test_support::{eventually, eventually_some};
 
 #[tokio::test]
 async fn a_client_that_does_not_answer_pings_is_disconnected() {
@@ -57,17 +58,15 @@ async fn connections_beyond_the_limit_are_refused() {
     let r = first.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     drop(first);
-    eventually("slot released", || gw.node.registry.counts().0 == 0).await;
-    let mut c = None;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while c.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+    eventually("slot released", PATIENCE, async || {
+        gw.node.registry.counts().0 == 0
+    })
+    .await;
+    let _c = eventually_some("slot freed", PATIENCE, async || {
         let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        c = ws_handshake(gw.addr, stream, "").await.ok();
-        if c.is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+        ws_handshake(gw.addr, stream, "").await.ok()
+    })
+    .await;
 }
 
 /// A client that stops reading is cut off as slow; a reading client on the same
@@ -204,5 +203,8 @@ async fn websocket_pings_get_pongs_and_a_close_is_echoed() {
     let close = fastwebsockets::Frame::close(1000, b"bye");
     c.ws.write_frame(close).await.unwrap();
     assert_eq!(c.closed().await.0, 1000, "the client's close is echoed");
-    eventually("connection forgotten", || gw.node.registry.counts().0 == 0).await;
+    eventually("connection forgotten", PATIENCE, async || {
+        gw.node.registry.counts().0 == 0
+    })
+    .await;
 }

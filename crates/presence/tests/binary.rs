@@ -2,11 +2,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_presence::pb::presence_client::PresenceClient;
 use switchboard_presence::pb::{JoinRequest, ListRequest, Member, Membership, StatsRequest};
-use switchboard_test_support::NatsServer;
+use switchboard_test_support::{eventually_some, NatsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-presence");
 
@@ -151,13 +151,10 @@ async fn serves_grpc_probes_and_metrics_and_stops_on_sigterm() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let patience = Duration::from_secs(20);
+    let status = eventually_some("exit after SIGTERM", patience, async || {
+        child.try_wait().unwrap()
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
 }

@@ -1,4 +1,7 @@
-//! Real `nats-server` processes for tests.
+//! Test support: real `nats-server` processes, and waiting for a condition.
+//!
+//! Layout: this file runs the servers; [`eventually`](mod@eventually) polls an
+//! async check with a deadline, for tests that wait for something to happen.
 //!
 //! Every server gets free ports and its own temporary JetStream store, so tests
 //! run in parallel; it is killed (and its store removed) on drop. Start-up is
@@ -11,6 +14,10 @@
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+
+pub mod eventually;
+
+pub use eventually::{eventually, eventually_ok, eventually_some};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -521,18 +521,6 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// Polls `check` until it is true or the patience runs out.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A boolean protocol field; JSON replies leave out `false`.
 pub fn flag(v: &Value) -> bool {
     v.as_bool().unwrap_or(false)
