@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
-use prost::Message as _;
+use switchboard_protocol::centrifugo::codec::is_ping;
 use switchboard_protocol::centrifugo::pb::{
     Command, ConnectRequest, ConnectResult, PublishRequest, Reply, SubscribeRequest,
     SubscribeResult,
@@ -75,6 +75,14 @@ pub struct ClientOptions {
 
 /// Replies read but not yet asked for are kept, up to this many; beyond, the oldest go.
 const BACKLOG: usize = 10_000;
+
+/// Bound on the records of one server frame. A server joins everything queued for
+/// a connection into one frame: a gateway's queue holds 1 MiB by default, and this
+/// tool's smallest publication push takes some 50 bytes, so a real frame holds tens
+/// of thousands at most. The bound stays well above that (a 13 MiB queue of the
+/// smallest pushes) and caps what one broken frame, of 1-byte pings say, makes a
+/// receiver allocate: a decoded `Reply` takes 1.3 KiB.
+const MAX_REPLIES_PER_FRAME: usize = 1 << 18;
 
 pub struct Client {
     ws: FragmentCollector<TcpStream>,
@@ -260,15 +268,12 @@ impl Client {
     }
 
     async fn send(&mut self, command: &Command) -> Result<(), ClientError> {
+        let record = self.encoding.encode_command(command).map_err(undecodable)?;
+        // Owned, so the frame is masked in place (a unique `Bytes` gives up its `Vec`).
+        let payload = Payload::Owned(Vec::from(record));
         let frame = match self.encoding {
-            Encoding::Json => {
-                let body =
-                    serde_json::to_vec(command).map_err(|e| ClientError::Decode(e.to_string()))?;
-                Frame::text(Payload::Owned(body))
-            }
-            Encoding::Protobuf => {
-                Frame::binary(Payload::Owned(command.encode_length_delimited_to_vec()))
-            }
+            Encoding::Json => Frame::text(payload),
+            Encoding::Protobuf => Frame::binary(payload),
         };
         self.ws.write_frame(frame).await?;
         Ok(())
@@ -281,10 +286,13 @@ impl Client {
             match frame.opcode {
                 OpCode::Close => return Err(closed(&frame.payload)),
                 OpCode::Text | OpCode::Binary => {
-                    let mut replies = decode(&frame.payload, self.encoding)?;
-                    let pings = replies.iter().filter(|r| **r == Reply::default()).count();
+                    let mut replies = self
+                        .encoding
+                        .decode_replies(&frame.payload, MAX_REPLIES_PER_FRAME)
+                        .map_err(undecodable)?;
+                    let pings = replies.iter().filter(|r| is_ping(r)).count();
                     if pings > 0 {
-                        replies.retain(|r| *r != Reply::default());
+                        replies.retain(|r| !is_ping(r));
                         self.send(&Command::default()).await?;
                     }
                     if !replies.is_empty() {
@@ -297,31 +305,10 @@ impl Client {
     }
 }
 
-/// Decodes one server frame into its replies and pushes.
-pub fn decode(data: &[u8], encoding: Encoding) -> Result<Vec<Reply>, ClientError> {
-    let mut out = Vec::new();
-    match encoding {
-        Encoding::Json => {
-            for line in data.split(|b| *b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                out.push(
-                    serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?,
-                );
-            }
-        }
-        Encoding::Protobuf => {
-            let mut buf = data;
-            while !buf.is_empty() {
-                out.push(
-                    Reply::decode_length_delimited(&mut buf)
-                        .map_err(|e| ClientError::Decode(e.to_string()))?,
-                );
-            }
-        }
-    }
-    Ok(out)
+/// A frame that could not be decoded, or a command that could not be encoded; both
+/// are reported as `decode`.
+fn undecodable(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Decode(e.to_string())
 }
 
 fn closed(payload: &[u8]) -> ClientError {

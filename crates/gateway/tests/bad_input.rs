@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use fastwebsockets::OpCode;
 use serde_json::json;
+use switchboard_protocol::centrifugo::Encoding;
 
 /// After each abuse, a well-behaved client on the same gateway still works.
 async fn still_serves(gw: &Gateway) {
@@ -169,9 +170,8 @@ async fn binary_data_cannot_reach_json_subscribers() {
         }),
         ..Default::default()
     };
-    let mut buf = Vec::new();
-    prost::Message::encode_length_delimited(&cmd, &mut buf).unwrap();
-    p.send_raw(OpCode::Binary, buf).await;
+    let record = Encoding::Protobuf.encode_command(&cmd).unwrap();
+    p.send_raw(OpCode::Binary, record.into()).await;
     assert_eq!(
         j.closed().await.0,
         3506,
@@ -181,10 +181,7 @@ async fn binary_data_cannot_reach_json_subscribers() {
     let frame = 'read: loop {
         match p.read().await {
             Received::Frame(_, data) => {
-                let mut b = &data[..];
-                while !b.is_empty() {
-                    let reply: switchboard_protocol::centrifugo::pb::Reply =
-                        prost::Message::decode_length_delimited(&mut b).unwrap();
+                for reply in replies_of(&data, true) {
                     if let Some(push) = reply.push {
                         break 'read push;
                     }

@@ -8,14 +8,23 @@
 //! publication with `info` or `tags`, an escaped string, a malformed record) fails
 //! this reading and takes the full decode instead, so both ways give the same
 //! records, errors included.
+//!
+//! Why this stays here and not in the protocol crate: it is not a decoder of
+//! replies but a peek at two record shapes, which hands out borrowed data and
+//! gives up on anything else, a load generator's trade measured when it came in
+//! (commit e169368). The framing (`Encoding::split_replies`, with its bound) and the
+//! full decode (`Encoding::decode_reply`) are the protocol crate's, the same code
+//! `Client::next_replies` runs.
 
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use switchboard_protocol::centrifugo::codec::is_ping;
 use switchboard_protocol::centrifugo::pb::Reply;
+use switchboard_protocol::centrifugo::Encoding;
 
-use super::ClientError;
+use super::{undecodable, ClientError, MAX_REPLIES_PER_FRAME};
 
 /// One record of a frame.
 pub enum Record<'a> {
@@ -43,20 +52,24 @@ impl Record<'_> {
     }
 }
 
-/// The records of a JSON frame, one per non-blank line.
+/// The records of a JSON frame, at most [`MAX_REPLIES_PER_FRAME`] of them.
 pub fn records(frame: &[u8]) -> Result<Vec<Record<'_>>, ClientError> {
+    records_at_most(frame, MAX_REPLIES_PER_FRAME)
+}
+
+/// The protocol crate splits the frame (with the bound `Encoding::decode_replies`
+/// is given) and decodes whatever is not a ping or a plain publication; all that is
+/// done here is the peek, reading a record as one of those two without a `Reply`.
+fn records_at_most(frame: &[u8], max: usize) -> Result<Vec<Record<'_>>, ClientError> {
     let mut out = Vec::new();
-    for line in frame.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.push(match serde_json::from_slice::<Lean<'_>>(line) {
+    for record in Encoding::Json.split_replies(frame, max) {
+        let record = record.map_err(undecodable)?;
+        out.push(match serde_json::from_slice::<Lean<'_>>(record) {
             Ok(Lean(None)) => Record::Ping,
             Ok(Lean(Some((offset, data)))) => Record::Publication { offset, data },
             Err(_) => {
-                let reply: Reply =
-                    serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
-                if reply == Reply::default() {
+                let reply = Encoding::Json.decode_reply(record).map_err(undecodable)?;
+                if is_ping(&reply) {
                     Record::Ping
                 } else {
                     Record::Other(Box::new(reply))
@@ -184,14 +197,15 @@ impl<'de> Visitor<'de> for PubVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_protocol::centrifugo::Encoding;
 
     type Seen = (usize, usize, Vec<(u64, Vec<u8>)>);
 
     /// Pings, other records and publications of a frame, the full way.
     fn full(frame: &[u8]) -> Option<Seen> {
-        let replies = super::super::decode(frame, Encoding::Json).ok()?;
-        let pings = replies.iter().filter(|r| **r == Reply::default()).count();
+        let replies = Encoding::Json
+            .decode_replies(frame, MAX_REPLIES_PER_FRAME)
+            .ok()?;
+        let pings = replies.iter().filter(|r| is_ping(r)).count();
         let pubs = replies
             .iter()
             .filter_map(|r| r.push.as_ref()?.r#pub.as_ref())
@@ -268,5 +282,19 @@ mod tests {
             assert!(lean(other.as_bytes()).is_some_and(|s| s.2.len() == 1));
         }
         assert!(matches!(records(b"{}").as_deref(), Ok([Record::Ping])));
+    }
+
+    #[test]
+    fn lean_and_full_reads_share_the_bound() {
+        let frame = FRAMES[4].as_bytes();
+        for max in 0..5 {
+            let lean = records_at_most(frame, max).map(|r| r.len());
+            let full = Encoding::Json.decode_replies(frame, max);
+            match (lean, full) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b.len(), "{max}"),
+                (Err(ClientError::Decode(a)), Err(b)) => assert_eq!(a, b.to_string(), "{max}"),
+                (lean, full) => panic!("{max}: lean {lean:?}, full {full:?}"),
+            }
+        }
     }
 }

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::node::Node;
+use switchboard_protocol::centrifugo::pb::{Command, Reply};
+use switchboard_protocol::centrifugo::Encoding;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -272,11 +274,9 @@ impl Client {
         self.next_id += 1;
         command["id"] = json!(self.next_id);
         if self.protobuf {
-            let cmd: switchboard_protocol::centrifugo::pb::Command =
-                serde_json::from_value(command).unwrap();
-            let mut buf = Vec::new();
-            prost::Message::encode_length_delimited(&cmd, &mut buf).unwrap();
-            self.send_raw(OpCode::Binary, buf).await;
+            let cmd: Command = serde_json::from_value(command).unwrap();
+            let record = Encoding::Protobuf.encode_command(&cmd).unwrap();
+            self.send_raw(OpCode::Binary, record.into()).await;
         } else {
             self.send_raw(OpCode::Text, command.to_string().into_bytes())
                 .await;
@@ -415,24 +415,30 @@ impl Client {
     }
 }
 
-/// Decodes one server frame into JSON views of its replies.
-pub fn decode_replies(data: &[u8], protobuf: bool) -> Vec<Value> {
-    if protobuf {
-        let mut buf = data;
-        let mut out = Vec::new();
-        while !buf.is_empty() {
-            let reply: switchboard_protocol::centrifugo::pb::Reply =
-                prost::Message::decode_length_delimited(&mut buf).expect("valid protobuf reply");
-            out.push(serde_json::to_value(&reply).unwrap());
-        }
-        out
+/// Bound on the replies of one server frame, above what a test's gateway queues
+/// for a client: the largest queue here (32 MiB) reaches it only with records of 32
+/// bytes or less, and a publication push takes more.
+pub const MAX_REPLIES_PER_FRAME: usize = 1 << 20;
+
+/// Decodes one server frame into its replies and pushes, as a client does.
+pub fn replies_of(data: &[u8], protobuf: bool) -> Vec<Reply> {
+    let encoding = if protobuf {
+        Encoding::Protobuf
     } else {
-        std::str::from_utf8(data)
-            .expect("JSON frames are UTF-8")
-            .split('\n')
-            .map(|line| serde_json::from_str(line).expect("valid JSON reply"))
-            .collect()
-    }
+        Encoding::Json
+    };
+    encoding
+        .decode_replies(data, MAX_REPLIES_PER_FRAME)
+        .unwrap_or_else(|e| panic!("an undecodable {} frame: {e}", encoding.name()))
+}
+
+/// Decodes one server frame into JSON views of its replies: what the JSON encoding
+/// writes, for either encoding.
+pub fn decode_replies(data: &[u8], protobuf: bool) -> Vec<Value> {
+    replies_of(data, protobuf)
+        .iter()
+        .map(|reply| serde_json::to_value(reply).unwrap())
+        .collect()
 }
 
 /// A minimal server API client.

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`pb`]: the protocol's messages, generated from `proto/client.proto`; the same
 //!   structs carry both the JSON and the protobuf encoding.
-//! - [`codec`]: frames ↔ commands and replies for either [`Encoding`].
+//! - [`codec`]: frames ↔ commands and replies for either [`Encoding`], on the
+//!   server's side and on a client's.
 //! - [`codes`]: error codes (replies), unsubscribe and disconnect codes.
 //! - `json`: serde helpers that give the JSON encoding its Centrifugo shape.
 
@@ -18,4 +19,4 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/switchboard.client.rs"));
 }
 
-pub use codec::{DecodeError, EncodeError, Encoding};
+pub use codec::{CommandEncodeError, DecodeError, EncodeError, Encoding, ReplyDecodeError};

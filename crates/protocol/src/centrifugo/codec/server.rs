@@ -1,27 +1,11 @@
-//! Frames ↔ commands and replies.
-//!
-//! A client frame holds one or more commands: newline-delimited JSON objects in the
-//! JSON encoding, varint-length-delimited messages in protobuf. Replies and pushes
-//! are encoded one by one into *records*; a writer that finds several records queued
-//! joins them into one frame with [`Encoding::join`].
+//! The server side of the codec: a client's frame → its commands, a reply or push →
+//! a record.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message as _;
 
-use super::pb::{Command, Reply};
-
-/// The WebSocket subprotocol by which SDKs ask for the protobuf encoding; the
-/// server names it back in its handshake reply.
-pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
-/// The subprotocol of the JSON encoding, named back when a client offers it.
-pub const JSON_SUBPROTOCOL: &str = "centrifuge-json";
-
-/// The encoding a connection chose at upgrade time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Json,
-    Protobuf,
-}
+use super::Encoding;
+use crate::centrifugo::pb::{Command, Reply};
 
 /// A frame the client sent could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -43,38 +27,6 @@ pub enum EncodeError {
 }
 
 impl Encoding {
-    /// Picks the encoding from the WebSocket subprotocols the client offers
-    /// (`Sec-WebSocket-Protocol: centrifuge-protobuf`, what the SDKs send) or the
-    /// URL's query string (`cf_protocol=protobuf`).
-    pub fn negotiate<'a>(
-        subprotocols: impl IntoIterator<Item = &'a str>,
-        query: Option<&str>,
-    ) -> Encoding {
-        let offered = subprotocols
-            .into_iter()
-            .any(|p| p.trim() == PROTOBUF_SUBPROTOCOL);
-        let queried = query
-            .unwrap_or_default()
-            .split('&')
-            .any(|pair| pair == "cf_protocol=protobuf");
-        if offered || queried {
-            Encoding::Protobuf
-        } else {
-            Encoding::Json
-        }
-    }
-
-    pub fn is_binary(self) -> bool {
-        self == Encoding::Protobuf
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Encoding::Json => "json",
-            Encoding::Protobuf => "protobuf",
-        }
-    }
-
     /// Decodes every command of one frame, at most `max_commands` of them.
     pub fn decode_commands(
         self,
@@ -120,25 +72,6 @@ impl Encoding {
         match self {
             Encoding::Json => Bytes::from_static(b"{}"),
             Encoding::Protobuf => Bytes::from_static(&[0]),
-        }
-    }
-
-    /// What stands between records joined into one frame: a newline between
-    /// JSON replies; nothing between protobuf ones (each carries its length).
-    pub fn separator(self) -> &'static [u8] {
-        match self {
-            Encoding::Json => b"\n",
-            Encoding::Protobuf => b"",
-        }
-    }
-
-    /// Joins records queued together into one frame.
-    pub fn join(self, records: impl IntoIterator<Item = Bytes>, out: &mut BytesMut) {
-        for (i, record) in records.into_iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(self.separator());
-            }
-            out.extend_from_slice(&record);
         }
     }
 }
@@ -250,60 +183,5 @@ mod tests {
         };
         assert!(Encoding::Json.encode_reply(&reply).is_err());
         assert!(Encoding::Protobuf.encode_reply(&reply).is_ok());
-    }
-
-    #[test]
-    fn records_join_per_encoding() {
-        let mut out = BytesMut::new();
-        Encoding::Json.join(
-            [Bytes::from_static(b"{}"), Bytes::from_static(b"{}")],
-            &mut out,
-        );
-        assert_eq!(&out[..], b"{}\n{}");
-        let mut out = BytesMut::new();
-        Encoding::Protobuf.join(
-            [Bytes::from_static(&[0]), Bytes::from_static(&[0])],
-            &mut out,
-        );
-        assert_eq!(&out[..], &[0, 0]);
-    }
-
-    #[test]
-    fn encoding_negotiation() {
-        let none: [&str; 0] = [];
-        assert_eq!(
-            Encoding::negotiate(["centrifuge-protobuf"], None),
-            Encoding::Protobuf
-        );
-        assert_eq!(
-            Encoding::negotiate(["x", " centrifuge-protobuf"], None),
-            Encoding::Protobuf
-        );
-        assert_eq!(
-            Encoding::negotiate(["centrifuge-json"], None),
-            Encoding::Json
-        );
-        assert_eq!(
-            Encoding::negotiate(none, Some("cf_protocol=protobuf")),
-            Encoding::Protobuf
-        );
-        assert_eq!(
-            Encoding::negotiate(none, Some("a=1&cf_protocol=protobuf")),
-            Encoding::Protobuf
-        );
-        assert_eq!(
-            Encoding::negotiate(none, Some("cf_protocol=json")),
-            Encoding::Json
-        );
-        assert_eq!(Encoding::negotiate(none, None), Encoding::Json);
-    }
-
-    #[test]
-    fn client_info_always_names_user_and_client() {
-        let info = crate::centrifugo::pb::ClientInfo::default();
-        assert_eq!(
-            serde_json::to_string(&info).unwrap(),
-            r#"{"user":"","client":""}"#
-        );
     }
 }
