@@ -9,8 +9,7 @@ use switchboard_broker_nats::{NatsBroker, NatsConfig};
 use switchboard_core::broker::HistoryOptions;
 use switchboard_core::namespace::{NamespaceOptions, Namespaces};
 use switchboard_core::{Broker, ChannelEvent, EventSink, PublishOptions};
-use switchboard_test_support::NatsServer;
-use tokio::time::Instant;
+use switchboard_test_support::{eventually, NatsServer};
 
 #[derive(Default)]
 struct Events(Mutex<Vec<ChannelEvent>>);
@@ -87,10 +86,12 @@ async fn the_excluded_client_travels_to_other_gateways_live_and_stored() {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events.exclusions().len() < publishes.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "every publication arrived",
+        Duration::from_secs(10),
+        async || events.exclusions().len() == publishes.len(),
+    )
+    .await;
     let mut got = events.exclusions();
     got.sort();
     assert_eq!(

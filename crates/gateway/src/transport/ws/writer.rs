@@ -309,3 +309,107 @@ fn close_reason(reason: &str) -> &[u8] {
     }
     &reason.as_bytes()[..end]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A server socket and the client's end of it.
+    async fn pair() -> (Socket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Socket::Plain(server), client)
+    }
+
+    fn goodbye(_: &Disconnect) -> Goodbye {
+        Goodbye {
+            code: 4242,
+            reconnect: false,
+        }
+    }
+
+    /// Unmasked server frames in `bytes`: (opcode, payload).
+    fn frames_of(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let opcode = bytes[0] & 0x0f;
+            let (len, head) = match bytes[1] {
+                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            out.push((opcode, bytes[head..head + len].to_vec()));
+            bytes = &bytes[head + len..];
+        }
+        out
+    }
+
+    /// Queues `count` records, closes the queue, drains it with `framing` and
+    /// returns the frames the client receives.
+    async fn written(framing: Framing, count: usize) -> Vec<(u8, Vec<u8>)> {
+        let (mut socket, mut client) = pair().await;
+        let outbound = Outbound::new(1 << 20);
+        for i in 0..count {
+            outbound
+                .push(Record::new(format!("r{i}").into_bytes().into()))
+                .unwrap();
+        }
+        outbound.close(Disconnect::SHUTDOWN, true);
+        let mut writer = Writer::new(framing);
+        writer.finish(&mut socket, &outbound, goodbye).await;
+        drop(socket);
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        frames_of(&bytes)
+    }
+
+    fn close_frame() -> (u8, Vec<u8>) {
+        let mut payload = 4242u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"shutdown");
+        (OpCode::Close as u8, payload)
+    }
+
+    #[tokio::test]
+    async fn joined_records_leave_in_one_frame_then_the_close_with_the_protocols_code() {
+        for count in [3, MAX_SLICES + 5] {
+            let framing = Framing {
+                binary: false,
+                join: Some(b"\n"),
+            };
+            let frames = written(framing, count).await;
+            let joined: Vec<String> = (0..count).map(|i| format!("r{i}")).collect();
+            assert_eq!(
+                frames,
+                vec![
+                    (OpCode::Text as u8, joined.join("\n").into_bytes()),
+                    close_frame()
+                ],
+                "{count} records"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn records_framed_one_by_one_each_get_a_frame() {
+        for count in [3, MAX_SLICES + 5] {
+            let framing = Framing {
+                binary: true,
+                join: None,
+            };
+            let frames = written(framing, count).await;
+            let mut expected: Vec<(u8, Vec<u8>)> = (0..count)
+                .map(|i| (OpCode::Binary as u8, format!("r{i}").into_bytes()))
+                .collect();
+            expected.push(close_frame());
+            assert_eq!(frames, expected, "{count} records");
+        }
+    }
+}
