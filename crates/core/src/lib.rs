@@ -12,8 +12,9 @@
 //! - [`memory`]: the in-memory [`Broker`] and [`PresenceStore`] of the embedded mode.
 //! - [`presence`]: the [`PresenceStore`] trait.
 //! - [`queue`]: a connection's outbound queue, bounded in bytes.
-//! - [`hub`]: local subscribers per channel and the fan-out of channel events to them.
-//! - [`disconnect`]: why a connection is closed, with the codes clients act on.
+//! - [`hub`]: local subscribers per channel and the fan-out of channel events to them;
+//!   front ends register their wire formats there at start-up.
+//! - [`disconnect`]: why a connection is closed, as reasons each protocol maps to its codes.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal the binaries stop on.
 
 #![forbid(unsafe_code)]
