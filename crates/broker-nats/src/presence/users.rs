@@ -20,6 +20,47 @@ use crate::{unavailable, NatsError};
 /// `<prefix>-presence-users`.
 pub(super) struct Users(Bucket);
 
+/// What a change does to a user's connections, given what they are.
+#[derive(Debug, PartialEq)]
+enum Edit {
+    /// Nothing to write: the answer stands as read.
+    Answer(bool),
+    /// Write these connections (none: delete the key), then answer.
+    Write(Vec<String>, bool),
+}
+
+impl Edit {
+    /// `client` joins; the answer is whether it is the user's first connection.
+    fn add(clients: Option<Vec<String>>, client: &str) -> Edit {
+        match clients {
+            None => Edit::Write(vec![client.to_owned()], true),
+            // A retried join (the first answer was lost): it was the user's first
+            // connection if it is still the only one.
+            Some(clients) if clients.iter().any(|c| c == client) => {
+                Edit::Answer(clients.len() == 1)
+            }
+            Some(mut clients) => {
+                clients.push(client.to_owned());
+                Edit::Write(clients, false)
+            }
+        }
+    }
+
+    /// `client` leaves; the answer is whether it was the user's last connection.
+    fn remove(clients: Option<Vec<String>>, client: &str) -> Edit {
+        let Some(mut clients) = clients else {
+            return Edit::Answer(false);
+        };
+        let before = clients.len();
+        clients.retain(|c| c != client);
+        match clients.len() {
+            n if n == before => Edit::Answer(false),
+            0 => Edit::Write(clients, true),
+            _ => Edit::Write(clients, false),
+        }
+    }
+}
+
 fn kept_changing(channel: &str) -> BrokerError {
     BrokerError::Unavailable(format!("presence of a user in {channel} kept changing"))
 }
@@ -58,35 +99,8 @@ impl Users {
         if user.is_empty() {
             return Ok(true);
         }
-        let key = user_key(channel, user);
-        for _ in 0..CAS_ATTEMPTS {
-            let Some(entry) = self.connections_entry(&key).await? else {
-                match self
-                    .0
-                    .store
-                    .create(&key, connections_value(&[client.to_owned()]))
-                    .await
-                {
-                    Ok(_) => return Ok(true),
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(unavailable(e)),
-                }
-            };
-            let mut clients = connections_of(&entry.value);
-            if clients.iter().any(|c| c == client) {
-                // A retried join (the first answer was lost): it was the user's
-                // first connection if it is still the only one.
-                return Ok(clients.len() == 1);
-            }
-            clients.push(client.to_owned());
-            if self
-                .replace_connections(&key, &clients, entry.revision)
-                .await?
-            {
-                return Ok(false);
-            }
-        }
-        Err(kept_changing(channel))
+        self.edit(channel, user, |clients| Edit::add(clients, client))
+            .await
     }
 
     /// Removes a connection from its user's key. Returns whether the key went
@@ -101,56 +115,98 @@ impl Users {
         if user.is_empty() {
             return Ok(true);
         }
+        self.edit(channel, user, |clients| Edit::remove(clients, client))
+            .await
+    }
+
+    /// The compare-and-set loop every change of a user's key goes through: reads
+    /// the key's connections (`None`: no key), lets `edit` decide, and writes
+    /// only if nobody changed the key since the read; otherwise reads again.
+    async fn edit(
+        &self,
+        channel: &str,
+        user: &str,
+        edit: impl Fn(Option<Vec<String>>) -> Edit,
+    ) -> Result<bool, BrokerError> {
         let key = user_key(channel, user);
         for _ in 0..CAS_ATTEMPTS {
-            let Some(entry) = self.connections_entry(&key).await? else {
-                return Ok(false);
+            let entry = self.entry(&key).await?;
+            let revision = entry.as_ref().map(|e| e.revision);
+            let (clients, answer) = match edit(entry.map(|e| connections_of(&e.value))) {
+                Edit::Answer(answer) => return Ok(answer),
+                Edit::Write(clients, answer) => (clients, answer),
             };
-            let mut clients = connections_of(&entry.value);
-            let before = clients.len();
-            clients.retain(|c| c != client);
-            if clients.len() == before {
-                return Ok(false);
-            }
-            if clients.is_empty() {
-                if self.0.delete_message(entry.revision).await? {
-                    return Ok(true);
-                }
-                continue;
-            }
-            if self
-                .replace_connections(&key, &clients, entry.revision)
-                .await?
-            {
-                return Ok(false);
+            if self.write(&key, revision, &clients).await? {
+                return Ok(answer);
             }
         }
         Err(kept_changing(channel))
     }
 
     /// A user's key, if it holds connections.
-    async fn connections_entry(&self, key: &str) -> Result<Option<kv::Entry>, BrokerError> {
+    async fn entry(&self, key: &str) -> Result<Option<kv::Entry>, BrokerError> {
         let entry = self.0.store.entry(key).await.map_err(unavailable)?;
         Ok(entry.filter(|e| e.operation == kv::Operation::Put))
     }
 
-    /// Writes a user's connections if the key is still at `revision`; `false`
-    /// if somebody changed it meanwhile.
-    async fn replace_connections(
+    /// Writes a user's connections, no connections deleting the key, if the key
+    /// is still at `revision` (`None`: still absent); `false` if somebody changed
+    /// it meanwhile.
+    async fn write(
         &self,
         key: &str,
+        revision: Option<u64>,
         clients: &[String],
-        revision: u64,
     ) -> Result<bool, BrokerError> {
-        match self
-            .0
-            .store
-            .update(key, connections_value(clients), revision)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(unavailable(e)),
+        let value = connections_value(clients);
+        match (revision, clients.is_empty()) {
+            (None, true) => Ok(true),
+            (None, false) => match self.0.store.create(key, value).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(unavailable(e)),
+            },
+            // A key's revision is its message's sequence.
+            (Some(revision), true) => self.0.delete_message(revision).await,
+            (Some(revision), false) => match self.0.store.update(key, value, revision).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(unavailable(e)),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Edit;
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_first_connection_creates_the_key_and_a_retry_still_says_so() {
+        assert_eq!(Edit::add(None, "a"), Edit::Write(ids(&["a"]), true));
+        assert_eq!(Edit::add(Some(ids(&["a"])), "a"), Edit::Answer(true));
+        assert_eq!(
+            Edit::add(Some(ids(&["a"])), "b"),
+            Edit::Write(ids(&["a", "b"]), false)
+        );
+        assert_eq!(Edit::add(Some(ids(&["a", "b"])), "b"), Edit::Answer(false));
+    }
+
+    #[test]
+    fn the_last_connection_deletes_the_key_and_an_unknown_one_changes_nothing() {
+        assert_eq!(Edit::remove(None, "a"), Edit::Answer(false));
+        assert_eq!(Edit::remove(Some(ids(&["b"])), "a"), Edit::Answer(false));
+        assert_eq!(
+            Edit::remove(Some(ids(&["a", "b"])), "a"),
+            Edit::Write(ids(&["b"]), false)
+        );
+        assert_eq!(
+            Edit::remove(Some(ids(&["a"])), "a"),
+            Edit::Write(Vec::new(), true)
+        );
     }
 }
