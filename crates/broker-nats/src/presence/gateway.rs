@@ -1,14 +1,16 @@
 //! [`KvPresence`]: a gateway's presence straight on the buckets, without the
-//! presence service. It remembers only its own members, to refresh them, and
-//! takes part in sweeping the members of gateways that died.
+//! presence service. It remembers only its own members, which
+//! [`presence_refresh`] keeps in the buckets, and takes part in sweeping the
+//! members of gateways that died.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_trait::async_trait;
 use bytes::Bytes;
+use switchboard_core::presence_refresh::{self, LocalMembers, NodePresence};
 use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
 
 use super::keys::{member_key, member_value};
@@ -19,13 +21,15 @@ use crate::NatsError;
 /// A gateway's presence straight on the buckets.
 pub struct KvPresence {
     bucket: Arc<PresenceBucket>,
-    /// This gateway's members: key → (channel, encoded member), re-put as is on
-    /// every refresh.
-    local: Mutex<HashMap<String, (String, Bytes)>>,
+    /// This gateway's members by member key.
+    local: LocalMembers<String, Remembered>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A member as first encoded: every refresh re-puts these bytes.
+#[derive(Clone)]
+pub struct Remembered {
+    channel: String,
+    value: Bytes,
 }
 
 impl KvPresence {
@@ -41,9 +45,9 @@ impl KvPresence {
     ) -> Result<Arc<KvPresence>, NatsError> {
         let presence = Arc::new(KvPresence {
             bucket: Arc::new(PresenceBucket::open(js, prefix, ttl, replicas).await?),
-            local: Mutex::new(HashMap::new()),
+            local: LocalMembers::new(),
         });
-        tokio::spawn(refresh(Arc::downgrade(&presence), ttl / 3));
+        presence_refresh::spawn(&presence, ttl);
         tokio::spawn(super::sweeper::run_while(
             Arc::downgrade(&presence.bucket),
             node,
@@ -52,40 +56,48 @@ impl KvPresence {
     }
 }
 
-async fn refresh(presence: Weak<KvPresence>, every: Duration) {
-    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        let Some(p) = presence.upgrade() else { return };
-        let members: Vec<(String, Bytes)> = lock(&p.local)
-            .iter()
-            .map(|(key, (_, value))| (key.clone(), value.clone()))
-            .collect();
-        for (key, value) in members {
-            // A member removed meanwhile must not be put back.
-            if !lock(&p.local).contains_key(&key) {
-                continue;
-            }
-            if let Err(e) = p.bucket.put_raw(&key, value).await {
-                tracing::warn!(error = %e, "presence refresh failed");
-                break;
-            }
+#[async_trait]
+impl NodePresence for KvPresence {
+    type Key = String;
+    type Member = Remembered;
+    // One key per put: the buckets take no batches.
+    const BATCH: usize = 1;
+
+    fn local(&self) -> &LocalMembers<String, Remembered> {
+        &self.local
+    }
+
+    async fn refresh_batch(&self, batch: Vec<(String, Remembered)>) -> Result<(), BrokerError> {
+        for (key, member) in batch {
+            self.bucket.put_raw(&key, member.value).await?;
         }
-        metrics::gauge!("switchboard_presence_local_members").set(lock(&p.local).len() as f64);
+        Ok(())
+    }
+
+    async fn depart_batch(&self, batch: Vec<(String, Remembered)>) -> Result<(), BrokerError> {
+        for (_, member) in batch {
+            let Ok(info) = presence_info::decode(&member.value) else {
+                continue; // encoded by this process: cannot happen
+            };
+            self.bucket.depart(&member.channel, info).await?;
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl PresenceStore for KvPresence {
     async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
-        let key = member_key(channel, &info);
-        lock(&self.local).insert(key, (channel.to_owned(), member_value(info.clone())));
+        let member = Remembered {
+            channel: channel.to_owned(),
+            value: member_value(info.clone()),
+        };
+        self.local.insert(member_key(channel, &info), member);
         self.bucket.join(channel, info).await
     }
 
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
-        lock(&self.local).remove(&member_key(channel, member));
+        self.local.remove(&member_key(channel, member));
         self.bucket.leave(channel, member).await
     }
 
@@ -98,13 +110,6 @@ impl PresenceStore for KvPresence {
     }
 
     async fn node_gone(&self) -> Result<(), BrokerError> {
-        let left: Vec<(String, Bytes)> = lock(&self.local).drain().map(|(_, m)| m).collect();
-        for (channel, value) in left {
-            let Ok(info) = presence_info::decode(&value) else {
-                continue; // encoded by this process: cannot happen
-            };
-            self.bucket.depart(&channel, info).await?;
-        }
-        Ok(())
+        presence_refresh::depart_all(self).await
     }
 }
