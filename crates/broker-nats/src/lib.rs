@@ -7,7 +7,10 @@
 //! - `history`: reads of a channel's stored messages (positions, ranges, recovery proofs).
 //! - `live`: one task per channel with local subscribers: ordered delivery with gap
 //!   detection (`Nats-Last-Sequence`) and gap filling from the stream.
-//! - [`KvPresence`]: presence shared by every gateway in a JetStream KV bucket.
+//! - `presence/`: presence shared by every gateway in JetStream KV buckets: the
+//!   stateless [`PresenceBucket`] (keys, bucket requests, per-user compare-and-set,
+//!   counts and pages, expiry), the [`sweeper`] of dead gateways' members, and
+//!   [`KvPresence`], a gateway on the buckets without the presence service.
 //!
 //! The path of a publication: a history-enabled channel's publication is published
 //! to JetStream and acknowledged; the stream's RePublish sends it, in stream order,
@@ -25,7 +28,6 @@ mod live;
 mod presence;
 mod streams;
 pub mod subject;
-pub mod sweeper;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,7 +45,7 @@ use switchboard_core::{
 };
 use tokio::sync::watch;
 
-pub use presence::{Departure, KvPresence, MemberPage, PresenceBucket, Unfinished};
+pub use presence::{sweeper, Departure, KvPresence, MemberPage, PresenceBucket, Unfinished};
 pub use streams::Storage;
 use subject::Subjects;
 

@@ -11,6 +11,9 @@
 //! - [`broker`]: the [`Broker`] trait (publish, history, interest) and its errors.
 //! - [`memory`]: the in-memory [`Broker`] and [`PresenceStore`] of the embedded mode.
 //! - [`presence`]: the [`PresenceStore`] trait.
+//! - [`presence_refresh`]: a node's own members of a shared presence store, refreshed
+//!   every third of the TTL and handed over on shutdown ([`presence_refresh::NodePresence`]
+//!   says how a batch goes); both shared stores of the gateway use it.
 //! - [`queue`]: a connection's outbound queue, bounded in bytes.
 //! - [`hub`]: local subscribers per channel and the fan-out of channel events to them;
 //!   front ends register their wire formats there at start-up.
@@ -27,6 +30,7 @@ pub mod hub;
 pub mod memory;
 pub mod namespace;
 pub mod presence;
+pub mod presence_refresh;
 pub mod queue;
 pub mod shutdown;
 pub mod types;

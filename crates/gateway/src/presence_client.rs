@@ -3,15 +3,16 @@
 //! Calls go to the configured replicas in turn; a replica that fails (down,
 //! unreachable, past the deadline) is skipped and the next one tried, so a
 //! replica dying costs a retry, not a client-visible error. The gateway keeps
-//! its own members to refresh them in batches well inside the presence TTL, and
-//! hands what is left to `node_gone` on a clean shutdown.
+//! its own members, which [`presence_refresh`] refreshes in batches well inside
+//! the presence TTL and hands over as `NodeGone` on a clean shutdown.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switchboard_core::presence_refresh::{self, LocalMembers, NodePresence};
 use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
 use switchboard_presence::pb::presence_client::PresenceClient;
 use switchboard_presence::pb::{self as presence_pb};
@@ -20,8 +21,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Longest wait for one call to one replica.
 const DEADLINE: Duration = Duration::from_secs(2);
-/// Refresh batches; the service takes at most `MAX_BATCH`.
-const BATCH: usize = 500;
+/// Memberships per refresh or node-gone call; the service takes at most `MAX_BATCH`.
+const MEMBERS_PER_CALL: usize = 500;
 /// Members asked for per list call, and pages at most: 100,000 members.
 const LIST_PAGE: u32 = 10_000;
 const LIST_PAGES: usize = 10;
@@ -31,7 +32,7 @@ pub struct RemotePresence {
     next: AtomicUsize,
     node: String,
     /// This gateway's members by (channel, client).
-    local: Mutex<HashMap<(String, String), ClientInfo>>,
+    local: LocalMembers<(String, String), ClientInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +40,6 @@ pub struct RemotePresence {
 pub struct PresenceUrlError {
     url: String,
     reason: String,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs one call against the replicas in turn until one answers.
@@ -109,50 +106,67 @@ impl RemotePresence {
             replicas,
             next: AtomicUsize::new(0),
             node,
-            local: Mutex::new(HashMap::new()),
+            local: LocalMembers::new(),
         });
-        tokio::spawn(refresh(Arc::downgrade(&presence), ttl / 3));
+        presence_refresh::spawn(&presence, ttl);
         Ok(presence)
-    }
-
-    fn memberships(&self) -> Vec<presence_pb::Membership> {
-        lock(&self.local)
-            .iter()
-            .map(|((channel, _), info)| presence_pb::Membership {
-                channel: channel.clone(),
-                member: Some(info_to_member(info.clone())),
-            })
-            .collect()
-    }
-
-    async fn refresh_all(&self) -> Result<(), BrokerError> {
-        for chunk in self.memberships().chunks(BATCH.min(MAX_BATCH)) {
-            let request = presence_pb::RefreshRequest {
-                node: self.node.clone(),
-                memberships: chunk.to_vec(),
-            };
-            call!(self, refresh, request.clone());
-        }
-        Ok(())
     }
 }
 
-async fn refresh(presence: Weak<RemotePresence>, every: Duration) {
-    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        let Some(p) = presence.upgrade() else { return };
-        if let Err(e) = p.refresh_all().await {
-            tracing::warn!(error = %e, "presence refresh failed");
-        }
+fn memberships(batch: Vec<((String, String), ClientInfo)>) -> Vec<presence_pb::Membership> {
+    batch
+        .into_iter()
+        .map(|((channel, _), info)| presence_pb::Membership {
+            channel,
+            member: Some(info_to_member(info)),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl NodePresence for RemotePresence {
+    type Key = (String, String);
+    type Member = ClientInfo;
+    const BATCH: usize = if MEMBERS_PER_CALL < MAX_BATCH {
+        MEMBERS_PER_CALL
+    } else {
+        MAX_BATCH
+    };
+
+    fn local(&self) -> &LocalMembers<(String, String), ClientInfo> {
+        &self.local
+    }
+
+    async fn refresh_batch(
+        &self,
+        batch: Vec<((String, String), ClientInfo)>,
+    ) -> Result<(), BrokerError> {
+        let request = presence_pb::RefreshRequest {
+            node: self.node.clone(),
+            memberships: memberships(batch),
+        };
+        call!(self, refresh, request.clone());
+        Ok(())
+    }
+
+    async fn depart_batch(
+        &self,
+        batch: Vec<((String, String), ClientInfo)>,
+    ) -> Result<(), BrokerError> {
+        let request = presence_pb::NodeGoneRequest {
+            node: self.node.clone(),
+            memberships: memberships(batch),
+        };
+        call!(self, node_gone, request.clone());
+        Ok(())
     }
 }
 
 #[async_trait]
 impl PresenceStore for RemotePresence {
     async fn add(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
-        lock(&self.local).insert((channel.to_owned(), info.client.clone()), info.clone());
+        self.local
+            .insert((channel.to_owned(), info.client.clone()), info.clone());
         let request = presence_pb::JoinRequest {
             node: self.node.clone(),
             membership: Some(presence_pb::Membership {
@@ -164,7 +178,8 @@ impl PresenceStore for RemotePresence {
     }
 
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
-        lock(&self.local).remove(&(channel.to_owned(), member.client.clone()));
+        self.local
+            .remove(&(channel.to_owned(), member.client.clone()));
         let request = presence_pb::LeaveRequest {
             node: self.node.clone(),
             channel: channel.to_owned(),
@@ -209,15 +224,6 @@ impl PresenceStore for RemotePresence {
     }
 
     async fn node_gone(&self) -> Result<(), BrokerError> {
-        let memberships = self.memberships();
-        lock(&self.local).clear();
-        for chunk in memberships.chunks(BATCH.min(MAX_BATCH)) {
-            let request = presence_pb::NodeGoneRequest {
-                node: self.node.clone(),
-                memberships: chunk.to_vec(),
-            };
-            call!(self, node_gone, request.clone());
-        }
-        Ok(())
+        presence_refresh::depart_all(self).await
     }
 }

@@ -16,8 +16,8 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::presence::{Departure, Unfinished};
-use crate::PresenceBucket;
+use super::expiry::{Departure, Unfinished};
+use super::store::PresenceBucket;
 
 const LEASE: &str = "_lease";
 /// Overdue members read at a time; a sweep reads at most `BATCHES` of them

@@ -1,0 +1,146 @@
+//! [`PresenceBucket`]: the stateless store over both buckets, and what a
+//! connection does to it: join, refresh, leave, or depart unannounced.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
+
+use super::bucket::{Bucket, CAS_ATTEMPTS};
+use super::keys::{member_key, member_value};
+use super::users::Users;
+use crate::subject::Subjects;
+use crate::{unavailable, NatsError};
+
+/// The presence buckets: stateless operations any replica can serve.
+pub struct PresenceBucket {
+    pub(super) members: Bucket,
+    pub(super) users: Users,
+    js: jetstream::Context,
+    ttl: Duration,
+    subjects: Subjects,
+}
+
+impl PresenceBucket {
+    /// Opens (or creates) the buckets `<prefix>-presence` and
+    /// `<prefix>-presence-users` for the given TTL.
+    pub async fn open(
+        js: &jetstream::Context,
+        prefix: &str,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<PresenceBucket, NatsError> {
+        let members = Bucket::open(js, format!("{prefix}-presence"), ttl * 2, replicas).await?;
+        let users = Users::open(js, prefix, replicas).await?;
+        Ok(PresenceBucket {
+            members,
+            users,
+            js: js.clone(),
+            ttl,
+            subjects: Subjects::new(prefix),
+        })
+    }
+
+    /// The presence TTL: a member not refreshed within it is gone.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The members' store, for the sweeper's lease.
+    pub fn store(&self) -> &kv::Store {
+        &self.members.store
+    }
+
+    /// A connection joins a channel. Returns whether its user joined with it (it
+    /// is the user's first connection there).
+    pub async fn join(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
+        let (user, client) = (info.user.clone(), info.client.clone());
+        self.refresh(channel, info).await?;
+        self.users.add(channel, &user, &client).await
+    }
+
+    /// Re-asserts a member (its gateway is alive); adds it if it is not there.
+    pub async fn refresh(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        let key = member_key(channel, &info);
+        self.put_raw(&key, member_value(info)).await
+    }
+
+    /// Puts a member's key as it was encoded once, for a gateway that keeps it so.
+    pub(super) async fn put_raw(&self, key: &str, value: Bytes) -> Result<(), BrokerError> {
+        self.members
+            .store
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// A connection leaves a channel. Returns whether its user left with it (it
+    /// was the user's last connection there). Leaving twice is harmless.
+    pub async fn leave(&self, channel: &str, info: &ClientInfo) -> Result<bool, BrokerError> {
+        let key = member_key(channel, info);
+        if info.user.is_empty() {
+            // An anonymous connection is its own user: it left if it was there.
+            return self.delete_member(&key).await;
+        }
+        // The user's key first. Should the member's delete then fail, the answer
+        // stands and the member, no longer refreshed, is left to the sweeper; the
+        // other way round, a failure would leave the connection in the user's key
+        // for good.
+        let user_left = self.users.remove(channel, &info.user, &info.client).await?;
+        if let Err(e) = self.delete_member(&key).await {
+            tracing::warn!(channel, error = %e, "presence member left to expire");
+        }
+        Ok(user_left)
+    }
+
+    /// A connection leaves a channel without having said so (its gateway stopped):
+    /// removes it and announces the leave to the channel's subscribers.
+    pub async fn depart(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
+        let user_changed = self.leave(channel, &info).await?;
+        self.announce_leave(channel, info, user_changed).await
+    }
+
+    pub(super) async fn announce_leave(
+        &self,
+        channel: &str,
+        info: ClientInfo,
+        user_changed: bool,
+    ) -> Result<(), BrokerError> {
+        let leave = PresenceChange { info, user_changed };
+        let body = crate::envelope::presence(crate::envelope::Kind::Leave, leave);
+        self.js
+            .client()
+            .publish(self.subjects.live(channel), body)
+            .await
+            .map_err(unavailable)?;
+        metrics::counter!("switchboard_presence_leaves_emitted_total").increment(1);
+        Ok(())
+    }
+
+    /// Deletes a member; false if it was not there.
+    async fn delete_member(&self, key: &str) -> Result<bool, BrokerError> {
+        let subject = format!("{}{key}", self.members.prefix);
+        for _ in 0..CAS_ATTEMPTS {
+            let message = match self
+                .members
+                .stream
+                .direct_get_last_for_subject(subject.as_str())
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(unavailable(e)),
+            };
+            // Refreshed between the read and the delete: read again.
+            if self.members.delete_message(message.sequence).await? {
+                return Ok(true);
+            }
+        }
+        Err(BrokerError::Unavailable(format!(
+            "presence member {key} kept changing"
+        )))
+    }
+}
