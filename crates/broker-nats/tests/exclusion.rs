@@ -1,45 +1,28 @@
 //! A publication that skips one client keeps that exclusion across gateways:
 //! it travels in the envelope, live and through the stream's RePublish.
 
-use std::sync::{Arc, Mutex};
+mod common;
+use common::Events;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_broker_nats::{NatsBroker, NatsConfig};
 use switchboard_core::broker::HistoryOptions;
 use switchboard_core::namespace::{NamespaceOptions, Namespaces};
-use switchboard_core::{Broker, ChannelEvent, EventSink, PublishOptions};
+use switchboard_core::{Broker, ChannelEvent, PublishOptions};
 use switchboard_test_support::{eventually, NatsServer};
 
-#[derive(Default)]
-struct Events(Mutex<Vec<ChannelEvent>>);
-
-impl EventSink for Events {
-    fn on_event(&self, _channel: &str, event: ChannelEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-    fn has_subscribers(&self, _channel: &str) -> bool {
-        true
-    }
-    fn reset(&self, _channel: &str) {}
-}
-
-impl Events {
-    /// The exclusions of the publications received so far, by payload.
-    fn exclusions(&self) -> Vec<(String, Option<String>)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                ChannelEvent::Publication(p) => Some((
-                    String::from_utf8_lossy(&p.data).into_owned(),
-                    p.exclude_client.clone(),
-                )),
-                _ => None,
-            })
-            .collect()
-    }
+/// The exclusions of the publications received so far, by payload.
+fn exclusions(events: &Events) -> Vec<(String, Option<String>)> {
+    events.collect(|e| match e {
+        ChannelEvent::Publication(p) => Some((
+            String::from_utf8_lossy(&p.data).into_owned(),
+            p.exclude_client.clone(),
+        )),
+        _ => None,
+    })
 }
 
 #[tokio::test]
@@ -89,10 +72,10 @@ async fn the_excluded_client_travels_to_other_gateways_live_and_stored() {
     eventually(
         "every publication arrived",
         Duration::from_secs(10),
-        async || events.exclusions().len() == publishes.len(),
+        async || exclusions(&events).len() == publishes.len(),
     )
     .await;
-    let mut got = events.exclusions();
+    let mut got = exclusions(&events);
     got.sort();
     assert_eq!(
         got,

@@ -1,13 +1,16 @@
 //! The presence buckets against a real nats-server: per-user join and leave,
 //! counts, pages, and the sweep of members nobody refreshes.
 
+mod common;
+use common::Events;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_broker_nats::{NatsBroker, NatsConfig, PresenceBucket};
 use switchboard_core::namespace::Namespaces;
-use switchboard_core::{Broker, ChannelEvent, ClientInfo, EventSink};
+use switchboard_core::{Broker, ChannelEvent, ClientInfo};
 use switchboard_test_support::{eventually_ok, eventually_some, NatsServer};
 
 async fn bucket(url: &str, ttl: Duration) -> Arc<PresenceBucket> {
@@ -146,31 +149,12 @@ async fn anonymous_connections_join_and_leave_one_by_one_and_count_as_one_user()
 }
 
 /// Records the presence events a broker delivers.
-#[derive(Default)]
-struct Events(Mutex<Vec<ChannelEvent>>);
-
-impl EventSink for Events {
-    fn on_event(&self, _channel: &str, event: ChannelEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-    fn has_subscribers(&self, _channel: &str) -> bool {
-        true
-    }
-    fn reset(&self, _channel: &str) {}
-}
-
-impl Events {
-    fn leaves(&self) -> Vec<(String, bool)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                ChannelEvent::Leave(l) => Some((l.info.client.clone(), l.user_changed)),
-                _ => None,
-            })
-            .collect()
-    }
+/// Each leave received so far: (client, user_changed).
+fn leaves(events: &Events) -> Vec<(String, bool)> {
+    events.collect(|e| match e {
+        ChannelEvent::Leave(l) => Some((l.info.client.clone(), l.user_changed)),
+        _ => None,
+    })
 }
 
 /// Sweeps with both replicas until `client` is found overdue and expired;
@@ -251,7 +235,7 @@ async fn an_abandoned_member_expires_once_and_its_user_leaves_with_the_last() {
     assert_eq!((stats.num_clients, stats.num_users), (1, 1));
 
     eventually_ok("two leaves", Duration::from_secs(10), async || {
-        let leaves = events.leaves();
+        let leaves = leaves(&events);
         if leaves.len() >= 2 {
             Ok(())
         } else {
@@ -260,7 +244,7 @@ async fn an_abandoned_member_expires_once_and_its_user_leaves_with_the_last() {
     })
     .await;
     assert_eq!(
-        events.leaves(),
+        leaves(&events),
         vec![
             (abandoned.client.clone(), false),
             (stays.client.clone(), true)

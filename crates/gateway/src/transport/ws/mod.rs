@@ -193,8 +193,7 @@ pub async fn serve<S: Session>(
                 let jitter = node.config.drain_window.mul_f64(fastrand::f64());
                 drain_at = Some(Instant::now() + jitter);
             }
-            () = &mut changed => changed.set(outbound.changed()),
-            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked => {}
+            () = more_to_write(&io, blocked, &outbound, changed.as_mut()) => {}
             // A client sending without pause keeps `read_again` set: the budget
             // makes the task yield to the others on its thread now and then.
             () = tokio::task::consume_budget(), if read_again => {
@@ -265,6 +264,21 @@ fn read(io: &mut Socket, reader: &mut FrameReader, events: &mut Vec<Event>) -> R
     })
 }
 
+/// Completes when there may be more to write: the queue changed (its
+/// notification is then re-armed) or, while `stalled`, the socket became writable.
+async fn more_to_write<'q>(
+    io: &Socket,
+    stalled: bool,
+    outbound: &'q Outbound,
+    mut changed: Pin<&mut Notified<'q>>,
+) {
+    tokio::select! {
+        biased;
+        () = changed.as_mut() => changed.set(outbound.changed()),
+        _ = poll_fn(|cx| io.poll_write_ready(cx)), if stalled => {}
+    }
+}
+
 /// Runs one message. Records queued meanwhile (fan-out to this client's other
 /// subscriptions, the replies themselves) are written while the session waits
 /// on the broker or the presence service.
@@ -284,8 +298,7 @@ async fn run_message<'q, S: Session>(
         let blocked = writer.stalled_since.is_some();
         tokio::select! {
             result = &mut command => return result,
-            () = changed.as_mut(), if !failed => changed.set(outbound.changed()),
-            _ = poll_fn(|cx| io.poll_write_ready(cx)), if blocked && !failed => {}
+            () = more_to_write(io, blocked, outbound, changed.as_mut()), if !failed => {}
         }
         // A failed socket or a close is left for the connection loop to see.
         match writer.drain(io, outbound, S::goodbye) {
