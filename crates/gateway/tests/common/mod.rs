@@ -587,3 +587,12 @@ impl Drop for GatewayProcess {
         self.kill9();
     }
 }
+
+/// `n` gateways in cluster mode over the nats-server at `nats`.
+pub async fn gateways(n: usize, nats: &str) -> Vec<Gateway> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Gateway::cluster(config(), nats).await);
+    }
+    out
+}
