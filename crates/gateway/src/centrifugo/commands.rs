@@ -16,7 +16,7 @@ enum Read {
 
 impl Session {
     pub(super) async fn publish(&mut self, id: u32, req: pb::PublishRequest) -> Outcome {
-        let options = match self.node.channel_options(&req.channel) {
+        let options = match self.front.node.channel_options(&req.channel) {
             Ok(o) => o,
             Err(e) => return error_reply(id, error_code(e)),
         };
@@ -30,6 +30,7 @@ impl Session {
             .identity
             .client_info(subscribed.and_then(|s| s.chan_info.clone()));
         let published = self
+            .front
             .node
             .publish(&req.channel, req.data, Some(info), None)
             .await;
@@ -46,7 +47,11 @@ impl Session {
     /// Presence and history need the namespace's `*_for_client` permission, or its
     /// `*_for_subscriber` one and a subscription.
     fn may_read(&self, channel: &str, what: Read) -> Result<(), ErrorCode> {
-        let options = self.node.channel_options(channel).map_err(error_code)?;
+        let options = self
+            .front
+            .node
+            .channel_options(channel)
+            .map_err(error_code)?;
         let (for_client, for_subscriber) = match what {
             Read::Presence => (
                 options.allow_presence_for_client,
@@ -68,7 +73,7 @@ impl Session {
         if let Err(code) = self.may_read(&channel, Read::Presence) {
             return error_reply(id, code);
         }
-        match self.node.presence(&channel).await {
+        match self.front.node.presence(&channel).await {
             Ok(members) => {
                 let presence = members
                     .iter()
@@ -84,7 +89,7 @@ impl Session {
         if let Err(code) = self.may_read(&channel, Read::Presence) {
             return error_reply(id, code);
         }
-        match self.node.presence_stats(&channel).await {
+        match self.front.node.presence_stats(&channel).await {
             Ok(stats) => reply(id, |r| {
                 r.presence_stats = Some(pb::PresenceStatsResult {
                     num_clients: stats.num_clients,
@@ -104,7 +109,7 @@ impl Session {
             req.since.map(|s| (s.offset, s.epoch)),
             req.reverse,
         );
-        match self.node.history(&req.channel, &query).await {
+        match self.front.node.history(&req.channel, &query).await {
             Ok(result) => reply(id, |r| {
                 r.history = Some(pb::HistoryResult {
                     publications: result

@@ -17,7 +17,7 @@
 macro_rules! member {
     ($session:expr) => {
         $crate::connection::subscriptions::Member {
-            node: &$session.node,
+            node: &$session.front.node,
             identity: &$session.identity,
             format: $session.format,
             outbound: &$session.outbound,

@@ -21,7 +21,6 @@ use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
 use crate::connection::subscriptions::Subscriptions;
 use crate::connection::{Framing, Goodbye};
-use crate::node::Node;
 use crate::registry::{ConnHandle, Control, Mailbox};
 
 /// A far-away instant for "no deadline".
@@ -44,7 +43,6 @@ pub(super) fn expiry(exp: Option<u64>) -> (bool, u32) {
 
 pub struct Session {
     pub(super) front: Arc<Centrifugo>,
-    pub(super) node: Arc<Node>,
     pub(super) encoding: Encoding,
     pub(super) format: FormatId,
     pub(super) outbound: Arc<Outbound>,
@@ -116,12 +114,10 @@ impl Session {
         outbound: Arc<Outbound>,
         mailbox: Arc<Mailbox>,
     ) -> Session {
-        let node = front.node.clone();
-        let rate = node.config.limits.max_commands_per_second;
+        let rate = front.node.config.limits.max_commands_per_second;
         Session {
             format: front.format(encoding),
             front,
-            node,
             encoding,
             outbound,
             identity: Identity::new(),
@@ -158,7 +154,7 @@ impl Session {
             tracing::debug!(client = %self.identity.client, "frame type does not match the connection's encoding");
             return Err(Disconnect::BAD_REQUEST);
         }
-        let limits = &self.node.config.limits;
+        let limits = &self.front.node.config.limits;
         let commands = self
             .encoding
             .decode_commands(data, limits.max_commands_per_frame)
@@ -251,7 +247,7 @@ impl Session {
             return Outcome::Disconnect(Disconnect::BAD_REQUEST);
         }
         let (user, conn_info, expires_at, channels) = if req.token.is_empty() {
-            if !self.node.config.insecure {
+            if !self.front.node.config.insecure {
                 refuse("no_token");
                 return error_reply(id, ErrorCode::UNAUTHORIZED);
             }
@@ -277,7 +273,7 @@ impl Session {
         self.identity.user = user.clone();
         self.identity.conn_info = conn_info;
         self.connected = Some(expires_at.map(instant_of));
-        self.node.registry.add(
+        self.front.node.registry.add(
             self.identity.client.clone(),
             ConnHandle {
                 user,
@@ -312,9 +308,9 @@ impl Session {
                 expires,
                 ttl,
                 subs,
-                ping: self.node.config.ping_interval.as_secs() as u32,
+                ping: self.front.node.config.ping_interval.as_secs() as u32,
                 pong: true,
-                node: self.node.id.clone(),
+                node: self.front.node.id.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -363,10 +359,18 @@ impl crate::connection::Session for Session {
         &self.identity.client
     }
 
-    fn framing(&self) -> Framing {
-        Framing {
-            binary: self.encoding.is_binary(),
-            join: Some(self.encoding.separator()),
+    fn framing(&self) -> &'static Framing {
+        const JSON: Framing = Framing {
+            binary: false,
+            join: Some(Encoding::Json.separator()),
+        };
+        const PROTOBUF: Framing = Framing {
+            binary: true,
+            join: Some(Encoding::Protobuf.separator()),
+        };
+        match self.encoding {
+            Encoding::Json => &JSON,
+            Encoding::Protobuf => &PROTOBUF,
         }
     }
 
@@ -398,7 +402,7 @@ impl crate::connection::Session for Session {
     /// The connect timeout, a pong deadline, or a token expiry.
     fn deadline(&self) -> Instant {
         let mut at = match &self.connected {
-            None => self.opened + self.node.config.connect_timeout,
+            None => self.opened + self.front.node.config.connect_timeout,
             Some(expires_at) => expires_at.unwrap_or_else(never),
         };
         if let Some(pong) = self.pong_deadline {
@@ -413,7 +417,7 @@ impl crate::connection::Session for Session {
     fn on_deadline(&mut self) -> Result<(), Disconnect> {
         let now = Instant::now();
         match &self.connected {
-            None if now >= self.opened + self.node.config.connect_timeout => {
+            None if now >= self.opened + self.front.node.config.connect_timeout => {
                 return Err(Disconnect::STALE)
             }
             Some(Some(expires_at)) if now >= *expires_at => return Err(Disconnect::EXPIRED),
@@ -434,7 +438,7 @@ impl crate::connection::Session for Session {
         }
         if self.pong_deadline.is_none() {
             let _ = self.outbound.push(Record::new(self.encoding.ping_record()));
-            self.pong_deadline = Some(Instant::now() + self.node.config.pong_timeout);
+            self.pong_deadline = Some(Instant::now() + self.front.node.config.pong_timeout);
         }
         Ok(())
     }
@@ -447,7 +451,7 @@ impl crate::connection::Session for Session {
         let member = member!(self);
         self.subs.leave_all(&member).await;
         if self.connected.is_some() {
-            self.node.registry.remove(&self.identity.client);
+            self.front.node.registry.remove(&self.identity.client);
         }
     }
 }

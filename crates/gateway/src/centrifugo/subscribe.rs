@@ -46,12 +46,13 @@ impl Session {
         server_side: bool,
     ) -> Result<(pb::SubscribeResult, Pending), ErrorCode> {
         let options = self
+            .front
             .node
             .channel_options(&req.channel)
             .map_err(error_code)?
             .clone();
         self.subs
-            .admit(&self.node, &req.channel)
+            .admit(&self.front.node, &req.channel)
             .map_err(error_code)?;
         let (chan_info, token_exp) = if server_side {
             (None, None)

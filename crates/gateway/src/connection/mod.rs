@@ -55,7 +55,7 @@ pub trait Session: Send + 'static {
     fn id(&self) -> &str;
 
     /// How the transport frames the records this session queues.
-    fn framing(&self) -> Framing;
+    fn framing(&self) -> &'static Framing;
 
     /// Runs one message the client sent.
     fn on_message(

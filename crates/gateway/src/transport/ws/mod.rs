@@ -19,10 +19,11 @@ pub mod upgrade;
 pub mod writer;
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,15 +66,22 @@ enum End {
 }
 
 /// Serves one upgraded connection until it closes. `early` holds bytes the
-/// client sent right behind its handshake; `session` queues into `outbound` and
-/// takes requests from `mailbox`.
-pub async fn serve<S: Session>(
+/// client sent right behind its handshake; `make` builds the session from the
+/// connection's queue and mailbox.
+pub async fn serve<S, F>(
     node: Arc<Node>,
     (mut io, early): (Socket, Bytes),
-    mut session: S,
-    (outbound, mailbox): (Arc<Outbound>, Arc<Mailbox>),
+    make: F,
     slot: ConnectionSlot,
-) {
+) where
+    S: Session,
+    F: FnOnce(Arc<Outbound>, Arc<Mailbox>) -> S,
+{
+    // Built here rather than by the caller: a session moved into this future
+    // would also keep its place in the caller's, costing every idle connection.
+    let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
+    let mailbox = Arc::new(Mailbox::default());
+    let mut session = make(outbound.clone(), mailbox.clone());
     let mut reader = FrameReader::new(node.config.limits.max_frame_bytes);
     let mut writer = Writer::new(session.framing());
     let mut events = Vec::new();
@@ -266,17 +274,26 @@ fn read(io: &mut Socket, reader: &mut FrameReader, events: &mut Vec<Event>) -> R
 
 /// Completes when there may be more to write: the queue changed (its
 /// notification is then re-armed) or, while `stalled`, the socket became writable.
-async fn more_to_write<'q>(
-    io: &Socket,
+/// A plain poll function: its state sits in every idle connection's task.
+fn more_to_write<'a, 'q>(
+    io: &'a Socket,
     stalled: bool,
     outbound: &'q Outbound,
-    mut changed: Pin<&mut Notified<'q>>,
-) {
-    tokio::select! {
-        biased;
-        () = changed.as_mut() => changed.set(outbound.changed()),
-        _ = poll_fn(|cx| io.poll_write_ready(cx)), if stalled => {}
-    }
+    mut changed: Pin<&'a mut Notified<'q>>,
+) -> impl Future<Output = ()> + use<'a, 'q>
+where
+    'q: 'a,
+{
+    poll_fn(move |cx| {
+        if changed.as_mut().poll(cx).is_ready() {
+            changed.set(outbound.changed());
+            return Poll::Ready(());
+        }
+        if stalled && io.poll_write_ready(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
 }
 
 /// Runs one message. Records queued meanwhile (fan-out to this client's other

@@ -87,10 +87,7 @@ where
             tracing::warn!("upgraded connection of an unknown socket type");
             return;
         };
-        let outbound = Arc::new(Outbound::new(node.config.limits.max_queue_bytes));
-        let mailbox = Arc::new(Mailbox::default());
-        let session = make(outbound.clone(), mailbox.clone());
-        super::serve(node, socket, session, (outbound, mailbox), slot).await;
+        super::serve(node, socket, make, slot).await;
     });
     response.map(|_| Full::new(Bytes::new()))
 }

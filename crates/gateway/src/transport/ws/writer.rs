@@ -50,7 +50,8 @@ pub enum Flow {
 
 /// The connection's side of writing: frames the socket has not taken yet.
 pub struct Writer {
-    framing: Framing,
+    /// A static of the session's protocol: one pointer in every connection.
+    framing: &'static Framing,
     /// Whole frames, or the rest of one, not yet taken by the socket. Nothing
     /// more is taken from the queue until they are written.
     pending: Vec<u8>,
@@ -60,7 +61,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(framing: Framing) -> Writer {
+    pub fn new(framing: &'static Framing) -> Writer {
         Writer {
             framing,
             pending: Vec::new(),
@@ -354,7 +355,7 @@ mod tests {
 
     /// Queues `count` records, closes the queue, drains it with `framing` and
     /// returns the frames the client receives.
-    async fn written(framing: Framing, count: usize) -> Vec<(u8, Vec<u8>)> {
+    async fn written(framing: &'static Framing, count: usize) -> Vec<(u8, Vec<u8>)> {
         let (mut socket, mut client) = pair().await;
         let outbound = Outbound::new(1 << 20);
         for i in 0..count {
@@ -380,7 +381,7 @@ mod tests {
     #[tokio::test]
     async fn joined_records_leave_in_one_frame_then_the_close_with_the_protocols_code() {
         for count in [3, MAX_SLICES + 5] {
-            let framing = Framing {
+            let framing = &Framing {
                 binary: false,
                 join: Some(b"\n"),
             };
@@ -400,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn records_framed_one_by_one_each_get_a_frame() {
         for count in [3, MAX_SLICES + 5] {
-            let framing = Framing {
+            let framing = &Framing {
                 binary: true,
                 join: None,
             };

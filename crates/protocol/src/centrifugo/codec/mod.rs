@@ -71,7 +71,7 @@ impl Encoding {
 
     /// What stands between records joined into one frame: a newline between
     /// JSON replies; nothing between protobuf ones (each carries its length).
-    pub fn separator(self) -> &'static [u8] {
+    pub const fn separator(self) -> &'static [u8] {
         match self {
             Encoding::Json => b"\n",
             Encoding::Protobuf => b"",
