@@ -47,8 +47,9 @@ pub use presence::{Departure, KvPresence, MemberPage, PresenceBucket, Unfinished
 pub use streams::Storage;
 use subject::Subjects;
 
-/// Settings of the NATS broker.
-#[derive(Debug, Clone)]
+/// Settings of the NATS broker. Its defaults are the gateway's option defaults
+/// (`--nats-replicas`, `--nats-storage`, `--nats-prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// Server URLs; the client fails over between them.
     pub urls: Vec<String>,
