@@ -49,7 +49,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, Args, Command, FromArgMatches};
+use clap::{Arg, Args, Command, FromArgMatches, ValueEnum};
 use serde::de::DeserializeOwned;
 
 /// What the names of the environment variables start with.
@@ -141,6 +141,15 @@ fn default_into_help(arg: Arg) -> Arg {
         Some(long_help) => arg.long_help(long_help),
         None => arg,
     }
+}
+
+/// The name a value of `E` has as an option's value, for a default taken from a value:
+/// `#[arg(default_value = value_name(&Storage::File))]`.
+pub fn value_name<E: ValueEnum>(value: &E) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// Every option's default, from its declaration; options without one are `None`.
