@@ -49,8 +49,9 @@ pub use presence::{sweeper, Departure, KvPresence, MemberPage, PresenceBucket, U
 pub use streams::Storage;
 use subject::Subjects;
 
-/// Settings of the NATS broker.
-#[derive(Debug, Clone)]
+/// Settings of the NATS broker. Its defaults are the gateway's option defaults
+/// (`--nats-replicas`, `--nats-storage`, `--nats-prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// Server URLs; the client fails over between them.
     pub urls: Vec<String>,

@@ -12,8 +12,10 @@ use switchboard_core::BrokerError;
 use crate::subject::Subjects;
 use crate::{NatsConfig, NatsError};
 
-/// Where streams keep their messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where streams keep their messages. Also an option's value: `file` or `memory`
+/// (`--nats-storage`, `nats_storage` in the gateway's file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Storage {
     File,
     Memory,

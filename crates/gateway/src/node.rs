@@ -21,9 +21,9 @@ use switchboard_core::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use switchboard_broker_nats::{KvPresence, NatsBroker, NatsConfig, NatsError, Storage};
+use switchboard_broker_nats::{KvPresence, NatsBroker, NatsError};
 
-use crate::config::{Config, NatsStorage};
+use crate::config::Config;
 use crate::presence_client::RemotePresence;
 use crate::registry::Registry;
 
@@ -94,24 +94,14 @@ impl Node {
         };
         // The broker reports its connection state from the start.
         crate::metrics::install();
-        let nats_config = NatsConfig {
-            urls: nats.urls,
-            replicas: nats.replicas,
-            storage: match nats.storage {
-                NatsStorage::File => Storage::File,
-                NatsStorage::Memory => Storage::Memory,
-            },
-            prefix: nats.prefix.clone(),
-            ..Default::default()
-        };
-        let broker = NatsBroker::connect(nats_config, &config.namespaces).await?;
+        let broker = NatsBroker::connect(nats.broker.clone(), &config.namespaces).await?;
         let node_name = uuid::Uuid::new_v4().to_string();
         let presence: Arc<dyn PresenceStore> = if nats.presence_urls.is_empty() {
             KvPresence::open(
                 broker.jetstream(),
-                &nats.prefix,
+                &nats.broker.prefix,
                 nats.presence_ttl,
-                nats.replicas,
+                nats.broker.replicas,
                 node_name,
             )
             .await?

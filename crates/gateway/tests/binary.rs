@@ -6,7 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::GatewayProcess;
+use common::{Api, Client, GatewayProcess};
+use serde_json::json;
 use switchboard_test_support::eventually_some;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-gateway");
@@ -72,6 +73,74 @@ fn flags_override_environment_which_overrides_the_file() {
         &[("SWITCHBOARD_LISTEN", "127.0.0.1:1")],
     );
     assert_ne!(port2, 1);
+}
+
+/// Whether the gateway at `addr` takes `key` for its server API.
+async fn takes_api_key(addr: std::net::SocketAddr, key: &str) -> bool {
+    let api = Api { addr };
+    let (status, _) = api.raw("info", Some(("X-API-Key", key)), "{}".into()).await;
+    status == 200
+}
+
+#[tokio::test]
+async fn the_api_key_comes_from_the_flag_then_the_environment_then_the_file() {
+    let file = ["--config", DEV_CONFIG, "--listen", "127.0.0.1:0"];
+    // No key anywhere: the default, no API.
+    let p = GatewayProcess::spawn(&["--listen", "127.0.0.1:0"], &[]);
+    assert!(!takes_api_key(p.1, "dev-api-key").await);
+    // config/dev.toml says dev-api-key.
+    let p = GatewayProcess::spawn(&file, &[]);
+    assert!(takes_api_key(p.1, "dev-api-key").await);
+    // The environment over the file.
+    let env = [("SWITCHBOARD_API_KEY", "from-env")];
+    let p = GatewayProcess::spawn(&file, &env);
+    assert!(takes_api_key(p.1, "from-env").await);
+    assert!(!takes_api_key(p.1, "dev-api-key").await);
+    // A flag over the environment.
+    let flag = [&file[..], &["--api-key", "from-flag"]].concat();
+    let p = GatewayProcess::spawn(&flag, &env);
+    assert!(takes_api_key(p.1, "from-flag").await);
+    assert!(!takes_api_key(p.1, "from-env").await);
+}
+
+/// Whether the gateway at `addr` lets a client connect without a token.
+async fn lets_anonymous_in(addr: std::net::SocketAddr) -> bool {
+    let mut c = Client::open(addr, false).await;
+    let reply = c.call(json!({ "connect": {} })).await;
+    reply.get("error").is_none()
+}
+
+#[tokio::test]
+async fn insecure_comes_from_the_flag_then_the_environment_then_the_file() {
+    let file = ["--config", DEV_CONFIG, "--listen", "127.0.0.1:0"];
+    // The default: tokens required.
+    let p = GatewayProcess::spawn(&["--listen", "127.0.0.1:0"], &[]);
+    assert!(!lets_anonymous_in(p.1).await);
+    // config/dev.toml says insecure = true.
+    let p = GatewayProcess::spawn(&file, &[]);
+    assert!(lets_anonymous_in(p.1).await);
+    // The environment over the file.
+    let env = [("SWITCHBOARD_INSECURE", "false")];
+    let p = GatewayProcess::spawn(&file, &env);
+    assert!(!lets_anonymous_in(p.1).await);
+    // A bare flag over the environment.
+    let flag = [&file[..], &["--insecure"]].concat();
+    let p = GatewayProcess::spawn(&flag, &env);
+    assert!(lets_anonymous_in(p.1).await);
+}
+
+#[test]
+fn an_unknown_key_in_the_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `lisen`"), "{stderr}");
 }
 
 #[test]

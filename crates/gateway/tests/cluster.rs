@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use switchboard_broker_nats::NatsConfig;
 use switchboard_test_support::{eventually, NatsCluster, NatsServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,10 +373,11 @@ async fn killing_one_node_of_a_three_node_cluster_loses_nothing() {
     for _ in 0..2 {
         let mut cfg = config();
         cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-            urls: urls.split(',').map(str::to_owned).collect(),
-            replicas: 3,
-            storage: switchboard_gateway::config::NatsStorage::File,
-            prefix: "sb".into(),
+            broker: NatsConfig {
+                urls: urls.split(',').map(str::to_owned).collect(),
+                replicas: 3,
+                ..NatsConfig::default()
+            },
             presence_ttl: std::time::Duration::from_secs(30),
             presence_urls: Vec::new(),
         });

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use switchboard_broker_nats::NatsConfig;
 use switchboard_test_support::{eventually, eventually_ok, eventually_some, NatsServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,10 +75,11 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
     let survivor = {
         let mut cfg = survivor_config;
         cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-            urls: vec![nats.url()],
-            replicas: 1,
-            storage: switchboard_gateway::config::NatsStorage::File,
-            prefix: "sb".into(),
+            broker: NatsConfig {
+                urls: vec![nats.url()],
+                replicas: 1,
+                ..NatsConfig::default()
+            },
             presence_ttl: std::time::Duration::from_secs(3),
             presence_urls: Vec::new(),
         });
@@ -171,10 +173,11 @@ impl Drop for PresenceReplica {
 async fn gateway_with_presence_service(nats: &str, replicas: &[&PresenceReplica]) -> Gateway {
     let mut cfg = config();
     cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-        urls: vec![nats.to_owned()],
-        replicas: 1,
-        storage: switchboard_gateway::config::NatsStorage::File,
-        prefix: "sb".into(),
+        broker: NatsConfig {
+            urls: vec![nats.to_owned()],
+            replicas: 1,
+            ..NatsConfig::default()
+        },
         presence_ttl: std::time::Duration::from_secs(30),
         presence_urls: replicas.iter().map(|r| r.url.clone()).collect(),
     });
@@ -404,10 +407,11 @@ async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
     let urls = format!("{},{}", r1.url, r2.url);
     let mut survivor_config = config();
     survivor_config.nats = Some(switchboard_gateway::config::NatsSettings {
-        urls: vec![nats.url()],
-        replicas: 1,
-        storage: switchboard_gateway::config::NatsStorage::File,
-        prefix: "sb".into(),
+        broker: NatsConfig {
+            urls: vec![nats.url()],
+            replicas: 1,
+            ..NatsConfig::default()
+        },
         presence_ttl: ttl,
         presence_urls: vec![r1.url.clone(), r2.url.clone()],
     });

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use switchboard_broker_nats::NatsConfig;
 use switchboard_test_support::NatsServer;
 
 /// Longer than any wait here: a leave seen is the hand-over, not an expiry.
@@ -43,10 +44,11 @@ async fn presence_replica(nats: &str) -> String {
 async fn gateway(nats: &str, presence_urls: Vec<String>) -> Gateway {
     let mut cfg = config();
     cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-        urls: vec![nats.to_owned()],
-        replicas: 1,
-        storage: switchboard_gateway::config::NatsStorage::File,
-        prefix: "sb".into(),
+        broker: NatsConfig {
+            urls: vec![nats.to_owned()],
+            replicas: 1,
+            ..NatsConfig::default()
+        },
         presence_ttl: TTL,
         presence_urls,
     });

@@ -7,6 +7,7 @@
 //! expire.
 //!
 //! # Layout
+//! - [`config`]: the binary's options, declared once, and the configuration they resolve to.
 //! - [`pb`]: the gRPC messages and service from `proto/presence.proto`.
 //! - [`PresenceService`]: the service over a bucket.
 //! - [`serve`]: the gRPC server on a bound listener, until a shutdown future.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod config;
 pub mod probes;
 
 use std::future::Future;

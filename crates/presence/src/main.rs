@@ -1,112 +1,19 @@
 //! `switchboard-presence`: the presence service binary.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
 use switchboard_broker_nats::PresenceBucket;
+use switchboard_presence::config::{Cli, Config};
 use switchboard_presence::{probes, serve, PresenceService};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-/// Flags; each also reads `SWITCHBOARD_<FLAG>` from the environment. Flags win
-/// over the environment, the environment over the file, the file over defaults.
-#[derive(Debug, Default, Parser)]
-#[command(
-    name = "switchboard-presence",
-    version,
-    about = "The Switchboard presence service: who is in a channel, over gRPC. Stateless: members \
-             live in a NATS JetStream KV bucket, so any replica answers any call."
-)]
-struct Cli {
-    /// TOML configuration file with the same options.
-    #[arg(long, env = "SWITCHBOARD_CONFIG")]
-    config: Option<PathBuf>,
-    /// gRPC address [default: 0.0.0.0:9000].
-    #[arg(long, env = "SWITCHBOARD_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:9001].
-    #[arg(long, env = "SWITCHBOARD_HTTP_LISTEN")]
-    http_listen: Option<SocketAddr>,
-    /// NATS server URLs, comma-separated [default: nats://127.0.0.1:4222].
-    #[arg(long, env = "SWITCHBOARD_NATS_URL", value_delimiter = ',')]
-    nats_url: Option<Vec<String>>,
-    /// Prefix of the presence bucket's name; the gateways' --nats-prefix [default: sb].
-    #[arg(long, env = "SWITCHBOARD_NATS_PREFIX")]
-    nats_prefix: Option<String>,
-    /// Replicas of the presence bucket (3 in production) [default: 1].
-    #[arg(long, env = "SWITCHBOARD_NATS_REPLICAS")]
-    nats_replicas: Option<usize>,
-    /// Seconds a member lives without a refresh; the gateways' --presence-ttl [default: 20].
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL")]
-    presence_ttl: Option<u64>,
-    /// Log filter [default: info].
-    #[arg(long, env = "SWITCHBOARD_LOG")]
-    log: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
-    nats_url: Option<Vec<String>>,
-    nats_prefix: Option<String>,
-    nats_replicas: Option<usize>,
-    presence_ttl: Option<u64>,
-    log: Option<String>,
-}
-
-struct Config {
-    listen: SocketAddr,
-    http_listen: SocketAddr,
-    nats_urls: Vec<String>,
-    prefix: String,
-    replicas: usize,
-    ttl: Duration,
-    log: String,
-}
-
-fn resolve(cli: Cli) -> Result<Config, String> {
-    let file = match &cli.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .map_err(|e| format!("invalid configuration file {}: {e}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    Ok(Config {
-        listen: cli
-            .listen
-            .or(file.listen)
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9000))),
-        http_listen: cli
-            .http_listen
-            .or(file.http_listen)
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9001))),
-        nats_urls: cli
-            .nats_url
-            .or(file.nats_url)
-            .unwrap_or_else(|| vec!["nats://127.0.0.1:4222".into()]),
-        prefix: cli
-            .nats_prefix
-            .or(file.nats_prefix)
-            .unwrap_or_else(|| "sb".into()),
-        replicas: cli.nats_replicas.or(file.nats_replicas).unwrap_or(1),
-        ttl: Duration::from_secs(cli.presence_ttl.or(file.presence_ttl).unwrap_or(20).max(3)),
-        log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
-    })
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match resolve(Cli::parse()) {
+    let config = match Config::resolve(Cli::parse()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard-presence: {e}");

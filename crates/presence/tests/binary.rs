@@ -45,6 +45,85 @@ fn help_documents_every_option_and_its_environment_variable() {
     }
 }
 
+/// A presence process, killed on drop.
+struct Presence(std::process::Child);
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads its addresses (gRPC, HTTP) from its first line.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Presence, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rest = line
+        .trim()
+        .strip_prefix("switchboard-presence listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (grpc, http) = rest.split_once(" http ").expect("both addresses");
+    let ip = |addr: &str| addr.rsplit_once(':').unwrap().0.to_owned();
+    (Presence(child), ip(grpc), ip(http))
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    // Loopback addresses tell the sources apart: 127.0.0.2 from the file, .3 from the
+    // environment, .4 from a flag. The file's NATS URL leads nowhere: the service only
+    // starts when the environment or a flag wins over it.
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("presence.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.2:0\"\nhttp_listen = \"127.0.0.2:0\"\n\
+         nats_url = [\"nats://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let file = ["--config", path.to_str().unwrap()];
+    let url = nats.url();
+    let (_p, grpc, http) = start(&file, &[("SWITCHBOARD_NATS_URL", &url)]);
+    assert_eq!((grpc.as_str(), http.as_str()), ("127.0.0.2", "127.0.0.2"));
+    let env = [
+        ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:1"),
+        ("SWITCHBOARD_LISTEN", "127.0.0.3:0"),
+    ];
+    let flags = [&file[..], &["--listen", "127.0.0.4:0", "--nats-url", &url]].concat();
+    let (_p, grpc, http) = start(&flags, &env);
+    assert_eq!((grpc.as_str(), http.as_str()), ("127.0.0.4", "127.0.0.2"));
+    let env = [
+        ("SWITCHBOARD_NATS_URL", url.as_str()),
+        ("SWITCHBOARD_LISTEN", "127.0.0.3:0"),
+    ];
+    let (_p, grpc, _) = start(&file, &env);
+    assert_eq!(grpc, "127.0.0.3");
+}
+
+#[test]
+fn an_unknown_key_in_the_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("presence.toml");
+    std::fs::write(&path, "nats_storage = \"file\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `nats_storage`"), "{stderr}");
+}
+
 #[tokio::test]
 async fn serves_grpc_probes_and_metrics_and_stops_on_sigterm() {
     let nats = NatsServer::start();

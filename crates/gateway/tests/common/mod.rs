@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use switchboard_broker_nats::NatsConfig;
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::node::Node;
@@ -114,10 +115,11 @@ impl Gateway {
     /// A cluster node over the NATS server(s) at `nats_urls` (comma-separated).
     pub async fn cluster(mut config: Config, nats_urls: &str) -> Gateway {
         config.nats = Some(switchboard_gateway::config::NatsSettings {
-            urls: nats_urls.split(',').map(str::to_owned).collect(),
-            replicas: 1,
-            storage: switchboard_gateway::config::NatsStorage::File,
-            prefix: "sb".into(),
+            broker: NatsConfig {
+                urls: nats_urls.split(',').map(str::to_owned).collect(),
+                replicas: 1,
+                ..NatsConfig::default()
+            },
             presence_ttl: std::time::Duration::from_secs(30),
             presence_urls: Vec::new(),
         });

@@ -1,0 +1,225 @@
+//! Configuration: flags win over environment variables (`SWITCHBOARD_<OPTION>`),
+//! which win over the TOML file (`--config`), which wins over defaults.
+//!
+//! - [`options`]: every option, declared once ([`Cli`]): flag, variable, key, default.
+//! - here: [`Config`], what the rest of the gateway reads, resolved from the options.
+
+mod options;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use switchboard_broker_nats::NatsConfig;
+use switchboard_core::namespace::{NamespaceError, Namespaces};
+use switchboard_options::FileError;
+
+pub use options::{Cli, TokenAlgorithm};
+
+/// Commands in one frame.
+const MAX_COMMANDS_PER_FRAME: usize = 100;
+/// Bytes of one server API request body.
+const MAX_API_BODY_BYTES: usize = 1 << 20;
+/// The shortest presence TTL: refreshes must fit in it several times.
+const MIN_PRESENCE_TTL_SECS: u64 = 3;
+
+/// Limits that protect a node from its clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_channels_per_connection: usize,
+    pub max_commands_per_second: u32,
+    pub max_channel_length: usize,
+    pub max_queue_bytes: usize,
+    /// Commands in one frame.
+    pub max_commands_per_frame: usize,
+    /// Bytes of one server API request body.
+    pub max_api_body_bytes: usize,
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub algorithm: TokenAlgorithm,
+    pub hmac_secret: Option<String>,
+    /// PEM text of the RS256/ES256 public key.
+    pub public_key_pem: Option<String>,
+}
+
+/// The resolved gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: std::net::SocketAddr,
+    pub api_key: Option<String>,
+    pub insecure: bool,
+    pub token: TokenConfig,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: Limits,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drain_window: Duration,
+    pub log: String,
+    pub namespaces: Namespaces,
+    /// Cluster mode over NATS; `None`: standalone with the in-memory broker.
+    pub nats: Option<NatsSettings>,
+}
+
+/// Cluster mode: the NATS broker and how presence is shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// How to reach NATS and shape the streams.
+    pub broker: NatsConfig,
+    /// Members of a gateway that died expire after this.
+    pub presence_ttl: Duration,
+    /// Presence service replicas; empty: the bucket directly.
+    pub presence_urls: Vec<String>,
+}
+
+/// Every option at its default.
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(Cli::default()).expect("the defaults are a valid configuration")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<FileError> for ConfigError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Read { path, source } => ConfigError::Read { path, source },
+            FileError::Parse { path, source } => ConfigError::Parse { path, source },
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// An option with a declared default, once resolved.
+fn defaulted<T>(value: Option<T>) -> T {
+    value.expect("switchboard_options::resolve sets every option that has a default")
+}
+
+fn secs(value: Option<u64>) -> Duration {
+    Duration::from_secs(defaulted(value))
+}
+
+impl Config {
+    /// Resolves flags (with their environment variables) over the file they name over
+    /// the defaults.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let file = cli.config.clone();
+        let o = switchboard_options::resolve(cli, file.as_deref())?;
+        let public_key_pem = o.token_public_key.as_deref().map(read).transpose()?;
+        let tls = match (o.tls_cert, o.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert and --tls-key go together".into(),
+                ))
+            }
+        };
+        let config = Config {
+            listen: defaulted(o.listen),
+            api_key: o.api_key.filter(|k| !k.is_empty()),
+            insecure: defaulted(o.insecure),
+            token: TokenConfig {
+                algorithm: defaulted(o.token_algorithm),
+                hmac_secret: o.token_hmac_secret,
+                public_key_pem,
+            },
+            tls,
+            limits: Limits {
+                max_connections: defaulted(o.max_connections),
+                max_frame_bytes: defaulted(o.max_frame_bytes),
+                max_channels_per_connection: defaulted(o.max_channels_per_connection),
+                max_commands_per_second: defaulted(o.max_commands_per_second),
+                max_channel_length: defaulted(o.max_channel_length),
+                max_queue_bytes: defaulted(o.max_queue_bytes),
+                max_commands_per_frame: MAX_COMMANDS_PER_FRAME,
+                max_api_body_bytes: MAX_API_BODY_BYTES,
+            },
+            ping_interval: secs(o.ping_interval),
+            pong_timeout: secs(o.pong_timeout),
+            connect_timeout: secs(o.connect_timeout),
+            drain_window: secs(o.drain_window),
+            log: defaulted(o.log),
+            namespaces: Namespaces::new(
+                o.channel.unwrap_or_default(),
+                o.namespaces.unwrap_or_default(),
+            )?,
+            nats: o
+                .nats_url
+                .filter(|urls| urls.iter().any(|u| !u.trim().is_empty()))
+                .map(|urls| NatsSettings {
+                    broker: NatsConfig {
+                        urls: urls
+                            .into_iter()
+                            .map(|u| u.trim().to_owned())
+                            .filter(|u| !u.is_empty())
+                            .collect(),
+                        replicas: defaulted(o.nats_replicas),
+                        storage: defaulted(o.nats_storage),
+                        prefix: defaulted(o.nats_prefix),
+                        ..NatsConfig::default()
+                    },
+                    presence_ttl: Duration::from_secs(
+                        defaulted(o.presence_ttl).max(MIN_PRESENCE_TTL_SECS),
+                    ),
+                    presence_urls: o
+                        .presence_url
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|u| !u.trim().is_empty())
+                        .collect(),
+                }),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return invalid("ping_interval and pong_timeout must be at least 1 second");
+        }
+        if self.limits.max_commands_per_second == 0 || self.limits.max_frame_bytes < 1024 {
+            return invalid("max_commands_per_second must be > 0 and max_frame_bytes >= 1024");
+        }
+        match self.token.algorithm {
+            TokenAlgorithm::HS256 if self.token.public_key_pem.is_some() => {
+                invalid("token_public_key is for RS256/ES256; HS256 uses token_hmac_secret")
+            }
+            TokenAlgorithm::RS256 | TokenAlgorithm::ES256 if self.token.hmac_secret.is_some() => {
+                invalid("token_hmac_secret is for HS256; RS256/ES256 use token_public_key")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
