@@ -7,6 +7,8 @@
 //! - `history`: reads of a channel's stored messages (positions, ranges, recovery proofs).
 //! - `live`: one task per channel with local subscribers: ordered delivery with gap
 //!   detection (`Nats-Last-Sequence`) and gap filling from the stream.
+//! - [`control`]: the cluster's control plane: the registry of live gateways,
+//!   broadcasts every gateway answers, requests addressed to one gateway.
 //! - `presence/`: presence shared by every gateway in JetStream KV buckets: the
 //!   stateless [`PresenceBucket`] (keys, bucket requests, per-user compare-and-set,
 //!   counts and pages, expiry), the [`sweeper`] of dead gateways' members, and
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod control;
 mod envelope;
 mod history;
 mod live;

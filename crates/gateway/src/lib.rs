@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! Rooms by role; imports run one way: `http` → front ends (`centrifugo`) →
-//! `transport` → `connection` → `node`, `registry` → the core crates.
+//! `transport` → `connection` → `node`, `cluster`, `registry` → the core crates.
 //! - [`http`]: routes (`/connection/websocket`, `/api/<method>`, `/metrics`, `/healthz`, `/readyz`).
 //! - [`centrifugo`]: the Centrifugo front end: protocol session, subscribe
 //!   permissions, encoders, JWT, the server API.
@@ -12,6 +12,8 @@
 //!   drives, the subscription algorithm (recovery and presence), identity, limits,
 //!   delivery metrics.
 //! - [`node`]: the node's shared state and channel operations every protocol uses.
+//! - [`cluster`]: the cluster acting as one server: commands every live node runs,
+//!   requests to one node, the node registry (NATS control plane, or in process).
 //! - [`registry`]: this node's connections by client and user, and their mailboxes.
 //! - [`server`]: the accept loop, TLS, and the drain on shutdown.
 //! - [`config`]: flags, environment and TOML file resolved into one [`config::Config`].
@@ -24,6 +26,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod centrifugo;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
@@ -41,10 +41,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "standalone"
     };
+    // The node announces where it really listens (port 0 picks one).
+    config.listen = listener.local_addr()?;
     let node = Node::from_config(config).await?;
     let routes = Routes::new(node.clone())?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
-    let addr = listener.local_addr()?;
+    let addr = node.config.listen;
     // Installed before the announcement, so that a SIGTERM right after it drains.
     let signal = switchboard_core::shutdown::signal();
     // Scripts and tests read this line to learn the port when listening on port 0.

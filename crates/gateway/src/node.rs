@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use switchboard_broker_nats::{KvPresence, NatsBroker, NatsError};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::presence_client::RemotePresence;
 use crate::registry::Registry;
@@ -44,6 +45,8 @@ pub struct Node {
     pub presence: Arc<dyn PresenceStore>,
     pub hub: Arc<Hub>,
     pub registry: Registry,
+    /// The way to the other nodes: cluster-wide commands and the node registry.
+    pub cluster: Cluster,
     pub metrics: PrometheusHandle,
     /// Cancelled when the node shuts down: connections leave over the drain window.
     pub drain: CancellationToken,
@@ -70,6 +73,7 @@ impl Node {
             presence,
             hub,
             registry: Registry::default(),
+            cluster: Cluster::default(),
             metrics: crate::metrics::install(),
             drain: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -108,7 +112,9 @@ impl Node {
         } else {
             RemotePresence::new(&nats.presence_urls, node_name, nats.presence_ttl)?
         };
-        Ok(Node::new(config, broker, presence))
+        let node = Node::new(config, broker.clone(), presence);
+        Cluster::join(&node, &broker, &nats).await?;
+        Ok(node)
     }
 
     /// Ready to take connections: not draining, and the broker can serve.

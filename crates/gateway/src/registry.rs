@@ -1,16 +1,33 @@
-//! The connections of this node, by client id and by user, for the server API's
-//! disconnect and unsubscribe and for the node's counts.
+//! The connections of this node, by client id and by user, for the control
+//! plane's commands and for the node's counts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use switchboard_core::queue::Outbound;
+use switchboard_core::StreamPosition;
 
 /// What the server asks of a connection's task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// End the connection's subscription to a channel.
     Unsubscribe { channel: String },
+    /// Subscribe the connection to a channel on the server's authority, with the
+    /// channel info and push data given, from `recover_since` when set.
+    Subscribe {
+        channel: String,
+        info: Option<Bytes>,
+        data: Option<Bytes>,
+        recover_since: Option<StreamPosition>,
+    },
+    /// New credentials: they expire at `expire_at` (Unix seconds; `None`: never;
+    /// a past instant closes the connection as expired), `info` replaces the
+    /// connection info when given.
+    Refresh {
+        expire_at: Option<u64>,
+        info: Option<Bytes>,
+    },
 }
 
 /// Requests a connection has not handled yet. Its task is woken through its

@@ -99,6 +99,8 @@ pub async fn drain(node: &Node) {
             "drain grace period expired; exiting with connections open"
         );
     }
+    // Listed, and answering the other gateways, for as long as it held connections.
+    node.cluster.leave().await;
 }
 
 async fn serve_http<S>(routes: Arc<Routes>, stream: S)

@@ -52,6 +52,9 @@ fn help_documents_every_option_and_its_environment_variable() {
         "nats-prefix",
         "presence-ttl",
         "presence-url",
+        "name",
+        "node-ttl",
+        "control-timeout",
     ] {
         assert!(help.contains(&format!("--{option}")), "--{option} missing");
         let env = format!("SWITCHBOARD_{}", option.to_uppercase().replace('-', "_"));

@@ -373,13 +373,13 @@ async fn killing_one_node_of_a_three_node_cluster_loses_nothing() {
     for _ in 0..2 {
         let mut cfg = config();
         cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-            broker: NatsConfig {
+            presence_ttl: std::time::Duration::from_secs(30),
+            presence_urls: Vec::new(),
+            ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
                 urls: urls.split(',').map(str::to_owned).collect(),
                 replicas: 3,
                 ..NatsConfig::default()
-            },
-            presence_ttl: std::time::Duration::from_secs(30),
-            presence_urls: Vec::new(),
+            })
         });
         gws.push(Gateway::start_tls(cfg, None).await);
     }

@@ -75,13 +75,13 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
     let survivor = {
         let mut cfg = survivor_config;
         cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-            broker: NatsConfig {
+            presence_ttl: std::time::Duration::from_secs(3),
+            presence_urls: Vec::new(),
+            ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
                 urls: vec![nats.url()],
                 replicas: 1,
                 ..NatsConfig::default()
-            },
-            presence_ttl: std::time::Duration::from_secs(3),
-            presence_urls: Vec::new(),
+            })
         });
         Gateway::start_tls(cfg, None).await
     };
@@ -173,13 +173,13 @@ impl Drop for PresenceReplica {
 async fn gateway_with_presence_service(nats: &str, replicas: &[&PresenceReplica]) -> Gateway {
     let mut cfg = config();
     cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-        broker: NatsConfig {
+        presence_ttl: std::time::Duration::from_secs(30),
+        presence_urls: replicas.iter().map(|r| r.url.clone()).collect(),
+        ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
             urls: vec![nats.to_owned()],
             replicas: 1,
             ..NatsConfig::default()
-        },
-        presence_ttl: std::time::Duration::from_secs(30),
-        presence_urls: replicas.iter().map(|r| r.url.clone()).collect(),
+        })
     });
     Gateway::start_tls(cfg, None).await
 }
@@ -407,13 +407,13 @@ async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
     let urls = format!("{},{}", r1.url, r2.url);
     let mut survivor_config = config();
     survivor_config.nats = Some(switchboard_gateway::config::NatsSettings {
-        broker: NatsConfig {
+        presence_ttl: ttl,
+        presence_urls: vec![r1.url.clone(), r2.url.clone()],
+        ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
             urls: vec![nats.url()],
             replicas: 1,
             ..NatsConfig::default()
-        },
-        presence_ttl: ttl,
-        presence_urls: vec![r1.url.clone(), r2.url.clone()],
+        })
     });
     let survivor = Gateway::start_tls(survivor_config, None).await;
     let mut watcher = survivor.client().await;

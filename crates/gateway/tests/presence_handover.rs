@@ -44,13 +44,13 @@ async fn presence_replica(nats: &str) -> String {
 async fn gateway(nats: &str, presence_urls: Vec<String>) -> Gateway {
     let mut cfg = config();
     cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-        broker: NatsConfig {
+        presence_ttl: TTL,
+        presence_urls,
+        ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
             urls: vec![nats.to_owned()],
             replicas: 1,
             ..NatsConfig::default()
-        },
-        presence_ttl: TTL,
-        presence_urls,
+        })
     });
     Gateway::start_tls(cfg, None).await
 }

@@ -15,8 +15,8 @@ pub(super) const CAS_ATTEMPTS: usize = 32;
 const COUNT_ONLY: u32 = 1 << 30;
 
 /// One key-value bucket and its stream.
-pub(super) struct Bucket {
-    pub(super) store: kv::Store,
+pub(crate) struct Bucket {
+    pub(crate) store: kv::Store,
     pub(super) stream: jetstream::stream::Stream,
     /// `$KV.<bucket>.`, what every key's subject starts with.
     pub(super) prefix: String,
@@ -39,7 +39,7 @@ struct ApiError {
 const NOT_THERE: [u64; 3] = [10037, 10043, 10057];
 
 impl Bucket {
-    pub(super) async fn open(
+    pub(crate) async fn open(
         js: &jetstream::Context,
         name: String,
         max_age: Duration,

@@ -30,7 +30,7 @@
 //! - `gateway`: [`KvPresence`], a gateway on the buckets directly, refreshing
 //!   only its own members.
 
-mod bucket;
+pub(crate) mod bucket;
 mod expiry;
 mod gateway;
 mod keys;

@@ -2,6 +2,9 @@
 //! `POST /api/<method>` with a JSON body, authenticated by `X-API-Key` or
 //! `Authorization: apikey <key>`.
 //!
+//! Calls that act on connections or ask about them (disconnect, unsubscribe,
+//! subscribe, refresh, channels, info) act on the whole cluster ([`crate::cluster`]).
+//!
 //! Replies are `{"result": {...}}` or `{"error": {"code": N, "message": "..."}}`
 //! with status 200, as Centrifugo's server SDKs expect; a wrong key is a 401, a
 //! body that is not the method's JSON a 400, an unknown method a 404.
@@ -14,13 +17,13 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use switchboard_core::{channel, ClientInfo, Disconnect, Publication};
+use switchboard_core::{ClientInfo, Publication};
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
 use super::errors::error_code;
 use super::history_query;
+use crate::cluster::{self, command::Farewell, Answer, Command, NodeInfo, Outcome};
 use crate::node::Node;
-use crate::registry::Control;
 
 /// An API answer: HTTP status and JSON body.
 pub struct ApiResponse {
@@ -131,6 +134,35 @@ struct DisconnectReq {
     disconnect: Option<DisconnectSpec>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeReq {
+    user: String,
+    channel: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    info: Option<Box<RawValue>>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    recover_since: Option<Since>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshReq {
+    user: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    expired: bool,
+    #[serde(default)]
+    expire_at: Option<u64>,
+    #[serde(default)]
+    info: Option<Box<RawValue>>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ChannelsReq {
@@ -151,6 +183,8 @@ pub const METHODS: &[&str] = &[
     "history",
     "unsubscribe",
     "disconnect",
+    "subscribe",
+    "refresh",
     "info",
     "channels",
 ];
@@ -182,7 +216,12 @@ pub async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> ApiResponse {
         "history" => run!(history),
         "unsubscribe" => run!(unsubscribe),
         "disconnect" => run!(disconnect),
-        "info" => parse::<Empty>(body).map(|_| info(node)),
+        "subscribe" => run!(subscribe),
+        "refresh" => run!(refresh),
+        "info" => match parse::<Empty>(body) {
+            Ok(_) => Ok(info(node).await),
+            Err(message) => Err(message),
+        },
         _ => run!(channels),
     };
     let (status, value) = match outcome {
@@ -332,63 +371,156 @@ async fn history(node: &Arc<Node>, req: HistoryReq) -> Value {
     }
 }
 
+/// A cluster-wide answer: the result, and when some live node did not confirm,
+/// also an error naming them (temporary: the call can be repeated).
+fn cluster_answer(outcome: &Outcome, value: Value) -> Value {
+    if outcome.unconfirmed.is_empty() {
+        return result(value);
+    }
+    let names: Vec<String> = outcome
+        .unconfirmed
+        .iter()
+        .map(|n| format!("{} ({}): {}", n.name, n.id, n.why))
+        .collect();
+    let nodes: Vec<Value> = outcome
+        .unconfirmed
+        .iter()
+        .map(|n| json!({"uid": n.id, "name": n.name, "reason": n.why}))
+        .collect();
+    json!({
+        "error": {
+            "code": ErrorCode::INTERNAL.code,
+            "message": format!("not confirmed by {} node(s): {}", names.len(), names.join("; ")),
+            "temporary": true,
+            "nodes": nodes,
+        },
+        "result": value,
+    })
+}
+
 async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value {
     if let Err(e) = node.channel_options(&req.channel) {
         return channel_error(e);
     }
-    for conn in node.registry.of_user(&req.user, req.client.as_deref()) {
-        let control = Control::Unsubscribe {
-            channel: req.channel.clone(),
-        };
-        if !conn.request(control) {
-            // A connection that cannot take a control message now is stuck or
-            // closing: make it reconnect rather than leave it subscribed.
-            conn.outbound.close(Disconnect::INSUFFICIENT_STATE, true);
-        }
-    }
-    result(json!({}))
+    let command = Command::Unsubscribe {
+        user: req.user,
+        client: req.client,
+        channel: req.channel,
+    };
+    let outcome = node.cluster.run(node, command).await;
+    cluster_answer(&outcome, json!({}))
 }
 
 async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
-    let d = match req.disconnect {
-        None => Disconnect::FORCE_NO_RECONNECT,
+    let farewell = match req.disconnect {
+        None => None,
         Some(spec) if (3000..5000).contains(&spec.code) && spec.reason.len() <= 123 => {
-            Disconnect::custom(spec.code, spec.reason)
+            Some(Farewell {
+                code: spec.code,
+                reason: spec.reason,
+            })
         }
         Some(_) => return error(ErrorCode::BAD_REQUEST),
     };
-    for conn in node.registry.of_user(&req.user, req.client.as_deref()) {
-        conn.outbound.close(d.clone(), true);
-    }
-    result(json!({}))
+    let command = Command::Disconnect {
+        user: req.user,
+        client: req.client,
+        farewell,
+    };
+    let outcome = node.cluster.run(node, command).await;
+    cluster_answer(&outcome, json!({}))
 }
 
-fn info(node: &Arc<Node>) -> Value {
-    let (clients, users) = node.registry.counts();
-    let channels = node.hub.channels();
-    let subs: usize = channels.iter().map(|(_, n)| n).sum();
-    result(json!({
-        "nodes": [{
-            "uid": node.id,
-            "name": node.config.listen.to_string(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "num_clients": clients,
-            "num_users": users,
-            "num_channels": channels.len(),
-            "num_subs": subs,
-            "uptime": node.uptime_secs(),
-        }]
-    }))
+/// JSON text of an optional raw value.
+fn text(raw: Option<Box<RawValue>>) -> Option<String> {
+    raw.map(|r| r.get().to_owned())
+}
+
+async fn subscribe(node: &Arc<Node>, req: SubscribeReq) -> Value {
+    if let Err(e) = node.channel_options(&req.channel) {
+        return channel_error(e);
+    }
+    let command = Command::Subscribe {
+        user: req.user,
+        client: req.client,
+        channel: req.channel,
+        info: text(req.info),
+        data: text(req.data),
+        recover_since: req.recover_since.map(|s| cluster::command::Since {
+            offset: s.offset,
+            epoch: s.epoch,
+        }),
+    };
+    let outcome = node.cluster.run(node, command).await;
+    cluster_answer(&outcome, json!({}))
+}
+
+async fn refresh(node: &Arc<Node>, req: RefreshReq) -> Value {
+    let command = Command::Refresh {
+        user: req.user,
+        client: req.client,
+        expired: req.expired,
+        expire_at: req.expire_at.filter(|&at| at > 0),
+        info: text(req.info),
+    };
+    let outcome = node.cluster.run(node, command).await;
+    cluster_answer(&outcome, json!({}))
+}
+
+/// Every live node with its counts as it answers now; a node that does not
+/// answer in time is listed as last announced, and named in the error.
+async fn info(node: &Arc<Node>) -> Value {
+    let outcome = node.cluster.run(node, Command::Info).await;
+    let mut nodes: BTreeMap<String, NodeInfo> = node
+        .cluster
+        .nodes(node)
+        .into_iter()
+        .map(|n| (n.id.clone(), n))
+        .collect();
+    for answer in &outcome.answers {
+        if let Answer::Node { node } = answer {
+            nodes.insert(node.id.clone(), node.clone());
+        }
+    }
+    let nodes: Vec<Value> = nodes
+        .into_values()
+        .map(|n| {
+            json!({
+                "uid": n.id,
+                "name": n.name,
+                "version": n.version,
+                "num_clients": n.clients,
+                "num_users": n.users,
+                "num_channels": n.channels,
+                "num_subs": n.subscriptions,
+                "uptime": n.uptime(),
+            })
+        })
+        .collect();
+    cluster_answer(&outcome, json!({ "nodes": nodes }))
 }
 
 async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
-    let pattern = req.pattern.unwrap_or_default();
-    let channels: BTreeMap<String, Value> = node
-        .hub
-        .channels()
+    let outcome = node
+        .cluster
+        .run(
+            node,
+            Command::Channels {
+                pattern: req.pattern,
+            },
+        )
+        .await;
+    let mut merged: BTreeMap<String, usize> = BTreeMap::new();
+    for answer in &outcome.answers {
+        if let Answer::Channels { channels } = answer {
+            for (name, n) in channels {
+                *merged.entry(name.clone()).or_default() += n;
+            }
+        }
+    }
+    let channels: BTreeMap<String, Value> = merged
         .into_iter()
-        .filter(|(name, _)| pattern.is_empty() || channel::matches_pattern(name, &pattern))
         .map(|(name, n)| (name, json!({ "num_clients": n })))
         .collect();
-    result(json!({ "channels": channels }))
+    cluster_answer(&outcome, json!({ "channels": channels }))
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::auth::{now_secs, TokenError};
 use super::errors;
+use super::subscribe::Authority;
 use super::Centrifugo;
 use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
@@ -28,7 +29,7 @@ fn never() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// An instant `exp` (seconds since the Unix epoch) from now.
+/// The instant of `exp` (seconds since the Unix epoch); now when it has passed.
 pub(super) fn instant_of(exp: u64) -> Instant {
     Instant::now() + Duration::from_secs(exp.saturating_sub(now_secs()))
 }
@@ -289,7 +290,10 @@ impl Session {
         for channel in channels {
             let mut sub_req = req.subs.get(&channel).cloned().unwrap_or_default();
             sub_req.channel = channel.clone();
-            match self.prepare_subscription(&sub_req, true).await {
+            match self
+                .prepare_subscription(&sub_req, Authority::Server(None))
+                .await
+            {
                 Ok((result, live)) => {
                     subs.insert(channel, result);
                     pending.push(live);
@@ -394,6 +398,27 @@ impl crate::connection::Session for Session {
                         }),
                         ..Default::default()
                     });
+                }
+            }
+            Control::Subscribe {
+                channel,
+                info,
+                data,
+                recover_since,
+            } => {
+                if self.connected.is_some() && !self.subs.contains(&channel) {
+                    self.server_subscribe(channel, info, data, recover_since)
+                        .await;
+                }
+            }
+            Control::Refresh { expire_at, info } => {
+                if let Some(connected) = self.connected.as_mut() {
+                    // The transport asks for the deadline again after a control
+                    // message: a past expiry closes the connection as expired.
+                    *connected = expire_at.map(instant_of);
+                    if info.is_some() {
+                        self.identity.conn_info = info;
+                    }
                 }
             }
         }

@@ -16,13 +16,22 @@ use super::errors::error_code;
 use super::session::{error_reply, expiry, instant_of, reply, Outcome, Session};
 use crate::connection::subscriptions::{Pending, Positioning, Request};
 
+/// Who allows a subscription.
+pub(super) enum Authority {
+    /// The client asked: namespace rules and subscription tokens decide.
+    Client,
+    /// The server (the connection token's channels, the server API) granted it,
+    /// with this channel info.
+    Server(Option<Bytes>),
+}
+
 impl Session {
     pub(super) async fn subscribe_command(
         &mut self,
         id: u32,
         req: pb::SubscribeRequest,
     ) -> Outcome {
-        match self.prepare_subscription(&req, false).await {
+        match self.prepare_subscription(&req, Authority::Client).await {
             Ok((result, live)) => {
                 self.send(&pb::Reply {
                     id,
@@ -37,13 +46,12 @@ impl Session {
         }
     }
 
-    /// Checks permission, then subscribes (pending) and builds the reply.
-    /// `server_side` subscriptions come from the connection token, which already
-    /// granted them.
+    /// Checks permission (unless the server granted it), then subscribes
+    /// (pending) and builds the reply.
     pub(super) async fn prepare_subscription(
         &mut self,
         req: &pb::SubscribeRequest,
-        server_side: bool,
+        authority: Authority,
     ) -> Result<(pb::SubscribeResult, Pending), ErrorCode> {
         let options = self
             .front
@@ -54,10 +62,9 @@ impl Session {
         self.subs
             .admit(&self.front.node, &req.channel)
             .map_err(error_code)?;
-        let (chan_info, token_exp) = if server_side {
-            (None, None)
-        } else {
-            self.check_subscribe_permission(req, &options)?
+        let (chan_info, token_exp) = match authority {
+            Authority::Server(info) => (info, None),
+            Authority::Client => self.check_subscribe_permission(req, &options)?,
         };
         let join_leave =
             match options.join_leave && (req.join_leave || options.force_push_join_leave) {
@@ -99,6 +106,61 @@ impl Session {
             (result.expires, result.ttl) = expiry(token_exp);
         }
         Ok((result, pending))
+    }
+
+    /// Subscribes the connection on the server API's word and tells the client
+    /// with a subscribe push, then the publications it recovers, then live ones.
+    pub(super) async fn server_subscribe(
+        &mut self,
+        channel: String,
+        info: Option<Bytes>,
+        data: Option<Bytes>,
+        recover_since: Option<StreamPosition>,
+    ) {
+        let recovering = recover_since.is_some();
+        let since = recover_since.unwrap_or_default();
+        let req = pb::SubscribeRequest {
+            channel: channel.clone(),
+            recoverable: recovering,
+            recover: recovering,
+            offset: since.offset,
+            epoch: since.epoch,
+            ..Default::default()
+        };
+        let (result, live) = match self
+            .prepare_subscription(&req, Authority::Server(info))
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(code) => {
+                tracing::debug!(client = %self.identity.client, channel, code = code.code, "server subscribe failed");
+                return;
+            }
+        };
+        let push = |push: pb::Push| pb::Reply {
+            push: Some(push),
+            ..Default::default()
+        };
+        self.send(&push(pb::Push {
+            channel: channel.clone(),
+            subscribe: Some(pb::Subscribe {
+                recoverable: result.recoverable,
+                epoch: result.epoch,
+                offset: result.offset,
+                positioned: result.positioned,
+                data: data.unwrap_or_default(),
+            }),
+            ..Default::default()
+        }));
+        for publication in result.publications {
+            self.send(&push(pb::Push {
+                channel: channel.clone(),
+                r#pub: Some(publication),
+                ..Default::default()
+            }));
+        }
+        let member = member!(self);
+        self.subs.go_live(&member, live).await;
     }
 
     /// Returns the channel info and expiry a subscription token grants, or refuses.

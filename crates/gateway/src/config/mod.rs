@@ -21,6 +21,8 @@ const MAX_COMMANDS_PER_FRAME: usize = 100;
 const MAX_API_BODY_BYTES: usize = 1 << 20;
 /// The shortest presence TTL: refreshes must fit in it several times.
 const MIN_PRESENCE_TTL_SECS: u64 = 3;
+/// The shortest node TTL: announcements must fit in it several times.
+const MIN_NODE_TTL_SECS: u64 = 3;
 
 /// Limits that protect a node from its clients.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: std::net::SocketAddr,
+    /// The node's name in `info`; `None`: the host name, else the listen address.
+    pub name: Option<String>,
     pub api_key: Option<String>,
     pub insecure: bool,
     pub token: TokenConfig,
@@ -74,6 +78,25 @@ pub struct NatsSettings {
     pub presence_ttl: Duration,
     /// Presence service replicas; empty: the bucket directly.
     pub presence_urls: Vec<String>,
+    /// A gateway not heard of for this long is no longer live.
+    pub node_ttl: Duration,
+    /// How long a cluster-wide call waits for every live gateway.
+    pub control_timeout: Duration,
+}
+
+impl NatsSettings {
+    /// Cluster mode over `broker`, every other option at its default.
+    pub fn new(broker: NatsConfig) -> NatsSettings {
+        let cli = Cli {
+            nats_url: Some(broker.urls.clone()),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("the defaults are a valid configuration");
+        NatsSettings {
+            broker,
+            ..config.nats.expect("a NATS URL was given")
+        }
+    }
 }
 
 /// Every option at its default.
@@ -144,6 +167,7 @@ impl Config {
         };
         let config = Config {
             listen: defaulted(o.listen),
+            name: o.name.filter(|n| !n.trim().is_empty()),
             api_key: o.api_key.filter(|k| !k.is_empty()),
             insecure: defaulted(o.insecure),
             token: TokenConfig {
@@ -195,6 +219,8 @@ impl Config {
                         .into_iter()
                         .filter(|u| !u.trim().is_empty())
                         .collect(),
+                    node_ttl: Duration::from_secs(defaulted(o.node_ttl).max(MIN_NODE_TTL_SECS)),
+                    control_timeout: Duration::from_secs(defaulted(o.control_timeout).max(1)),
                 }),
         };
         config.check()?;

@@ -52,6 +52,10 @@ switchboard_options::layered! {
         /// Address to listen on for WebSocket, API and metrics.
         #[arg(long, default_value = "0.0.0.0:8000")]
         pub listen: Option<SocketAddr>,
+        /// This gateway's name in the API's `info` (default: $HOSTNAME, else the listen
+        /// address).
+        #[arg(long)]
+        pub name: Option<String>,
         /// Key the server API requires (X-API-Key or Authorization: apikey <key>). No key: API
         /// disabled.
         #[arg(long, hide_env_values = true)]
@@ -124,6 +128,15 @@ switchboard_options::layered! {
         /// least 3).
         #[arg(long, default_value = "20")]
         pub presence_ttl: Option<u64>,
+        /// Seconds a gateway that died stays listed in `info` and awaited by cluster-wide
+        /// API calls (cluster mode; at least 3). Gateways re-announce every third of it.
+        #[arg(long, default_value = "15")]
+        pub node_ttl: Option<u64>,
+        /// Seconds a cluster-wide API call (disconnect, unsubscribe, subscribe, refresh,
+        /// channels) waits for every live gateway before it answers naming the ones that
+        /// did not confirm (cluster mode; at least 1).
+        #[arg(long, default_value = "1")]
+        pub control_timeout: Option<u64>,
         /// Presence service URLs (http://host:port), comma-separated: cluster-mode presence
         /// through its replicas. Without it, gateways use the presence bucket directly.
         #[arg(long, value_delimiter = ',')]

@@ -115,20 +115,21 @@ impl Gateway {
     /// A cluster node over the NATS server(s) at `nats_urls` (comma-separated).
     pub async fn cluster(mut config: Config, nats_urls: &str) -> Gateway {
         config.nats = Some(switchboard_gateway::config::NatsSettings {
-            broker: NatsConfig {
+            presence_ttl: std::time::Duration::from_secs(30),
+            presence_urls: Vec::new(),
+            ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
                 urls: nats_urls.split(',').map(str::to_owned).collect(),
                 replicas: 1,
                 ..NatsConfig::default()
-            },
-            presence_ttl: std::time::Duration::from_secs(30),
-            presence_urls: Vec::new(),
+            })
         });
         Gateway::start_tls(config, None).await
     }
 
-    pub async fn start_tls(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
+    pub async fn start_tls(mut config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        config.listen = addr;
         let node = Node::from_config(config).await.unwrap();
         let routes = switchboard_gateway::http::Routes::new(node.clone()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
