@@ -104,6 +104,15 @@ pub enum Scenario {
         #[command(flatten)]
         failover: FailoverArgs,
     },
+    /// Connections held on the gateways (--url) while a bounded loop calls the server
+    /// API through one of them, one call at a time: the latency of each cluster-wide
+    /// method (disconnect, channels, info, unsubscribe), p50/p99.
+    Api {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The presence service under one gateway's worth of members: join latency,
     /// refresh cost per 10,000 members, stats and list latency, and (with --url, a
     /// gateway of the same cluster) the time from a gateway's death to each leave.
@@ -337,6 +346,43 @@ pub struct FanoutArgs {
     /// Seconds to wait after publishing for the last deliveries.
     #[arg(long, env = "SWITCHBOARD_DRAIN", default_value_t = 5.0)]
     pub drain: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Connections held meanwhile, spread over --url.
+    #[arg(long, env = "SWITCHBOARD_CONNECTIONS", default_value_t = 1000)]
+    pub connections: u64,
+    /// Each connection subscribes to one of this many channels.
+    #[arg(long, env = "SWITCHBOARD_CHANNELS", default_value_t = 100)]
+    pub channels: u32,
+    /// Channel names are PREFIX0, PREFIX1, …
+    #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX", default_value = "chat:lt")]
+    pub channel_prefix: String,
+    /// API methods to time, one after the other (disconnect and unsubscribe name a user
+    /// nobody is, so the held connections stay).
+    #[arg(
+        long = "method",
+        env = "SWITCHBOARD_METHODS",
+        value_delimiter = ',',
+        default_value = "disconnect,channels",
+        value_parser = ["disconnect", "unsubscribe", "channels", "info"]
+    )]
+    pub methods: Vec<String>,
+    /// Calls of each method.
+    #[arg(long, env = "SWITCHBOARD_CALLS", default_value_t = 1000)]
+    pub calls: u32,
+    /// Server API key (X-API-Key).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true,
+        default_value = "dev-api-key"
+    )]
+    pub api_key: String,
+    /// Address of the HTTP API to call, IP:PORT (default: that of the first --url).
+    #[arg(long = "api-addr", env = "SWITCHBOARD_API_ADDR")]
+    pub api_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -58,6 +58,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
+        Scenario::Api { common, api } => {
+            limits::raise_nofile();
+            let summary = scenario::api::run(&common, &api).await?;
+            println!("{}", summary.table());
+            if let Some(path) = &common.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+            }
+            let problems = summary.problems();
+            if !problems.is_empty() {
+                anyhow::bail!("API calls failed: {}", problems.join("; "));
+            }
+            return Ok(true);
+        }
         Scenario::Floor { floor } => {
             let summary = scenario::floor::run(&floor).await?;
             println!("{}", summary.table());

@@ -6,7 +6,9 @@
 //! - [`fanout`]: subscribers and publishers, with churn and failover as options of the
 //!   same run (the `churn` and `failover` subcommands).
 //! - [`churn`]: connections arriving and leaving during a fan-out.
+//! - [`api`]: the latency of server API calls while connections are held.
 
+pub mod api;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
