@@ -11,7 +11,7 @@ a schema cannot see:
   the binary's --help; every key of the mounted TOML files is an option the binary
   knows; container ports are the ports the config files listen on; the prometheus.io
   annotations name the port that serves /metrics; terminationGracePeriodSeconds
-  covers preStop + drain_window + the binary's grace; the Dockerfile copies the
+  covers preStop + shutdown_delay + drain_window + the binary's grace; the Dockerfile copies the
   binaries the manifests run, exposes their ports and runs as the pods' user;
 - live: a real nats-server accepts nats.conf (`-t`), and switchboard-presence and
   switchboard-gateway start with the manifests' configuration and environment
@@ -218,10 +218,12 @@ def check_switchboard_container(where, docs, w, c, binary, grace, dockerfile):
         problem(where, f"prometheus.io/port {notes.get('prometheus.io/port')} is not the {http} port {ports.get(http)}")
     if notes.get("prometheus.io/path") != "/metrics":
         problem(where, "prometheus.io/path is not /metrics")
-    needed = prestop_sleep(c) + grace + (config.get("drain_window", 10) if binary.name == "switchboard-gateway" else 0)
+    gateway = binary.name == "switchboard-gateway"
+    drain = config.get("shutdown_delay", 0) + config.get("drain_window", 10) if gateway else 0
+    needed = prestop_sleep(c) + grace + drain
     tgps = spec.get("terminationGracePeriodSeconds", 30)
     if tgps < needed:
-        problem(where, f"terminationGracePeriodSeconds {tgps} < preStop + drain + grace = {needed}")
+        problem(where, f"terminationGracePeriodSeconds {tgps} < preStop + shutdown delay + drain + grace = {needed}")
     if not c.get("lifecycle", {}).get("preStop"):
         problem(where, "no preStop hook: the pod would leave the load balancer after it stopped listening")
     if c.get("resources", {}).get("requests") is None:

@@ -53,6 +53,7 @@ pub struct Node {
     /// Connection tasks, awaited on shutdown.
     pub tasks: TaskTracker,
     ready: AtomicBool,
+    draining: AtomicBool,
     connections: AtomicUsize,
     started: Instant,
 }
@@ -78,6 +79,7 @@ impl Node {
             drain: CancellationToken::new(),
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
         })
@@ -117,18 +119,25 @@ impl Node {
         Ok(node)
     }
 
-    /// Ready to take connections: not draining, and the broker can serve.
+    /// What `/readyz` says: not shutting down, and the broker can serve.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.broker.is_healthy()
+        self.ready.load(Ordering::Relaxed) && !self.is_draining() && self.broker.is_healthy()
     }
 
-    /// Shutting down: no new connections.
+    /// Draining: no new connections.
     pub fn is_draining(&self) -> bool {
-        !self.ready.load(Ordering::Relaxed)
+        self.draining.load(Ordering::Relaxed)
     }
 
+    /// Tells load balancers (through `/readyz`) whether to send clients here;
+    /// connections are still taken either way until the drain.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Starts the drain: no new connections from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     pub fn uptime_secs(&self) -> u64 {

@@ -1,7 +1,11 @@
 //! The accept loop and shutdown.
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests bind port 0 and
-//! stop a gateway at will. On shutdown the node turns unready, stops accepting,
+//! stop a gateway at will. HTTP connections not upgraded to WebSocket are capped
+//! (`max_http_connections`) and must send their headers in time
+//! (`http_header_timeout`, also the idle limit of a kept-alive connection), so
+//! slow or half-open clients cannot hold file descriptors. On shutdown the node
+//! turns unready for `shutdown_delay` while it still serves, then stops accepting,
 //! tells every client to reconnect (spread over the drain window) and waits for
 //! the connections to finish, bounded by a grace period.
 
@@ -14,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::Routes;
@@ -46,17 +51,50 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let node = routes.node.clone();
-    tokio::pin!(shutdown);
+    let http = Arc::new(Semaphore::new(node.config.limits.max_http_connections));
+    accept_until(&listener, &routes, &tls, &http, shutdown).await;
+    // Unready first, still serving: balancers polling /readyz stop sending clients
+    // here before the listener closes.
+    node.set_ready(false);
+    let delay = node.config.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "unready; closing the listener after the shutdown delay"
+        );
+        accept_until(&listener, &routes, &tls, &http, tokio::time::sleep(delay)).await;
+    }
+    drop(listener);
+    drain(&node).await;
+}
+
+/// Accepts connections until `stop` completes. Each holds one of the `http`
+/// permits until it upgrades or closes; a connection finding none is closed at once.
+async fn accept_until(
+    listener: &TcpListener,
+    routes: &Arc<Routes>,
+    tls: &Option<TlsAcceptor>,
+    http: &Arc<Semaphore>,
+    stop: impl Future<Output = ()>,
+) {
+    let node = &routes.node;
+    tokio::pin!(stop);
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     backoff = Duration::from_millis(5);
+                    let Ok(permit) = http.clone().try_acquire_owned() else {
+                        metrics::counter!("switchboard_connections_refused_total", "reason" => "http_connection_limit").increment(1);
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let routes = routes.clone();
                     let tls = tls.clone();
                     node.tasks.clone().spawn(async move {
+                        let _pending = Pending::new(permit);
                         match tls {
                             None => serve_http(routes, stream).await,
                             Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
@@ -75,16 +113,31 @@ pub async fn run(
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut stop => return,
         }
     }
-    drop(listener);
-    drain(&node).await;
+}
+
+/// An HTTP connection not upgraded (yet): counted in `switchboard_http_connections`.
+struct Pending(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Pending {
+    fn new(permit: OwnedSemaphorePermit) -> Pending {
+        metrics::gauge!("switchboard_http_connections").increment(1.0);
+        Pending(permit)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_http_connections").decrement(1.0);
+    }
 }
 
 /// Turns the node unready, asks every connection to leave, and waits for them.
 pub async fn drain(node: &Node) {
     node.set_ready(false);
+    node.start_draining();
     let (clients, _) = node.registry.counts();
     tracing::info!(clients, window = ?node.config.drain_window, "draining");
     node.drain.cancel();
@@ -108,16 +161,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let drain = routes.node.drain.clone();
+    let header_timeout = routes.node.config.limits.http_header_timeout;
     let service = service_fn(move |req| crate::http::route(routes.clone(), req));
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
+                if e.is_timeout() {
+                    metrics::counter!("switchboard_http_timeouts_total").increment(1);
+                }
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
             return;

@@ -55,6 +55,9 @@ fn help_documents_every_option_and_its_environment_variable() {
         "name",
         "node-ttl",
         "control-timeout",
+        "shutdown-delay",
+        "max-http-connections",
+        "http-header-timeout",
     ] {
         assert!(help.contains(&format!("--{option}")), "--{option} missing");
         let env = format!("SWITCHBOARD_{}", option.to_uppercase().replace('-', "_"));

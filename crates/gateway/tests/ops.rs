@@ -208,3 +208,106 @@ async fn websocket_pings_get_pongs_and_a_close_is_echoed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn on_shutdown_readyz_turns_503_while_the_listener_still_serves() {
+    let mut gw = Gateway::start(switchboard_gateway::config::Config {
+        // Far longer than this test: it ends inside the delay.
+        shutdown_delay: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    let mut before = gw.connected().await;
+    assert_eq!(get(gw.addr, "/readyz").await.0, 200);
+    let _done = gw.shutdown();
+    eventually("/readyz answers 503", PATIENCE, async || {
+        get(gw.addr, "/readyz").await.0 == 503
+    })
+    .await;
+    // Still serving: a client the balancer sent before it noticed gets in and works.
+    let mut late = gw.connected().await;
+    late.subscribe(json!({"channel": "late"})).await;
+    gw.api().publish("late", json!("still here")).await;
+    assert_eq!(late.next_pub("late").await["data"], json!("still here"));
+    let pong = before.call(json!({"ping": {}})).await;
+    assert!(pong.get("error").is_none(), "{pong}");
+}
+
+/// Whether `GET /healthz` on a fresh connection answers 200.
+async fn healthz_raw(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// Reads until the peer closes; `true` when it did within the patience.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_http_connection_that_sends_no_headers_is_closed_after_the_header_timeout() {
+    let mut cfg = config();
+    cfg.limits.http_header_timeout = Duration::from_secs(1);
+    let gw = Gateway::start(cfg).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(
+        closed_by_server(&mut silent).await,
+        "a silent client is let go"
+    );
+    // Half a request line, then nothing (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut slow).await, "a slow client is let go");
+    let (_, metrics) = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("switchboard_http_timeouts_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn http_connections_beyond_the_cap_are_closed_at_accept() {
+    let mut cfg = config();
+    cfg.limits.max_http_connections = 2;
+    // Only the cap, not the header timeout, may close the third.
+    cfg.limits.http_header_timeout = Duration::from_secs(120);
+    let gw = Gateway::start(cfg).await;
+    let holders = [
+        tokio::net::TcpStream::connect(gw.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(gw.addr).await.unwrap(),
+    ];
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(closed_by_server(&mut third).await, "no room for a third");
+    // Once the holders go, clients get in again; an upgraded WebSocket no longer
+    // counts, so many fit beside the cap of two.
+    drop(holders);
+    eventually("room again", PATIENCE, async || healthz_raw(gw.addr).await).await;
+    let mut websockets = Vec::new();
+    for _ in 0..5 {
+        websockets.push(gw.connected().await);
+    }
+    let (_, metrics) = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("reason=\"http_connection_limit\""),
+        "{metrics}"
+    );
+}

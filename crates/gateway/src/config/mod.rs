@@ -37,6 +37,10 @@ pub struct Limits {
     pub max_commands_per_frame: usize,
     /// Bytes of one server API request body.
     pub max_api_body_bytes: usize,
+    /// HTTP connections not upgraded (yet) held at once.
+    pub max_http_connections: usize,
+    /// Time to send a request's headers, or the next request on an idle connection.
+    pub http_header_timeout: Duration,
 }
 
 /// Token verification settings.
@@ -63,6 +67,8 @@ pub struct Config {
     pub pong_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_window: Duration,
+    /// Between SIGTERM and closing the listener, /readyz answers 503.
+    pub shutdown_delay: Duration,
     pub log: String,
     pub namespaces: Namespaces,
     /// Cluster mode over NATS; `None`: standalone with the in-memory broker.
@@ -185,11 +191,14 @@ impl Config {
                 max_queue_bytes: defaulted(o.max_queue_bytes),
                 max_commands_per_frame: MAX_COMMANDS_PER_FRAME,
                 max_api_body_bytes: MAX_API_BODY_BYTES,
+                max_http_connections: defaulted(o.max_http_connections),
+                http_header_timeout: secs(o.http_header_timeout),
             },
             ping_interval: secs(o.ping_interval),
             pong_timeout: secs(o.pong_timeout),
             connect_timeout: secs(o.connect_timeout),
             drain_window: secs(o.drain_window),
+            shutdown_delay: secs(o.shutdown_delay),
             log: defaulted(o.log),
             namespaces: Namespaces::new(
                 o.channel.unwrap_or_default(),
@@ -231,6 +240,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return invalid("ping_interval and pong_timeout must be at least 1 second");
+        }
+        if self.limits.max_http_connections == 0 || self.limits.http_header_timeout.is_zero() {
+            return invalid("max_http_connections and http_header_timeout must be at least 1");
         }
         if self.limits.max_commands_per_second == 0 || self.limits.max_frame_bytes < 1024 {
             return invalid("max_commands_per_second must be > 0 and max_frame_bytes >= 1024");

@@ -105,6 +105,19 @@ switchboard_options::layered! {
         /// Seconds a new connection has to send its connect command.
         #[arg(long, default_value = "10")]
         pub connect_timeout: Option<u64>,
+        /// Seconds between SIGTERM and closing the listener: /readyz answers 503 meanwhile
+        /// while new connections are still served, so load balancers stop sending
+        /// clients before the drain.
+        #[arg(long, default_value = "0")]
+        pub shutdown_delay: Option<u64>,
+        /// HTTP connections not upgraded to WebSocket (handshakes under way, API
+        /// keep-alives) held at once; more are closed as soon as they are accepted.
+        #[arg(long, default_value = "10000")]
+        pub max_http_connections: Option<usize>,
+        /// Seconds a client has to send a request's headers, and an idle kept-alive HTTP
+        /// connection its next request; then the connection is closed.
+        #[arg(long, default_value = "10")]
+        pub http_header_timeout: Option<u64>,
         /// Seconds over which clients are told to reconnect on shutdown.
         #[arg(long, default_value = "10")]
         pub drain_window: Option<u64>,
