@@ -268,6 +268,29 @@ async fn a_request_addressed_to_one_gateway_is_answered_by_that_gateway_only() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_shuts_down_leaves_the_registry_at_once() {
+    let nats = NatsServer::start();
+    let mut gws = pair(&nats).await;
+    let (_, metrics) = get(gws[1].addr, "/metrics").await;
+    assert!(metrics.contains("switchboard_cluster_nodes 2"), "{metrics}");
+    let gone = gws[0].node.id.clone();
+    tokio::time::timeout(PATIENCE, gws[0].shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    // Within the patience (10 s), before the node TTL (15 s) would drop it.
+    eventually("the stopped gateway leaves info", PATIENCE, async || {
+        gws[1].node.cluster.nodes(&gws[1].node).len() == 1
+    })
+    .await;
+    let (_, info) = gws[1].api().call("info", json!({})).await;
+    assert!(info.get("error").is_none(), "{info}");
+    let nodes = info["result"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{info}");
+    assert_ne!(nodes[0]["uid"], json!(gone));
+}
+
 #[tokio::test]
 async fn standalone_the_same_calls_act_in_process() {
     let gw = Gateway::start(config()).await;

@@ -212,6 +212,8 @@ async fn heartbeat(node: Weak<Node>, period: Duration) {
         if let Err(e) = joined.bus.announce(announcement(&node)).await {
             tracing::warn!(error = %e, "node registry announcement failed");
         }
+        // Forgets nodes past their TTL, and sets the gauge of live nodes.
+        joined.bus.nodes();
     }
 }
 
