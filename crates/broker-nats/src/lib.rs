@@ -88,6 +88,8 @@ pub enum NatsError {
     },
     #[error("cannot set up stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
+    #[error("cannot subscribe to {subject}: {reason}")]
+    Subscribe { subject: String, reason: String },
 }
 
 /// Channels this gateway publishes to that are known to hold messages: their

@@ -101,8 +101,8 @@ impl ControlBus {
         let broadcasts = subscribe(format!("{prefix}.ctl.*")).await?;
         let addressed = subscribe(format!("{prefix}.ctl.node.{id}")).await?;
         // Subscriptions exist on the server once the client flushed them.
-        client.flush().await.map_err(|e| NatsError::Stream {
-            stream: format!("{prefix}.ctl"),
+        client.flush().await.map_err(|e| NatsError::Subscribe {
+            subject: format!("{prefix}.ctl.>"),
             reason: e.to_string(),
         })?;
         // Whoever is registered already is live from the start.
