@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn subscribe_publish_roundtrip(protobuf: bool) {
     let gw = Gateway::start(config()).await;
@@ -386,6 +386,38 @@ async fn tokens_are_checked_on_connect() {
     let later = token(json!({"sub": "1", "exp": exp + 100}));
     let r = c.call(json!({"refresh": {"token": later}})).await;
     assert_eq!(r["refresh"]["expires"], json!(true));
+}
+
+#[tokio::test]
+async fn tokens_without_sub_are_the_anonymous_user() {
+    // Tokens required: the anonymous user comes in through its token alone.
+    let mut cfg = config();
+    cfg.insecure = false;
+    let gw = Gateway::start(cfg).await;
+    let mut guest = gw.client().await;
+    guest
+        .connect(json!({"token": token(json!({"iat": now_secs()}))}))
+        .await;
+    let guest_token = token(json!({"iat": now_secs(), "channel": "locked:guests"}));
+    let r = guest
+        .subscribe(json!({"channel": "locked:guests", "token": guest_token.clone()}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let (_, p) = gw
+        .api()
+        .call("presence", json!({"channel": "locked:guests"}))
+        .await;
+    let members: Vec<&Value> = p["result"]["presence"].as_object().unwrap().values().collect();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["user"], json!(""));
+    // A token for the anonymous user is not one for user 42.
+    let mut u42 = gw.client().await;
+    u42.connect(json!({"token": token(json!({"sub": "42"}))}))
+        .await;
+    let r = u42
+        .subscribe(json!({"channel": "locked:guests", "token": guest_token}))
+        .await;
+    assert_eq!(r["error"]["code"], json!(103));
 }
 
 #[tokio::test]
