@@ -53,12 +53,19 @@ pub fn authorized(node: &Node, headers: &HeaderMap) -> bool {
         return false;
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("x-api-key") == Some(key) {
+    if header("x-api-key").is_some_and(|v| same_key(v, key)) {
         return true;
     }
     header("authorization")
         .and_then(|v| v.strip_prefix("apikey "))
-        .is_some_and(|v| v.trim() == key)
+        .is_some_and(|v| same_key(v.trim(), key))
+}
+
+/// Compares in constant time: how long a wrong key takes to refuse says nothing
+/// about how much of it was right (only its length may show).
+fn same_key(offered: &str, key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    offered.as_bytes().ct_eq(key.as_bytes()).into()
 }
 
 #[derive(Deserialize)]
@@ -391,4 +398,36 @@ async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
         .map(|(name, n)| (name, json!({ "num_clients": n })))
         .collect();
     result(json!({ "channels": channels }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_must_match_whole() {
+        assert!(same_key("s3cret", "s3cret"));
+        for wrong in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!same_key(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn either_header_carries_the_key() {
+        let node = Node::standalone(crate::config::Config {
+            api_key: Some("s3cret".into()),
+            ..Default::default()
+        });
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static(value));
+            authorized(&node, &headers)
+        };
+        assert!(with("x-api-key", "s3cret"));
+        assert!(with("authorization", "apikey s3cret"));
+        assert!(!with("x-api-key", "s3cre"));
+        assert!(!with("authorization", "apikey s3cret2"));
+        assert!(!with("authorization", "bearer s3cret"));
+        assert!(!authorized(&node, &HeaderMap::new()));
+    }
 }
