@@ -260,7 +260,7 @@ def gateway_proc(state, bins, i, port, nats_urls, presence_urls, env):
             "--nats-url", ",".join(nats_urls),
             "--presence-url", ",".join(presence_urls),
             # As the dev overlay: anonymous connections allowed, dev secrets.
-            "--insecure",
+            "--allow-anonymous-connect-without-token",
         ],
         "env": env,
         "log": str(state / "logs" / f"gateway-{i + 1}.log"),

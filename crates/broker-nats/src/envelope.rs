@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use switchboard_core::{ChannelEvent, ClientInfo, PresenceChange, Publication};
+use switchboard_core::{ChannelEvent, ClientInfo, PresenceChange, Publication, PublishOptions};
 
 #[allow(clippy::all, missing_docs)]
 mod pb {
@@ -46,13 +46,14 @@ pub mod presence_info {
     }
 }
 
-/// A publication's body; `exclude_client` is a connection that must not receive it live.
+/// A publication's body, with what of its options travels to other gateways: the
+/// connection that must not receive it live, and its tags.
 pub fn publication(
     data: Bytes,
     info: Option<ClientInfo>,
     time_us: u64,
     first: bool,
-    exclude_client: Option<String>,
+    options: &PublishOptions,
 ) -> Bytes {
     let envelope = Envelope {
         kind: Kind::Publication as i32,
@@ -61,7 +62,8 @@ pub fn publication(
         time_us,
         first,
         user_changed: false,
-        exclude_client,
+        exclude_client: options.exclude_client.clone(),
+        tags: options.tags.clone(),
     };
     Bytes::from(envelope.encode_to_vec())
 }
@@ -94,6 +96,7 @@ pub fn event(envelope: Envelope, offset: u64) -> ChannelEvent {
             info,
             time_us: envelope.time_us,
             exclude_client: envelope.exclude_client,
+            tags: envelope.tags,
         }),
         Kind::Join => ChannelEvent::Join(change(info)),
         Kind::Leave => ChannelEvent::Leave(change(info)),
@@ -112,12 +115,19 @@ mod tests {
             conn_info: Some(Bytes::from_static(b"{}")),
             chan_info: None,
         };
+        let tags: std::collections::BTreeMap<String, String> =
+            [("kind".to_owned(), "note".to_owned())].into();
+        let options = PublishOptions {
+            exclude_client: Some("sender".into()),
+            tags: tags.clone(),
+            ..Default::default()
+        };
         let body = publication(
             Bytes::from_static(b"[1]"),
             Some(info.clone()),
             42,
             true,
-            Some("sender".into()),
+            &options,
         );
         let env = decode(&body).unwrap();
         assert!(env.first);
@@ -126,6 +136,7 @@ mod tests {
                 assert_eq!((p.offset, p.time_us, &p.data[..]), (7, 42, &b"[1]"[..]));
                 assert_eq!(p.info, Some(info.clone()));
                 assert_eq!(p.exclude_client.as_deref(), Some("sender"));
+                assert_eq!(p.tags, tags);
             }
             other => panic!("{other:?}"),
         }

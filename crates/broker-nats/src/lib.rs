@@ -226,13 +226,7 @@ impl NatsBroker {
             if first {
                 headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
             }
-            let body = envelope::publication(
-                data.clone(),
-                info.clone(),
-                time_us,
-                first,
-                options.exclude_client.clone(),
-            );
+            let body = envelope::publication(data.clone(), info.clone(), time_us, first, options);
             let started = std::time::Instant::now();
             let ack = async {
                 self.shared
@@ -304,13 +298,8 @@ impl Broker for NatsBroker {
         match options.history {
             Some(_) => self.publish_stored(channel, data, info, options).await,
             None => {
-                let body = envelope::publication(
-                    data,
-                    info,
-                    switchboard_core::now_micros(),
-                    false,
-                    options.exclude_client.clone(),
-                );
+                let now = switchboard_core::now_micros();
+                let body = envelope::publication(data, info, now, false, options);
                 self.publish_live(channel, body).await?;
                 Ok(StreamPosition::default())
             }

@@ -6,6 +6,7 @@
 //! that recovery is built on. The in-memory broker serves one process; the NATS
 //! JetStream broker serves a cluster with the same semantics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct PublishOptions {
     pub idempotency_key: Option<String>,
     /// A connection that must not receive the publication live, on any node.
     pub exclude_client: Option<String>,
+    /// Metadata travelling with the publication, live and in history.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A read of a channel's stream.

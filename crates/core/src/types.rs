@@ -1,5 +1,7 @@
 //! The data that flows through a channel.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 /// Who published, joined or left: a connection of a user.
@@ -29,6 +31,9 @@ pub struct Publication {
     /// A connection that does not receive it live (its own sender, or the one a
     /// backend named): client events and Pusher's `socket_id` exclusion.
     pub exclude_client: Option<String>,
+    /// Key-value metadata the publisher attached (Centrifugo's publication tags),
+    /// delivered and stored with the data.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A position in a channel's stream. The epoch names the stream: when a stream is

@@ -52,6 +52,9 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("switchboard-gateway listening on {addr}");
     tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
+    if node.config.insecure {
+        tracing::warn!("insecure: clients connect without tokens and skip channel permissions");
+    }
     server::run(listener, routes, tls, signal).await;
     if let Err(e) = node.presence.node_gone().await {
         tracing::warn!(error = %e, "presence cleanup on shutdown failed");

@@ -180,19 +180,22 @@ impl Node {
             idempotency_key,
             ..Default::default()
         };
-        self.publish_with(channel, data, info, publish).await
+        self.publish_with(channel, data, info, publish, false).await
     }
 
-    /// Publishes with every option; the channel's namespace sets its history.
+    /// Publishes with every option; the channel's namespace sets its history, unless
+    /// `skip_history` (the server API's): then the publication reaches subscribers
+    /// but not the history, and has no offset, as on a channel without history.
     pub async fn publish_with(
         &self,
         channel: &str,
         data: Bytes,
         info: Option<ClientInfo>,
         mut publish: PublishOptions,
+        skip_history: bool,
     ) -> Result<StreamPosition, ChannelError> {
         let options = self.channel_options(channel)?;
-        publish.history = history_options(options);
+        publish.history = history_options(options).filter(|_| !skip_history);
         Ok(self.broker.publish(channel, data, info, &publish).await?)
     }
 

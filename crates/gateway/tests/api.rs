@@ -199,3 +199,199 @@ async fn server_unsubscribe_and_disconnect() {
         .await;
     assert_eq!(r["error"]["code"], json!(107));
 }
+
+#[tokio::test]
+async fn publish_and_broadcast_take_every_field_centrifugos_sdks_send() {
+    let gw = Gateway::start(config()).await;
+    let api = gw.api();
+    // Every field of Centrifugo's PublishRequest, at the values SDKs send by default.
+    let everything = json!({
+        "channel": "all", "data": {"n": 1}, "b64data": "", "skip_history": false,
+        "tags": {}, "idempotency_key": "", "delta": false, "version": 0, "version_epoch": "",
+    });
+    let (status, body) = api.call("publish", everything).await;
+    assert_eq!((status, body["result"]["offset"].clone()), (200, json!(1)));
+    // ... and nulls, as SDKs that do not leave unset fields out send them.
+    let nulls = json!({
+        "channel": "all", "data": {"n": 2}, "b64data": null, "skip_history": null,
+        "tags": null, "idempotency_key": null, "delta": null, "version": null,
+        "version_epoch": null,
+    });
+    let (status, body) = api.call("publish", nulls).await;
+    assert_eq!((status, body["result"]["offset"].clone()), (200, json!(2)));
+    let broadcast = json!({
+        "channels": ["all", "all2"], "data": {"n": 3}, "skip_history": false,
+        "tags": {"k": "v"}, "idempotency_key": "b-1", "delta": true, "version": 7,
+        "version_epoch": "e",
+    });
+    let (status, body) = api.call("broadcast", broadcast).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["responses"][0]["result"]["offset"], json!(3));
+    // Fields Centrifugo does not have are still refused, with their name.
+    let (status, body) = api
+        .call("publish", json!({"channel": "all", "data": 1, "dta": 1}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("`dta`"),
+        "{body}"
+    );
+    let (status, _) = api
+        .call("publish", json!({"channels": ["all"], "data": 1}))
+        .await;
+    assert_eq!(status, 400, "publish takes one channel");
+    let (status, _) = api
+        .call("broadcast", json!({"channel": "all", "data": 1}))
+        .await;
+    assert_eq!(status, 400, "broadcast takes channels");
+}
+
+#[tokio::test]
+async fn tags_reach_subscribers_of_both_encodings_and_history() {
+    let gw = Gateway::start(config()).await;
+    let mut json_client = gw.connected().await;
+    let mut pb_client = gw.client_protobuf().await;
+    pb_client.connect(json!({})).await;
+    for c in [&mut json_client, &mut pb_client] {
+        c.subscribe(json!({"channel": "tagged"})).await;
+    }
+    let tags = json!({"kind": "note", "lang": "en"});
+    let api = gw.api();
+    let (_, r) = api
+        .call(
+            "publish",
+            json!({"channel": "tagged", "data": {"n": 1}, "tags": tags}),
+        )
+        .await;
+    assert_eq!(r["result"]["offset"], json!(1), "{r}");
+    for c in [&mut json_client, &mut pb_client] {
+        let p = c.next_pub("tagged").await;
+        assert_eq!(
+            (p["data"].clone(), p["tags"].clone()),
+            (json!({"n": 1}), tags.clone())
+        );
+    }
+    // Untagged publications carry no tags field at all, as in Centrifugo.
+    api.publish("tagged", json!({"n": 2})).await;
+    assert_eq!(json_client.next_pub("tagged").await.get("tags"), None);
+
+    let (_, h) = api
+        .call("history", json!({"channel": "tagged", "limit": 10}))
+        .await;
+    let pubs = &h["result"]["publications"];
+    assert_eq!(
+        (pubs[0]["tags"].clone(), pubs[1].get("tags")),
+        (tags.clone(), None)
+    );
+    let r = json_client
+        .call(json!({"history": {"channel": "tagged", "limit": 10}}))
+        .await;
+    assert_eq!(r["history"]["publications"][0]["tags"], tags);
+}
+
+#[tokio::test]
+async fn skip_history_delivers_live_and_keeps_the_history_as_it_was() {
+    let gw = Gateway::start(config()).await;
+    let mut c = gw.connected().await;
+    c.subscribe(json!({"channel": "brief"})).await;
+    let api = gw.api();
+    let kept = api.publish("brief", json!("kept")).await;
+    assert_eq!(c.next_pub("brief").await["offset"], json!(1));
+
+    let (_, r) = api
+        .call(
+            "publish",
+            json!({"channel": "brief", "data": "fleeting", "skip_history": true}),
+        )
+        .await;
+    // Centrifugo's answer for a publication not kept: no offset, no epoch.
+    assert_eq!(r, json!({"result": {}}));
+    let p = c.next_pub("brief").await;
+    assert_eq!(
+        (p["data"].clone(), p.get("offset")),
+        (json!("fleeting"), None)
+    );
+    let (_, r) = api
+        .call(
+            "broadcast",
+            json!({"channels": ["brief"], "data": "also fleeting", "skip_history": true}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": {"responses": [{"result": {}}]}}));
+    assert_eq!(c.next_pub("brief").await["data"], json!("also fleeting"));
+
+    let (_, h) = api
+        .call("history", json!({"channel": "brief", "limit": 10}))
+        .await;
+    let pubs = h["result"]["publications"].as_array().unwrap();
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(pubs[0]["data"], json!("kept"));
+    assert_eq!(
+        (h["result"]["offset"].clone(), h["result"]["epoch"].clone()),
+        (kept["offset"].clone(), kept["epoch"].clone())
+    );
+    // The next stored publication follows on: the skipped ones took no offset.
+    assert_eq!(
+        api.publish("brief", json!("next")).await["offset"],
+        json!(2)
+    );
+}
+
+#[tokio::test]
+async fn b64data_is_data_and_exactly_one_of_them_is_required() {
+    let gw = Gateway::start(config()).await;
+    let mut c = gw.connected().await;
+    c.subscribe(json!({"channel": "b64"})).await;
+    let api = gw.api();
+    // base64 of {"n":1}
+    let (_, r) = api
+        .call(
+            "publish",
+            json!({"channel": "b64", "b64data": "eyJuIjoxfQ=="}),
+        )
+        .await;
+    assert_eq!(r["result"]["offset"], json!(1), "{r}");
+    assert_eq!(c.next_pub("b64").await["data"], json!({"n": 1}));
+    let (_, r) = api
+        .call(
+            "broadcast",
+            json!({"channels": ["b64"], "b64data": "eyJuIjoyfQ=="}),
+        )
+        .await;
+    assert_eq!(r["result"]["responses"][0]["result"]["offset"], json!(2));
+    assert_eq!(c.next_pub("b64").await["data"], json!({"n": 2}));
+
+    for (body, says) in [
+        (
+            json!({"channel": "b64", "data": 1, "b64data": "MQ=="}),
+            "not both",
+        ),
+        (json!({"channel": "b64"}), "missing field `data`"),
+        (
+            json!({"channel": "b64", "b64data": ""}),
+            "missing field `data`",
+        ),
+        (
+            json!({"channel": "b64", "b64data": "not base64!"}),
+            "not base64",
+        ),
+        (
+            json!({"channels": ["b64"], "data": 1, "b64data": "MQ=="}),
+            "not both",
+        ),
+    ] {
+        let method = if body.get("channels").is_some() {
+            "broadcast"
+        } else {
+            "publish"
+        };
+        let (status, r) = api.call(method, body.clone()).await;
+        assert_eq!(
+            (status, r["error"]["code"].clone()),
+            (400, json!(107)),
+            "{body}"
+        );
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+}

@@ -30,6 +30,7 @@ fn help_documents_every_option_and_its_environment_variable() {
         "listen",
         "api-key",
         "insecure",
+        "allow-anonymous-connect-without-token",
         "token-algorithm",
         "token-hmac-secret",
         "token-public-key",
@@ -117,19 +118,23 @@ async fn lets_anonymous_in(addr: std::net::SocketAddr) -> bool {
 }
 
 #[tokio::test]
-async fn insecure_comes_from_the_flag_then_the_environment_then_the_file() {
+async fn anonymous_connect_comes_from_the_flag_then_the_environment_then_the_file() {
     let file = ["--config", DEV_CONFIG, "--listen", "127.0.0.1:0"];
     // The default: tokens required.
     let p = GatewayProcess::spawn(&["--listen", "127.0.0.1:0"], &[]);
     assert!(!lets_anonymous_in(p.1).await);
-    // config/dev.toml says insecure = true.
+    // config/dev.toml says allow_anonymous_connect_without_token = true.
     let p = GatewayProcess::spawn(&file, &[]);
     assert!(lets_anonymous_in(p.1).await);
     // The environment over the file.
-    let env = [("SWITCHBOARD_INSECURE", "false")];
+    let env = [("SWITCHBOARD_ALLOW_ANONYMOUS_CONNECT_WITHOUT_TOKEN", "false")];
     let p = GatewayProcess::spawn(&file, &env);
     assert!(!lets_anonymous_in(p.1).await);
     // A bare flag over the environment.
+    let flag = [&file[..], &["--allow-anonymous-connect-without-token"]].concat();
+    let p = GatewayProcess::spawn(&flag, &env);
+    assert!(lets_anonymous_in(p.1).await);
+    // insecure (development mode) lets anonymous clients in as well.
     let flag = [&file[..], &["--insecure"]].concat();
     let p = GatewayProcess::spawn(&flag, &env);
     assert!(lets_anonymous_in(p.1).await);

@@ -48,6 +48,63 @@ async fn a_publication_on_one_gateway_reaches_subscribers_on_the_others() {
     assert_eq!((p["data"].clone(), p.get("offset")), (json!("x"), None));
 }
 
+/// The server API's tags and skip_history over NATS: a publication through gateway 1
+/// reaches a subscriber on gateway 2 with its tags; one kept out of the history (the
+/// live-subject path of channels without history) arrives without an offset, and
+/// gateway 2's history holds only the kept one, tags and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_skip_history_hold_across_gateways() {
+    let nats = NatsServer::start();
+    let gws = gateways(2, &nats.url()).await;
+    let mut b = gws[1].connected().await;
+    b.subscribe(json!({"channel": "notes"})).await;
+    let api = gws[0].api();
+    let tags = json!({"kind": "note"});
+    let (_, kept) = api
+        .call(
+            "publish",
+            json!({"channel": "notes", "data": "kept", "tags": tags}),
+        )
+        .await;
+    let skip = json!({"channel": "notes", "data": "fleeting", "tags": tags, "skip_history": true});
+    let (_, skipped) = api.call("publish", skip).await;
+    assert_eq!(skipped, json!({"result": {}}));
+
+    // The two take different paths (stream and RePublish, core NATS): either may be first.
+    let mut got = [b.next_pub("notes").await, b.next_pub("notes").await];
+    got.sort_by_key(|p| p["data"].to_string());
+    assert_eq!(
+        (
+            got[0]["data"].clone(),
+            got[0].get("offset"),
+            got[0]["tags"].clone()
+        ),
+        (json!("fleeting"), None, tags.clone())
+    );
+    assert_eq!(
+        (
+            got[1]["data"].clone(),
+            got[1]["offset"].clone(),
+            got[1]["tags"].clone()
+        ),
+        (
+            json!("kept"),
+            kept["result"]["offset"].clone(),
+            tags.clone()
+        )
+    );
+    let (_, h) = gws[1]
+        .api()
+        .call("history", json!({"channel": "notes", "limit": 10}))
+        .await;
+    let pubs = h["result"]["publications"].as_array().unwrap();
+    assert_eq!(pubs.len(), 1, "{h}");
+    assert_eq!(
+        (pubs[0]["data"].clone(), pubs[0]["tags"].clone()),
+        (json!("kept"), tags)
+    );
+}
+
 /// Publishers on three gateways, one channel: every subscriber everywhere sees
 /// the same 1,000 publications in the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

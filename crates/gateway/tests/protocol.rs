@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn subscribe_publish_roundtrip(protobuf: bool) {
     let gw = Gateway::start(config()).await;
@@ -389,16 +389,98 @@ async fn tokens_are_checked_on_connect() {
 }
 
 #[tokio::test]
-async fn anonymous_connect_is_refused_unless_insecure() {
+async fn tokens_without_sub_are_the_anonymous_user() {
+    // Tokens required: the anonymous user comes in through its token alone.
     let mut cfg = config();
-    cfg.insecure = false;
+    cfg.allow_anonymous_connect_without_token = false;
     let gw = Gateway::start(cfg).await;
+    let mut guest = gw.client().await;
+    guest
+        .connect(json!({"token": token(json!({"iat": now_secs()}))}))
+        .await;
+    let guest_token = token(json!({"iat": now_secs(), "channel": "locked:guests"}));
+    let r = guest
+        .subscribe(json!({"channel": "locked:guests", "token": guest_token.clone()}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let (_, p) = gw
+        .api()
+        .call("presence", json!({"channel": "locked:guests"}))
+        .await;
+    let members: Vec<&Value> = p["result"]["presence"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["user"], json!(""));
+    // A token for the anonymous user is not one for user 42.
+    let mut u42 = gw.client().await;
+    u42.connect(json!({"token": token(json!({"sub": "42"}))}))
+        .await;
+    let r = u42
+        .subscribe(json!({"channel": "locked:guests", "token": guest_token}))
+        .await;
+    assert_eq!(r["error"]["code"], json!(103));
+}
+
+#[tokio::test]
+async fn anonymous_connect_is_refused_unless_allowed() {
+    let mut cfg = config();
+    cfg.allow_anonymous_connect_without_token = false;
+    let gw = Gateway::start(cfg.clone()).await;
     let mut c = gw.client().await;
     let r = c.call(json!({"connect": {}})).await;
     assert_eq!(r["error"]["code"], json!(101));
     let mut c = gw.client().await;
     c.connect(json!({"token": token(json!({"sub": "1"}))}))
         .await;
+    // insecure lets anonymous connections in too.
+    cfg.insecure = true;
+    let gw = Gateway::start(cfg).await;
+    gw.connected().await;
+}
+
+/// Centrifugo's two options: `allow_anonymous_connect_without_token` lets an
+/// anonymous client in and nothing more; `insecure` also lifts every channel
+/// permission a client needs (a subscription token given is still checked).
+#[tokio::test]
+async fn insecure_lifts_channel_permissions_and_anonymous_connect_does_not() {
+    let refused = |r: &Value| r["error"]["code"] == json!(103);
+    for insecure in [false, true] {
+        let mut cfg = config();
+        cfg.insecure = insecure;
+        let gw = Gateway::start(cfg).await;
+        let mut c = gw.connected().await;
+        let attempts = [
+            // subscribe without the namespace's permission, or to another user's channel
+            json!({"subscribe": {"channel": "locked:a"}}),
+            json!({"subscribe": {"channel": "dm#42"}}),
+            // publish without the namespace's permission
+            json!({"publish": {"channel": "readonly:a", "data": 1}}),
+            // presence and history of a channel the client is not subscribed to
+            json!({"presence": {"channel": "other"}}),
+            json!({"presence_stats": {"channel": "other"}}),
+            json!({"history": {"channel": "other", "limit": 1}}),
+        ];
+        for attempt in attempts {
+            let r = c.call(attempt.clone()).await;
+            assert_eq!(
+                refused(&r),
+                !insecure,
+                "insecure = {insecure}: {attempt} → {r}"
+            );
+            assert!(r.get("error").is_none() || !insecure, "{attempt} → {r}");
+        }
+        let forged = token_with("wrong-secret", json!({"channel": "locked:b"}));
+        let r = c
+            .subscribe(json!({"channel": "locked:b", "token": forged}))
+            .await;
+        assert!(
+            refused(&r),
+            "a bad subscription token is refused either way: {r}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -84,6 +84,31 @@ for (const enc of ENCODINGS) {
       assert.equal(p2.offset, r2.offset);
     });
 
+    it('publish with tags and skip_history, as server SDKs send them', async (t) => {
+      const channel = uniqueChannel('', 'tagged');
+      const { client } = await connectedClient(t, gw, enc);
+      const { sub } = await subscribe(client, channel);
+
+      const tags = { kind: 'note', lang: 'en' };
+      let got = waitEvent(sub, 'publication');
+      const kept = result(await gw.api('publish', { channel, data: { n: 1 }, tags, idempotency_key: '', delta: false }));
+      let ctx = await got;
+      assert.deepEqual(enc.decode(ctx.data), { n: 1 });
+      assert.deepEqual(ctx.tags, tags);
+      assert.equal(ctx.offset, kept.offset);
+
+      got = waitEvent(sub, 'publication');
+      const skipped = result(await gw.api('publish', { channel, data: { n: 2 }, tags, skip_history: true }));
+      assert.deepEqual(skipped, {});
+      ctx = await got;
+      assert.deepEqual(enc.decode(ctx.data), { n: 2 });
+      assert.deepEqual(ctx.tags, tags);
+
+      const { publications } = await sub.history({ limit: 10 });
+      assert.deepEqual(publications.map((p) => enc.decode(p.data)), [{ n: 1 }]);
+      assert.deepEqual(publications[0].tags, tags);
+    });
+
     it('channels lists a channel with its subscriber count', async (t) => {
       const channel = uniqueChannel('', 'listed');
       const a = await connectedClient(t, gw, enc);

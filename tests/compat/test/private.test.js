@@ -6,7 +6,7 @@ const assert = require('node:assert/strict');
 const { startGateway, result } = require('../lib/gateway');
 const { ENCODINGS, connectedClient, subscribe, uniqueChannel } = require('../lib/clients');
 const { waitEvent } = require('../lib/events');
-const { connectionToken, subscriptionToken } = require('../lib/tokens');
+const { connectionToken, subscriptionToken, signJwt } = require('../lib/tokens');
 
 let gw;
 before(async () => {
@@ -49,6 +49,24 @@ for (const enc of ENCODINGS) {
       const { sub } = await subscribe(client, channel, { getToken });
       assert.deepEqual(requested, [channel]);
       assert.equal(sub.state, 'subscribed');
+    });
+
+    it('takes tokens without sub as the anonymous user, as Centrifugo does', async (t) => {
+      // What centrifuge-js users generate for guests: no `sub` claim at all.
+      const iat = Math.floor(Date.now() / 1000);
+      const { client, clientId } = await connectedClient(t, gw, enc, { token: signJwt({ iat }) });
+      const lobby = uniqueChannel('', 'guests');
+      await subscribe(client, lobby);
+      const { presence } = result(await gw.api('presence', { channel: lobby }));
+      assert.deepEqual(Object.keys(presence), [clientId]);
+      assert.equal(presence[clientId].user ?? '', '');
+
+      const channel = uniqueChannel('private:', 'guests');
+      const { sub } = await subscribe(client, channel, { token: signJwt({ iat, channel }) });
+      assert.equal(sub.state, 'subscribed');
+      const publication = waitEvent(sub, 'publication');
+      result(await gw.api('publish', { channel, data: { for: 'guests' } }));
+      assert.deepEqual(enc.decode((await publication).data), { for: 'guests' });
     });
   });
 }

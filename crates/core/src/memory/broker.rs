@@ -205,6 +205,7 @@ impl Broker for MemoryBroker {
             info,
             time_us: crate::now_micros(),
             exclude_client: None,
+            tags: options.tags.clone(),
         };
         // History keeps the publication; only its live delivery skips a client.
         let live = |publication: Publication| {

@@ -232,3 +232,40 @@ async fn limit_and_reverse() {
         .publications
         .is_empty());
 }
+
+#[tokio::test]
+async fn tags_are_delivered_and_kept_in_history() {
+    let broker = MemoryBroker::new(Default::default());
+    let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+    broker.set_sink(sink.clone());
+    let tags: std::collections::BTreeMap<String, String> =
+        [("kind".to_owned(), "note".to_owned())].into();
+    let tagged = |history| PublishOptions {
+        history,
+        tags: tags.clone(),
+        ..Default::default()
+    };
+    broker
+        .publish("a", Bytes::from("1"), None, &tagged(Some(history(10, 60))))
+        .await
+        .unwrap();
+    broker
+        .publish("a", Bytes::from("2"), None, &tagged(None))
+        .await
+        .unwrap();
+    let delivered: Vec<_> = lock(&sink.0)
+        .iter()
+        .map(|(_, e)| match e {
+            ChannelEvent::Publication(p) => (p.offset, p.tags.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(delivered, vec![(1, tags.clone()), (0, tags.clone())]);
+    let stored = broker.history("a", &all(), history(10, 60)).await.unwrap();
+    assert_eq!(
+        stored.publications.len(),
+        1,
+        "the live-only one is not kept"
+    );
+    assert_eq!(stored.publications[0].tags, tags);
+}

@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use switchboard_core::{ClientInfo, Publication};
+use switchboard_core::{ClientInfo, Publication, PublishOptions};
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
 use super::errors::error_code;
@@ -56,30 +57,126 @@ pub fn authorized(node: &Node, headers: &HeaderMap) -> bool {
         return false;
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("x-api-key") == Some(key) {
+    if header("x-api-key").is_some_and(|v| same_key(v, key)) {
         return true;
     }
     header("authorization")
         .and_then(|v| v.strip_prefix("apikey "))
-        .is_some_and(|v| v.trim() == key)
+        .is_some_and(|v| same_key(v.trim(), key))
+}
+
+/// Compares in constant time: how long a wrong key takes to refuse says nothing
+/// about how much of it was right (only its length may show).
+fn same_key(offered: &str, key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    offered.as_bytes().ct_eq(key.as_bytes()).into()
+}
+
+/// The body of `publish` and `broadcast`: the fields Centrifugo's PublishRequest and
+/// BroadcastRequest share, declared once (publish names a `channel`, broadcast
+/// `channels`). Any of them may be null, as Centrifugo's decoding allows.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublicationBody {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    /// JSON `null` is data too: absent is not.
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Box<RawValue>>,
+    b64data: Option<String>,
+    skip_history: Option<bool>,
+    tags: Option<BTreeMap<String, String>>,
+    idempotency_key: Option<String>,
+    // Accepted and ignored (docs/compatibility.md): delta compression and
+    // document versions.
+    #[serde(rename = "delta")]
+    _delta: Option<bool>,
+    #[serde(rename = "version")]
+    _version: Option<u64>,
+    #[serde(rename = "version_epoch")]
+    _version_epoch: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// A publication as `publish` and `broadcast` asked for it, checked.
+struct Outgoing {
+    data: Bytes,
+    /// Tags and idempotency key; the node adds the history.
+    options: PublishOptions,
+    skip_history: bool,
+}
+
+impl PublicationBody {
+    /// The payload (exactly one of `data` and `b64data`) and the options.
+    fn outgoing(self) -> Result<Outgoing, String> {
+        // Centrifugo's SDKs may send the empty string for "none".
+        let b64data = self.b64data.filter(|d| !d.is_empty());
+        let data = match (self.data, b64data) {
+            (Some(json), None) => raw_bytes(&json),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(Bytes::from)
+                .map_err(|e| format!("b64data is not base64: {e}"))?,
+            (None, None) => return Err("missing field `data` (or `b64data`)".into()),
+            (Some(_), Some(_)) => return Err("give `data` or `b64data`, not both".into()),
+        };
+        Ok(Outgoing {
+            data,
+            options: PublishOptions {
+                tags: self.tags.unwrap_or_default(),
+                idempotency_key: self.idempotency_key.filter(|k| !k.is_empty()),
+                ..Default::default()
+            },
+            skip_history: self.skip_history.unwrap_or(false),
+        })
+    }
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PublicationBody")]
 struct PublishReq {
     channel: String,
-    data: Box<RawValue>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
+    publication: Outgoing,
+}
+
+impl TryFrom<PublicationBody> for PublishReq {
+    type Error = String;
+
+    fn try_from(mut body: PublicationBody) -> Result<Self, String> {
+        if body.channels.is_some() {
+            return Err("unknown field `channels` (publish takes `channel`)".into());
+        }
+        let channel = body.channel.take().ok_or("missing field `channel`")?;
+        Ok(PublishReq {
+            channel,
+            publication: body.outgoing()?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PublicationBody")]
 struct BroadcastReq {
     channels: Vec<String>,
-    data: Box<RawValue>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
+    publication: Outgoing,
+}
+
+impl TryFrom<PublicationBody> for BroadcastReq {
+    type Error = String;
+
+    fn try_from(mut body: PublicationBody) -> Result<Self, String> {
+        if body.channel.is_some() {
+            return Err("unknown field `channel` (broadcast takes `channels`)".into());
+        }
+        let channels = body.channels.take().ok_or("missing field `channels`")?;
+        Ok(BroadcastReq {
+            channels,
+            publication: body.outgoing()?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -250,13 +347,13 @@ fn raw_bytes(raw: &RawValue) -> Bytes {
 }
 
 async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
+    let Outgoing {
+        data,
+        options,
+        skip_history,
+    } = req.publication;
     match node
-        .publish(
-            &req.channel,
-            raw_bytes(&req.data),
-            None,
-            req.idempotency_key,
-        )
+        .publish_with(&req.channel, data, None, options, skip_history)
         .await
     {
         Ok(position) => {
@@ -282,15 +379,17 @@ async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
     if req.channels.is_empty() {
         return error(ErrorCode::BAD_REQUEST);
     }
-    let data = raw_bytes(&req.data);
+    let publication = &req.publication;
     let mut responses = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
+        let mut options = publication.options.clone();
         // One key per channel: a retried broadcast is deduplicated channel by channel.
-        let key = req
-            .idempotency_key
-            .as_ref()
-            .map(|k| format!("{k}:{channel}"));
-        responses.push(match node.publish(channel, data.clone(), None, key).await {
+        options.idempotency_key = options.idempotency_key.map(|k| format!("{k}:{channel}"));
+        let data = publication.data.clone();
+        let published = node
+            .publish_with(channel, data, None, options, publication.skip_history)
+            .await;
+        responses.push(match published {
             Ok(p) => result(position_json(p.offset, &p.epoch)),
             Err(e) => channel_error(e),
         });
@@ -328,6 +427,9 @@ fn publication_json(p: &Publication) -> Value {
     let mut v = json!({ "data": data, "offset": p.offset });
     if let Some(info) = &p.info {
         v["info"] = info_json(info);
+    }
+    if !p.tags.is_empty() {
+        v["tags"] = json!(p.tags);
     }
     v
 }
@@ -523,4 +625,36 @@ async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
         .map(|(name, n)| (name, json!({ "num_clients": n })))
         .collect();
     cluster_answer(&outcome, json!({ "channels": channels }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_must_match_whole() {
+        assert!(same_key("s3cret", "s3cret"));
+        for wrong in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!same_key(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn either_header_carries_the_key() {
+        let node = Node::standalone(crate::config::Config {
+            api_key: Some("s3cret".into()),
+            ..Default::default()
+        });
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static(value));
+            authorized(&node, &headers)
+        };
+        assert!(with("x-api-key", "s3cret"));
+        assert!(with("authorization", "apikey s3cret"));
+        assert!(!with("x-api-key", "s3cre"));
+        assert!(!with("authorization", "apikey s3cret2"));
+        assert!(!with("authorization", "bearer s3cret"));
+        assert!(!authorized(&node, &HeaderMap::new()));
+    }
 }

@@ -23,8 +23,11 @@ pub enum TokenError {
     Invalid(String),
 }
 
+// A token without `sub` is the anonymous user "", as in Centrifugo: SDKs and
+// backends issue such tokens for guests.
 #[derive(Debug, Deserialize)]
 struct ConnectionClaims {
+    #[serde(default)]
     sub: String,
     exp: Option<u64>,
     info: Option<Box<RawValue>>,
@@ -34,6 +37,7 @@ struct ConnectionClaims {
 
 #[derive(Debug, Deserialize)]
 struct SubscriptionClaims {
+    #[serde(default)]
     sub: String,
     channel: String,
     exp: Option<u64>,
@@ -240,6 +244,21 @@ mod tests {
         );
         let t = hs_token("s", json!({"sub": "42"}));
         assert!(v.subscription(&t).is_err(), "channel claim is required");
+    }
+
+    #[test]
+    fn tokens_without_sub_are_the_anonymous_user() {
+        // What centrifuge-js users generate for guests.
+        let v = hs_verifier("s");
+        let t = hs_token("s", json!({"iat": 1738078824}));
+        let token = v.connection(&t).unwrap();
+        assert_eq!((token.user.as_str(), token.expires_at), ("", None));
+        let t = hs_token("s", json!({"iat": 1738078824, "channel": "test1"}));
+        let token = v.subscription(&t).unwrap();
+        assert_eq!((token.user.as_str(), token.channel.as_str()), ("", "test1"));
+        // An explicit empty `sub` means the same.
+        let t = hs_token("s", json!({"sub": ""}));
+        assert_eq!(v.connection(&t).unwrap().user, "");
     }
 }
 

@@ -21,7 +21,7 @@ pub fn publication(p: &Publication) -> pb::Publication {
         data: p.data.clone(),
         info: p.info.as_ref().map(client_info),
         offset: p.offset,
-        tags: Default::default(),
+        tags: p.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 

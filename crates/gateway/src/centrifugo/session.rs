@@ -248,7 +248,7 @@ impl Session {
             return Outcome::Disconnect(Disconnect::BAD_REQUEST);
         }
         let (user, conn_info, expires_at, channels) = if req.token.is_empty() {
-            if !self.front.node.config.insecure {
+            if !self.front.node.config.anonymous_connect() {
                 refuse("no_token");
                 return error_reply(id, ErrorCode::UNAUTHORIZED);
             }

@@ -59,7 +59,11 @@ pub struct Config {
     /// The node's name in `info`; `None`: the host name, else the listen address.
     pub name: Option<String>,
     pub api_key: Option<String>,
+    /// Centrifugo's development mode: anonymous connections without a token, and no
+    /// channel permission checks for clients.
     pub insecure: bool,
+    /// Anonymous connections without a token; permissions still apply.
+    pub allow_anonymous_connect_without_token: bool,
     pub token: TokenConfig,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
@@ -176,6 +180,9 @@ impl Config {
             name: o.name.filter(|n| !n.trim().is_empty()),
             api_key: o.api_key.filter(|k| !k.is_empty()),
             insecure: defaulted(o.insecure),
+            allow_anonymous_connect_without_token: defaulted(
+                o.allow_anonymous_connect_without_token,
+            ),
             token: TokenConfig {
                 algorithm: defaulted(o.token_algorithm),
                 hmac_secret: o.token_hmac_secret,
@@ -234,6 +241,11 @@ impl Config {
         };
         config.check()?;
         Ok(config)
+    }
+
+    /// Whether a client may connect without a token (as the anonymous user "").
+    pub fn anonymous_connect(&self) -> bool {
+        self.insecure || self.allow_anonymous_connect_without_token
     }
 
     fn check(&self) -> Result<(), ConfigError> {

@@ -60,9 +60,15 @@ switchboard_options::layered! {
         /// disabled.
         #[arg(long, hide_env_values = true)]
         pub api_key: Option<String>,
-        /// Allow connections without a token (anonymous user ""). For development.
+        /// Development mode, as Centrifugo's: connections without a token (anonymous user ""),
+        /// and no channel permission checks for clients (subscribe to any channel, publish,
+        /// presence, history). Never in production.
         #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
         pub insecure: Option<bool>,
+        /// Allow connections without a token, as the anonymous user ""; channel permissions
+        /// still apply (Centrifugo's option of the same name).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        pub allow_anonymous_connect_without_token: Option<bool>,
         /// Algorithm tokens must be signed with.
         #[arg(long, value_enum, default_value = "HS256")]
         pub token_algorithm: Option<TokenAlgorithm>,

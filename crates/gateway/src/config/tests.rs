@@ -80,7 +80,29 @@ fn a_bare_insecure_flag_means_true() {
     assert_eq!(cli.insecure, Some(true));
     let config = Config::resolve(cli).unwrap();
     assert!(config.insecure);
+    assert!(!config.allow_anonymous_connect_without_token);
+    assert!(
+        config.anonymous_connect(),
+        "insecure lets anonymous clients in"
+    );
     assert_eq!(config.listen.port(), 1);
+}
+
+#[test]
+fn anonymous_connect_without_insecure() {
+    let cli = Cli::try_parse_from([
+        "switchboard-gateway",
+        "--allow-anonymous-connect-without-token",
+    ])
+    .unwrap();
+    let config = Config::resolve(cli).unwrap();
+    assert!(config.allow_anonymous_connect_without_token && config.anonymous_connect());
+    assert!(!config.insecure);
+    let defaults = Config::default();
+    assert!(
+        !defaults.anonymous_connect(),
+        "tokens are required by default"
+    );
 }
 
 #[test]
@@ -248,7 +270,8 @@ fn the_shipped_files_resolve() {
     };
     let dev = resolve(DEV_TOML);
     assert_eq!(dev.api_key.as_deref(), Some("dev-api-key"));
-    assert!(dev.insecure);
+    // Anonymous clients, with the namespaces' permissions.
+    assert!(dev.allow_anonymous_connect_without_token && !dev.insecure);
     assert!(
         dev.namespaces
             .resolve("chat:1")

@@ -43,7 +43,7 @@ pub fn open_namespace() -> NamespaceOptions {
     }
 }
 
-/// A config for tests: anonymous connects, an open default namespace, `short:`
+/// A config for tests: anonymous connects (permissions apply), an open default namespace, `short:`
 /// with a history of 3, `big:` with 10,000, `locked:` needing subscription
 /// tokens, `readonly:` without client publish, `peruser:` with join and leave
 /// per user.
@@ -51,7 +51,7 @@ pub fn config() -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         api_key: Some(API_KEY.into()),
-        insecure: true,
+        allow_anonymous_connect_without_token: true,
         drain_window: Duration::from_millis(200),
         ..Default::default()
     };
