@@ -3,10 +3,11 @@
 //! Calls go to the replicas in turn; a replica that fails (down, unreachable,
 //! past the deadline) is skipped and the next one tried, so a replica dying
 //! costs a retry, not a client-visible error. The replicas are every address the
-//! configured URLs resolve to, looked up again and again ([`replicas`]), so that
-//! replicas an autoscaler adds get calls and rescheduled ones are followed. The gateway keeps
-//! its own members, which [`presence_refresh`] refreshes in batches well inside
-//! the presence TTL and hands over as `NodeGone` on a clean shutdown.
+//! configured URLs resolve to, looked up again and again (`replicas.rs`), so
+//! that replicas an autoscaler adds get calls and rescheduled ones are followed.
+//! The gateway keeps its own members, which [`presence_refresh`] refreshes in
+//! batches well inside the presence TTL and hands over as `NodeGone` on a clean
+//! shutdown.
 
 mod replicas;
 
