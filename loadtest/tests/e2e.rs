@@ -45,7 +45,10 @@ async fn run(args: &[&str]) -> Summary {
         } => scenario::connect::run(&common, connections, None)
             .await
             .unwrap(),
-        Scenario::Worker | Scenario::Presence { .. } | Scenario::Floor { .. } => {
+        Scenario::Worker
+        | Scenario::Presence { .. }
+        | Scenario::Floor { .. }
+        | Scenario::Api { .. } => {
             unreachable!("no summary of this kind")
         }
     }

@@ -17,7 +17,8 @@
 //! - [`registry`]: this node's connections by client and user, and their mailboxes.
 //! - [`server`]: the accept loop, TLS, and the drain on shutdown.
 //! - [`config`]: flags, environment and TOML file resolved into one [`config::Config`].
-//! - [`presence_client`]: presence over the presence service's gRPC API.
+//! - [`presence_client`]: presence over the presence service's gRPC API, calls spread
+//!   over every replica its URLs resolve to, looked up again and again.
 //! - [`response`]: HTTP response helpers every route uses.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`tls`]: rustls acceptor from PEM files.

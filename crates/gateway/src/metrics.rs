@@ -94,4 +94,20 @@ fn describe() {
         "switchboard_publications_total",
         "Publications accepted, by source (client, api)."
     );
+    describe_gauge!(
+        "switchboard_presence_client_replicas",
+        "Presence service replicas (addresses) the gateway spreads its calls over."
+    );
+    describe_counter!(
+        "switchboard_presence_client_lookups_total",
+        "Lookups of presence URL host names, by result (ok, failed: the last addresses kept)."
+    );
+    describe_counter!(
+        "switchboard_presence_client_replica_changes_total",
+        "Presence replicas added to or removed from the set in use, by change."
+    );
+    describe_counter!(
+        "switchboard_presence_client_retries_total",
+        "Presence calls to one replica that failed (the next replica is tried, if any)."
+    );
 }

@@ -25,7 +25,7 @@ use switchboard_broker_nats::{KvPresence, NatsBroker, NatsError};
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::presence_client::RemotePresence;
+use crate::presence_client::{Discovery, RemotePresence, Resolve, SystemResolver};
 use crate::registry::Registry;
 
 /// Why a node could not start.
@@ -95,6 +95,14 @@ impl Node {
     /// A node as the configuration says: a cluster node over NATS when
     /// `config.nats` is set, standalone otherwise.
     pub async fn from_config(config: Config) -> Result<Arc<Node>, NodeError> {
+        Node::from_config_with(config, Arc::new(SystemResolver)).await
+    }
+
+    /// [`Node::from_config`], with presence URLs' host names looked up by `resolver`.
+    pub async fn from_config_with(
+        config: Config,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Arc<Node>, NodeError> {
         let Some(nats) = config.nats.clone() else {
             return Ok(Node::standalone(config));
         };
@@ -112,7 +120,12 @@ impl Node {
             )
             .await?
         } else {
-            RemotePresence::new(&nats.presence_urls, node_name, nats.presence_ttl)?
+            let discovery = Discovery {
+                resolver,
+                interval: nats.presence_resolve_interval,
+            };
+            RemotePresence::new(&nats.presence_urls, discovery, node_name, nats.presence_ttl)
+                .await?
         };
         let node = Node::new(config, broker.clone(), presence);
         Cluster::join(&node, &broker, &nats).await?;

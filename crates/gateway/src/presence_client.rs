@@ -1,23 +1,28 @@
 //! The gateway's side of the presence service: a [`PresenceStore`] over gRPC.
 //!
-//! Calls go to the configured replicas in turn; a replica that fails (down,
-//! unreachable, past the deadline) is skipped and the next one tried, so a
-//! replica dying costs a retry, not a client-visible error. The gateway keeps
-//! its own members, which [`presence_refresh`] refreshes in batches well inside
-//! the presence TTL and hands over as `NodeGone` on a clean shutdown.
+//! Calls go to the replicas in turn; a replica that fails (down, unreachable,
+//! past the deadline) is skipped and the next one tried, so a replica dying
+//! costs a retry, not a client-visible error. The replicas are every address the
+//! configured URLs resolve to, looked up again and again (`replicas.rs`), so
+//! that replicas an autoscaler adds get calls and rescheduled ones are followed.
+//! The gateway keeps its own members, which [`presence_refresh`] refreshes in
+//! batches well inside the presence TTL and hands over as `NodeGone` on a clean
+//! shutdown.
+
+mod replicas;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_core::presence_refresh::{self, LocalMembers, NodePresence};
 use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
-use switchboard_presence::pb::presence_client::PresenceClient;
 use switchboard_presence::pb::{self as presence_pb};
 use switchboard_presence::{info_to_member, member_to_info, MAX_BATCH};
-use tonic::transport::{Channel, Endpoint};
+
+use replicas::Replicas;
+pub use replicas::{Discovery, Resolve, SystemResolver};
 
 /// Longest wait for one call to one replica.
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -28,8 +33,7 @@ const LIST_PAGE: u32 = 10_000;
 const LIST_PAGES: usize = 10;
 
 pub struct RemotePresence {
-    replicas: Vec<PresenceClient<Channel>>,
-    next: AtomicUsize,
+    replicas: Arc<Replicas>,
     node: String,
     /// This gateway's members by (channel, client).
     local: LocalMembers<(String, String), ClientInfo>,
@@ -45,12 +49,11 @@ pub struct PresenceUrlError {
 /// Runs one call against the replicas in turn until one answers.
 macro_rules! call {
     ($self:ident, $method:ident, $request:expr) => {{
-        let replicas = $self.replicas.len();
-        let start = $self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = String::new();
+        let (replicas, start) = $self.replicas.pick();
+        let mut last = String::from("no replica known yet");
         let mut answer = None;
-        for i in 0..replicas {
-            let mut client = $self.replicas[(start + i) % replicas].clone();
+        for i in 0..replicas.len() {
+            let mut client = replicas[(start + i) % replicas.len()].client.clone();
             let mut request = tonic::Request::new($request);
             request.set_timeout(DEADLINE);
             match tokio::time::timeout(DEADLINE, client.$method(request)).await {
@@ -65,46 +68,34 @@ macro_rules! call {
                 Err(_) => last = "deadline passed".into(),
             }
             metrics::counter!("switchboard_presence_client_retries_total").increment(1);
+            // The replica may have moved: look its name up again soon.
+            $self.replicas.suspect();
         }
         match answer {
             Some(a) => a,
             None => {
+                if replicas.is_empty() {
+                    $self.replicas.suspect();
+                }
                 return Err(BrokerError::Unavailable(format!(
                     "no presence replica answered: {last}"
-                )))
+                )));
             }
         }
     }};
 }
 
 impl RemotePresence {
-    /// Connects lazily to every replica and starts refreshing this gateway's
-    /// members every third of `ttl`.
-    pub fn new(
+    /// Finds the replicas behind `urls` (connecting lazily) and starts
+    /// refreshing this gateway's members every third of `ttl`.
+    pub async fn new(
         urls: &[String],
+        discovery: Discovery,
         node: String,
         ttl: Duration,
     ) -> Result<Arc<RemotePresence>, PresenceUrlError> {
-        let replicas = urls
-            .iter()
-            .map(|url| {
-                Endpoint::from_shared(url.clone())
-                    .map(|e| PresenceClient::new(e.connect_timeout(DEADLINE).connect_lazy()))
-                    .map_err(|e| PresenceUrlError {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if replicas.is_empty() {
-            return Err(PresenceUrlError {
-                url: String::new(),
-                reason: "no URL given".into(),
-            });
-        }
         let presence = Arc::new(RemotePresence {
-            replicas,
-            next: AtomicUsize::new(0),
+            replicas: Replicas::start(urls, discovery).await?,
             node,
             local: LocalMembers::new(),
         });

@@ -53,6 +53,7 @@ fn help_documents_every_option_and_its_environment_variable() {
         "nats-prefix",
         "presence-ttl",
         "presence-url",
+        "presence-resolve-interval",
         "name",
         "node-ttl",
         "control-timeout",

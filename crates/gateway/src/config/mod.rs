@@ -88,6 +88,8 @@ pub struct NatsSettings {
     pub presence_ttl: Duration,
     /// Presence service replicas; empty: the bucket directly.
     pub presence_urls: Vec<String>,
+    /// How often each presence URL's host name is looked up again.
+    pub presence_resolve_interval: Duration,
     /// A gateway not heard of for this long is no longer live.
     pub node_ttl: Duration,
     /// How long a cluster-wide call waits for every live gateway.
@@ -235,6 +237,8 @@ impl Config {
                         .into_iter()
                         .filter(|u| !u.trim().is_empty())
                         .collect(),
+                    presence_resolve_interval: secs(o.presence_resolve_interval)
+                        .max(Duration::from_secs(1)),
                     node_ttl: Duration::from_secs(defaulted(o.node_ttl).max(MIN_NODE_TTL_SECS)),
                     control_timeout: Duration::from_secs(defaulted(o.control_timeout).max(1)),
                 }),

@@ -160,6 +160,11 @@ switchboard_options::layered! {
         /// through its replicas. Without it, gateways use the presence bucket directly.
         #[arg(long, value_delimiter = ',')]
         pub presence_url: Option<Vec<String>>,
+        /// Seconds between lookups of each --presence-url host name: calls spread over
+        /// every address it resolves to, replicas added behind it get calls, replicas gone
+        /// from it are dropped (at least 1; a URL with an IP address is not looked up).
+        #[arg(long, default_value = "5")]
+        pub presence_resolve_interval: Option<u64>,
         /// In the file only: options of the default namespace (channels without `ns:`),
         /// `[channel]`.
         #[arg(skip)]

@@ -205,6 +205,7 @@ fn each_source_wins_over_the_next_one_down() {
     );
     assert_eq!(nats.presence_ttl, Duration::from_secs(3), "at least 3 s");
     assert!(nats.presence_urls.is_empty());
+    assert_eq!(nats.presence_resolve_interval, Duration::from_secs(5));
 }
 
 #[test]
@@ -217,6 +218,8 @@ fn flags_parse_as_the_file_reads() {
         "memory",
         "--presence-url",
         "http://p1:9000,,http://p2:9000",
+        "--presence-resolve-interval",
+        "0",
         "--token-algorithm",
         "RS256",
     ])
@@ -227,6 +230,11 @@ fn flags_parse_as_the_file_reads() {
     assert_eq!(nats.broker.urls, ["nats://a:4222", "nats://b:4222"]);
     assert_eq!(nats.broker.storage, Storage::Memory);
     assert_eq!(nats.presence_urls, ["http://p1:9000", "http://p2:9000"]);
+    assert_eq!(
+        nats.presence_resolve_interval,
+        Duration::from_secs(1),
+        "at least 1 s"
+    );
     // The lowercase names flags and variables took first still work.
     let cli = Cli::try_parse_from(["switchboard-gateway", "--token-algorithm", "es256"]).unwrap();
     assert_eq!(cli.token_algorithm, Some(TokenAlgorithm::ES256));

@@ -17,6 +17,7 @@ use switchboard_broker_nats::NatsConfig;
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::node::Node;
+use switchboard_gateway::presence_client::{Resolve, SystemResolver};
 use switchboard_protocol::centrifugo::pb::{Command, Reply};
 use switchboard_protocol::centrifugo::Encoding;
 use tokio::net::TcpStream;
@@ -126,11 +127,20 @@ impl Gateway {
         Gateway::start_tls(config, None).await
     }
 
-    pub async fn start_tls(mut config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
+    pub async fn start_tls(config: Config, tls: Option<tokio_rustls::TlsAcceptor>) -> Gateway {
+        Gateway::start_with(config, tls, Arc::new(SystemResolver)).await
+    }
+
+    /// A gateway whose presence client looks presence URLs' host names up with `resolver`.
+    pub async fn start_with(
+        mut config: Config,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Gateway {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
-        let node = Node::from_config(config).await.unwrap();
+        let node = Node::from_config_with(config, resolver).await.unwrap();
         let routes = switchboard_gateway::http::Routes::new(node.clone()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(switchboard_gateway::server::run(
