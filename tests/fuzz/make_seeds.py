@@ -280,6 +280,13 @@ def seeds():
         write("client_session", f"{name}-subscribe-publish-history",
               bytes([encoding]) + frames([anonymous, commands[2], commands[5], commands[5],
                                           commands[8], commands[13], commands[15]]))
+    # With a token signed by the target from the claims before the NUL.
+    claims = compact({"sub": "42", "exp": EXP, "info": {"name": "Ann"},
+                      "channels": ["news", "chat:1"]})
+    for name, encoding, opcode in [("json", JSON, 1), ("pb", PROTOBUF, 2)]:
+        to_frame = (lambda c: json_frame([c])) if encoding == JSON else pb_command_frame
+        stream = b"".join(frame(to_frame(c), opcode=opcode) for c in commands[2:])
+        write("client_session", f"{name}-claims", bytes([2 | encoding]) + claims + b"\0" + stream)
     write("client_session", "json-one-frame",
           bytes([JSON]) + frame(json_frame(commands[:1] + commands[2:9])))
 

@@ -29,10 +29,12 @@ fuzz_target!(|input: &[u8]| {
             "status {}",
             r.status
         );
-        let value: serde_json::Value =
-            serde_json::from_slice(&r.body).expect("the answer is JSON");
+        let value: serde_json::Value = serde_json::from_slice(&r.body).expect("the answer is JSON");
         let object = value.as_object().expect("the answer is an object");
         assert_eq!(object.len(), 1, "{value}");
-        assert!(object.contains_key("result") || object.contains_key("error"), "{value}");
+        assert!(
+            object.contains_key("result") || object.contains_key("error"),
+            "{value}"
+        );
     }
 });

@@ -43,12 +43,16 @@ fuzz_target!(|input: &[u8]| {
     assert!(!split_failed, "a frame that did not split decoded");
     assert_eq!(replies.len(), records.len());
     for (reply, record) in replies.iter().zip(&records) {
-        let alone = encoding.decode_reply(record).expect("a record of a frame that decoded");
+        let alone = encoding
+            .decode_reply(record)
+            .expect("a record of a frame that decoded");
         assert_eq!(&alone, reply);
         let encoded = encoding
             .encode_reply(reply)
             .expect("a decoded reply encodes again");
-        let again = encoding.decode_reply(&encoded).expect("a re-encoded reply decodes");
+        let again = encoding
+            .decode_reply(&encoded)
+            .expect("a re-encoded reply decodes");
         assert_eq!(&again, reply, "reply changed on the way round");
     }
 });

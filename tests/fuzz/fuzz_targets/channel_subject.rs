@@ -53,7 +53,9 @@ fuzz_target!(|input: &[u8]| {
             let tokens: Vec<&str> = subject.split('.').collect();
             assert_eq!(tokens.len(), 4, "{name:?} -> {subject}");
             assert_eq!(tokens[3], token);
-            assert!(tokens.iter().all(|t| !t.is_empty() && *t != "*" && *t != ">"));
+            assert!(tokens
+                .iter()
+                .all(|t| !t.is_empty() && *t != "*" && *t != ">"));
         }
         let stream = subjects.stream_of(name);
         assert!(stream

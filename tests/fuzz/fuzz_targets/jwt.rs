@@ -13,16 +13,12 @@
 
 use std::sync::OnceLock;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
+use switchboard_fuzz::{signed_token, HS256_HEADER, SECRET};
 use switchboard_gateway::centrifugo::auth::{now_secs, Verifier};
 use switchboard_gateway::config::{TokenAlgorithm, TokenConfig};
 
-const SECRET: &str = "fuzz-secret";
 static VERIFIER: OnceLock<Verifier> = OnceLock::new();
-const HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
 
 fuzz_target!(|input: &[u8]| {
     let [selector, rest @ ..] = input else {
@@ -33,9 +29,9 @@ fuzz_target!(|input: &[u8]| {
             Ok(token) => token.to_owned(),
             Err(_) => return,
         },
-        1 => signed(HEADER, rest),
+        1 => signed_token(HS256_HEADER, rest),
         _ => match rest.iter().position(|b| *b == 0) {
-            Some(i) => signed(&rest[..i], &rest[i + 1..]),
+            Some(i) => signed_token(&rest[..i], &rest[i + 1..]),
             None => return,
         },
     };
@@ -70,16 +66,3 @@ fuzz_target!(|input: &[u8]| {
         );
     }
 });
-
-/// `header.claims.signature` with the verifier's secret.
-fn signed(header: &[u8], claims: &[u8]) -> String {
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("HMAC");
-    format!("{message}.{signature}")
-}

@@ -26,7 +26,10 @@ fuzz_target!(|input: &[u8]| {
     let (whole, whole_end) = read(max_message, [stream]);
     let (cut, cut_end) = read(max_message, stream.chunks(chunk));
     assert_eq!(whole, cut, "events depend on how the stream was cut");
-    assert_eq!(whole_end, cut_end, "the outcome depends on how the stream was cut");
+    assert_eq!(
+        whole_end, cut_end,
+        "the outcome depends on how the stream was cut"
+    );
 
     for event in &whole {
         match event {

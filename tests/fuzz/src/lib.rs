@@ -5,12 +5,32 @@
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::node::Node;
 
 /// The HMAC secret of the targets' tokens (seed tokens are signed with it).
 pub const SECRET: &str = "fuzz-secret";
+
+/// The header of the tokens the targets sign.
+pub const HS256_HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// A token `header.claims.signature` signed with [`SECRET`]: header and claims
+/// are taken as they are, so a target can hand any of them to the verifier.
+pub fn signed_token(header: &[u8], claims: &[u8]) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("HMAC");
+    format!("{message}.{signature}")
+}
 
 /// Everything on: history, presence, join and leave, client publish, so that
 /// commands and API calls reach past their permission checks.
