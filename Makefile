@@ -9,9 +9,16 @@ GATEWAY_DEBUG := $(TARGET_DIR)/debug/switchboard-gateway
 # Built together everywhere (debug and release), so that cargo resolves one set of
 # dependency features and make cluster, bench-rolling and the tests share artifacts.
 DEPLOY_BINS := -p switchboard-gateway -p switchboard-presence -p switchboard-loadtest
+# make fuzz: seconds per target, and which targets (empty: every one in tests/fuzz).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+# No sanitizer: the code under test is safe Rust, whose failures (panics, overflows,
+# caught by debug assertions) need none, and AddressSanitizer would halve the
+# executions. `FUZZ_FLAGS=--debug-assertions` brings it back.
+FUZZ_FLAGS ?= --sanitizer none --debug-assertions
 
 .PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling lint build \
-	build-deploy help bench bench-rolling cluster cluster-down
+	build-deploy help bench bench-rolling cluster cluster-down fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,3 +66,17 @@ bench-rolling: ## Release build; rolling restarts of 3 gateways under 6,000 clie
 
 bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
 	CARGO=$(CARGO) loadtest/bench/run.sh
+
+# libFuzzer's instrumentation needs nightly compiler flags; RUSTC_BOOTSTRAP=1 makes the
+# stable toolchain accept them. Corpora grow in tests/fuzz/corpus/ (not committed) from
+# the committed seeds; crashing inputs land in tests/fuzz/artifacts/.
+fuzz: ## Every fuzz target for FUZZ_SECONDS (60) each from the committed seeds; not part of make test
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd tests/fuzz && targets="$(FUZZ_TARGETS)"; \
+	targets="$${targets:-$$($(CARGO) fuzz list --fuzz-dir .)}"; \
+	for t in $$targets; do \
+		mkdir -p corpus/$$t && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir . --target-dir $(TARGET_DIR)/fuzz \
+			$(FUZZ_FLAGS) $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || exit 1; \
+	done

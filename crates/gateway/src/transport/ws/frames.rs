@@ -145,7 +145,8 @@ impl FrameReader {
         }
         let held = self.message.as_ref().map_or(0, |m| m.data.len()) as u64;
         let total = if opcode == OpCode::Continuation {
-            held + len
+            // The length is the client's: a sum that wrapped would pass the limit.
+            held.saturating_add(len)
         } else {
             len
         };
@@ -381,6 +382,32 @@ mod tests {
             feed_all(&mut FrameReader::new(10), &huge),
             Err(FrameError::TooLarge)
         );
+    }
+
+    /// Found by the `ws_frames` fuzz target: a continuation whose 64-bit length
+    /// wrapped past the limit once added to the fragment held, and its payload
+    /// was then sliced with an end before its start (a panic of the connection task).
+    #[test]
+    fn continuation_length_near_u64_max_is_too_large_not_a_panic() {
+        let mut bytes = client_frame(false, 1, b"x");
+        bytes.extend_from_slice(&[0x80, 0x80 | 127]);
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        bytes.extend_from_slice(&[0; 20]);
+        assert_eq!(
+            feed_all(&mut FrameReader::new(1020), &bytes),
+            Err(FrameError::TooLarge)
+        );
+        // The input as the fuzzer reduced it, fed 7 bytes at a time.
+        let found: &[u8] = &[
+            1, 138, 55, 250, 33, 61, 76, 216, 66, 82, 89, 148, 255, 255, 7, 138, 128, 255, 255,
+            255, 255, 255, 255, 255, 255, 255,
+        ];
+        let mut r = FrameReader::new(1020);
+        let mut events = Vec::new();
+        let got: Result<(), FrameError> = found
+            .chunks(7)
+            .try_for_each(|chunk| r.feed(chunk, &mut events));
+        assert_eq!(got, Err(FrameError::TooLarge));
     }
 
     #[test]
