@@ -511,3 +511,79 @@ async fn protobuf_is_negotiated_by_the_sdk_subprotocol() {
     let (_, chosen) = ws_handshake_with(gw.addr, stream, "", None).await.unwrap();
     assert_eq!(chosen, None, "no subprotocol offered, none named");
 }
+
+#[tokio::test]
+async fn the_user_boundary_holds_for_publish_presence_and_history() {
+    let mut cfg = config();
+    let open = switchboard_core::namespace::NamespaceOptions {
+        allow_presence_for_client: true,
+        allow_history_for_client: true,
+        ..open_namespace()
+    };
+    cfg.namespaces = switchboard_core::namespace::Namespaces::new(open, vec![]).unwrap();
+    let gw = Gateway::start(cfg).await;
+    let mut u43 = gw.client().await;
+    u43.connect(json!({"token": token(json!({"sub": "43"}))}))
+        .await;
+    for command in [
+        json!({"publish": {"channel": "dm#42", "data": {"x": 1}}}),
+        json!({"presence": {"channel": "dm#42"}}),
+        json!({"presence_stats": {"channel": "dm#42"}}),
+        json!({"history": {"channel": "dm#42"}}),
+    ] {
+        let r = u43.call(command.clone()).await;
+        assert_eq!(r["error"]["code"], json!(103), "{command} → {r}");
+    }
+    let mut u42 = gw.client().await;
+    u42.connect(json!({"token": token(json!({"sub": "42"}))}))
+        .await;
+    let r = u42
+        .call(json!({"publish": {"channel": "dm#42", "data": {"x": 1}}}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn tokens_for_something_else_or_not_valid_yet_are_refused() {
+    let gw = Gateway::start(config()).await;
+    for claims in [
+        json!({"sub": "42", "channel": "priv:x"}),
+        json!({"sub": "42", "nbf": now_secs() + 3600}),
+        json!({"sub": "42", "iat": now_secs() + 3600}),
+    ] {
+        let mut c = gw.client().await;
+        c.send(json!({"connect": {"token": token(claims.clone())}}))
+            .await;
+        assert_eq!(c.closed().await.0, 3500, "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn token_times_near_u64_max_are_saturated_not_a_panic() {
+    let gw = Gateway::start(config()).await;
+    let mut c = gw.client().await;
+    let r = c
+        .connect(json!({"token": token(json!({"sub": "42", "exp": u64::MAX}))}))
+        .await;
+    assert_eq!(r["connect"]["expires"], json!(true));
+    assert_eq!(r["connect"]["ttl"], json!(u32::MAX));
+    let sub_token = token(json!({"sub": "42", "channel": "locked:far", "exp": u64::MAX}));
+    let r = c
+        .subscribe(json!({"channel": "locked:far", "token": sub_token}))
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let later = token(json!({"sub": "42", "exp": u64::MAX - 1}));
+    let r = c.call(json!({"refresh": {"token": later}})).await;
+    assert_eq!(r["refresh"]["expires"], json!(true), "{r}");
+    let r = c.call(json!({"ping": {}})).await;
+    assert!(r.get("error").is_none(), "the connection lives on: {r}");
+    // Through the server API too.
+    let (_, r) = gw
+        .api()
+        .call("refresh", json!({"user": "42", "expire_at": u64::MAX}))
+        .await;
+    assert_eq!(r, json!({"result": {}}));
+    let r = c.call(json!({"ping": {}})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    assert_eq!(gw.node.registry.counts().0, 1);
+}

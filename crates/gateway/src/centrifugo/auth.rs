@@ -30,15 +30,21 @@ struct ConnectionClaims {
     #[serde(default)]
     sub: String,
     exp: Option<u64>,
+    nbf: Option<u64>,
+    iat: Option<u64>,
     info: Option<Box<RawValue>>,
     #[serde(default)]
     channels: Vec<String>,
+    /// Only subscription tokens name a channel: a token that does is refused here.
+    channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct SubscriptionClaims {
     #[serde(default)]
     sub: String,
+    nbf: Option<u64>,
+    iat: Option<u64>,
     channel: String,
     exp: Option<u64>,
     info: Option<Box<RawValue>>,
@@ -122,7 +128,12 @@ impl Verifier {
 
     pub fn connection(&self, token: &str) -> Result<ConnectionToken, TokenError> {
         let claims: ConnectionClaims = self.decode(token)?;
-        check_exp(claims.exp)?;
+        if claims.channel.is_some() {
+            return Err(TokenError::Invalid(
+                "a subscription token (it names a channel) is not a connection token".into(),
+            ));
+        }
+        check_times(claims.exp, claims.nbf, claims.iat)?;
         Ok(ConnectionToken {
             user: claims.sub,
             expires_at: claims.exp,
@@ -133,7 +144,7 @@ impl Verifier {
 
     pub fn subscription(&self, token: &str) -> Result<SubscriptionToken, TokenError> {
         let claims: SubscriptionClaims = self.decode(token)?;
-        check_exp(claims.exp)?;
+        check_times(claims.exp, claims.nbf, claims.iat)?;
         Ok(SubscriptionToken {
             user: claims.sub,
             channel: claims.channel,
@@ -143,13 +154,21 @@ impl Verifier {
     }
 }
 
-/// jsonwebtoken skips `exp` when it is not a required claim; an `exp` that is
-/// present is always enforced here.
-fn check_exp(exp: Option<u64>) -> Result<(), TokenError> {
-    match exp {
-        Some(exp) if exp <= now_secs() => Err(TokenError::Expired),
-        _ => Ok(()),
+/// jsonwebtoken skips the time claims when they are not required; those present
+/// are always enforced here, without leeway: expired at `exp`, not valid before
+/// `nbf`, and not issued in the future.
+fn check_times(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>) -> Result<(), TokenError> {
+    let now = now_secs();
+    if exp.is_some_and(|exp| exp <= now) {
+        return Err(TokenError::Expired);
     }
+    if nbf.is_some_and(|nbf| nbf > now) {
+        return Err(TokenError::Invalid("not valid yet (nbf)".into()));
+    }
+    if iat.is_some_and(|iat| iat > now) {
+        return Err(TokenError::Invalid("issued in the future (iat)".into()));
+    }
+    Ok(())
 }
 
 fn raw_bytes(raw: Box<RawValue>) -> Bytes {
@@ -218,6 +237,40 @@ mod tests {
             v.connection("garbage"),
             Err(TokenError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_subscription_token_is_not_a_connection_token() {
+        let v = hs_verifier("s");
+        let t = hs_token("s", json!({"sub": "42", "channel": "priv:x"}));
+        assert!(matches!(v.connection(&t), Err(TokenError::Invalid(_))));
+        assert_eq!(v.subscription(&t).unwrap().user, "42");
+    }
+
+    #[test]
+    fn not_before_and_issued_at_are_enforced() {
+        let v = hs_verifier("s");
+        let later = now_secs() + 3600;
+        let earlier = now_secs() - 60;
+        for claims in [
+            json!({"sub": "42", "nbf": later}),
+            json!({"sub": "42", "iat": later}),
+        ] {
+            let t = hs_token("s", claims.clone());
+            assert!(
+                matches!(v.connection(&t), Err(TokenError::Invalid(_))),
+                "{claims}"
+            );
+            let mut sub = claims;
+            sub["channel"] = json!("c");
+            let t = hs_token("s", sub.clone());
+            assert!(
+                matches!(v.subscription(&t), Err(TokenError::Invalid(_))),
+                "{sub}"
+            );
+        }
+        let t = hs_token("s", json!({"sub": "42", "nbf": earlier, "iat": earlier}));
+        assert_eq!(v.connection(&t).unwrap().user, "42");
     }
 
     #[test]

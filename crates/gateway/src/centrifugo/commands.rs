@@ -1,5 +1,6 @@
 //! The commands that publish and read: publish, presence, presence stats, history.
 
+use switchboard_core::channel;
 use switchboard_core::{HistoryQuery, StreamPosition};
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 use switchboard_protocol::centrifugo::pb;
@@ -22,8 +23,9 @@ impl Session {
         };
         let subscribed = self.subs.get(&req.channel);
         let allowed = self.front.node.config.insecure
-            || options.allow_publish_for_client
-            || (options.allow_publish_for_subscriber && subscribed.is_some());
+            || (self.within_user_boundary(&req.channel)
+                && (options.allow_publish_for_client
+                    || (options.allow_publish_for_subscriber && subscribed.is_some())));
         if !allowed {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         }
@@ -45,6 +47,12 @@ impl Session {
         }
     }
 
+    /// A user-limited channel (`name#42,43`) is for its users only, whatever else the
+    /// namespace allows.
+    fn within_user_boundary(&self, channel: &str) -> bool {
+        channel::user_allowed(channel, self.user()) != Some(false)
+    }
+
     /// Presence and history need the namespace's `*_for_client` permission, or its
     /// `*_for_subscriber` one and a subscription; `insecure` lifts both.
     fn may_read(&self, channel: &str, what: Read) -> Result<(), ErrorCode> {
@@ -64,7 +72,8 @@ impl Session {
             ),
         };
         let insecure = self.front.node.config.insecure;
-        if insecure || for_client || (for_subscriber && self.subs.contains(channel)) {
+        let permitted = for_client || (for_subscriber && self.subs.contains(channel));
+        if insecure || (self.within_user_boundary(channel) && permitted) {
             Ok(())
         } else {
             Err(ErrorCode::PERMISSION_DENIED)

@@ -29,15 +29,21 @@ fn never() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// The instant of `exp` (seconds since the Unix epoch); now when it has passed.
+/// The instant of `exp` (seconds since the Unix epoch); now when it has passed,
+/// "never" when it is too far away to represent.
 pub(super) fn instant_of(exp: u64) -> Instant {
-    Instant::now() + Duration::from_secs(exp.saturating_sub(now_secs()))
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs())))
+        .unwrap_or_else(never)
 }
 
 /// Whether a token's expiry is set, and its seconds from now, as replies carry them.
 pub(super) fn expiry(exp: Option<u64>) -> (bool, u32) {
     match exp {
-        Some(exp) => (true, exp.saturating_sub(now_secs()) as u32),
+        Some(exp) => (
+            true,
+            u32::try_from(exp.saturating_sub(now_secs())).unwrap_or(u32::MAX),
+        ),
         None => (false, 0),
     }
 }
