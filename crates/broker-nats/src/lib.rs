@@ -328,6 +328,9 @@ impl Broker for NatsBroker {
         if listener.is_some() {
             return Ok(());
         }
+        // Without NATS the interest cannot reach the server: fail now (a temporary
+        // error the client retries) rather than wait for the reconnect.
+        self.check_connected()?;
         let subscriber = self
             .shared
             .client
@@ -335,8 +338,13 @@ impl Broker for NatsBroker {
             .await
             .map_err(unavailable)?;
         // The interest must reach the server before the caller reads the stream:
-        // every message after that read then arrives live.
-        self.shared.client.flush().await.map_err(unavailable)?;
+        // every message after that read then arrives live. Bounded: NATS may go
+        // away meanwhile.
+        let flushed = tokio::time::timeout(self.config.publish_timeout, self.shared.client.flush());
+        match flushed.await {
+            Ok(result) => result.map_err(unavailable)?,
+            Err(_) => return Err(unavailable("NATS did not confirm the subscription in time")),
+        }
         *listener = Some(tokio::spawn(live::run(
             self.shared.clone(),
             channel.to_owned(),
