@@ -109,67 +109,6 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
     .await;
 }
 
-/// A presence service replica on its own runtime; `kill` drops the runtime with
-/// every task and connection of the replica, as a crash would.
-struct PresenceReplica {
-    url: String,
-    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
-}
-
-impl PresenceReplica {
-    async fn start(nats: &str) -> PresenceReplica {
-        PresenceReplica::start_with_ttl(nats, std::time::Duration::from_secs(30)).await
-    }
-
-    async fn start_with_ttl(nats: &str, ttl: std::time::Duration) -> PresenceReplica {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let nats = nats.to_owned();
-        let url_for_sweeper = url.clone();
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
-            let client = async_nats::connect(nats).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let bucket = std::sync::Arc::new(
-                switchboard_broker_nats::PresenceBucket::open(&js, "sb", ttl, 1)
-                    .await
-                    .unwrap(),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            tokio::spawn(switchboard_broker_nats::sweeper::run_while(
-                std::sync::Arc::downgrade(&bucket),
-                url_for_sweeper,
-            ));
-            let service = switchboard_presence::PresenceService::new(bucket);
-            let _ = ready_tx.send(());
-            let _ = switchboard_presence::serve(listener, service, std::future::pending()).await;
-        });
-        ready.await.unwrap();
-        PresenceReplica {
-            url,
-            runtime: std::sync::Mutex::new(Some(runtime)),
-        }
-    }
-
-    fn kill(&self) {
-        if let Some(runtime) = self.runtime.lock().unwrap().take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for PresenceReplica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 async fn gateway_with_presence_service(nats: &str, replicas: &[&PresenceReplica]) -> Gateway {
     let mut cfg = config();
     cfg.nats = Some(switchboard_gateway::config::NatsSettings {

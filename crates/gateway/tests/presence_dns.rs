@@ -9,7 +9,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use common::*;
 use serde_json::json;
 use switchboard_broker_nats::NatsConfig;
 use switchboard_gateway::presence_client::Resolve;
-use switchboard_presence::pb::presence_server::PresenceServer;
 use switchboard_test_support::{eventually, eventually_ok, NatsServer};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +33,7 @@ const CHANNEL: &str = "lobby";
 struct Hosts(Mutex<Vec<SocketAddr>>);
 
 impl Hosts {
-    fn point_at(&self, replicas: &[&Replica]) {
+    fn point_at(&self, replicas: &[&PresenceReplica]) {
         *self.0.lock().unwrap() = replicas.iter().map(|r| r.addr).collect();
     }
 }
@@ -46,77 +45,6 @@ impl Resolve for Hosts {
             return Err(std::io::Error::other(format!("unknown host {host}")));
         }
         Ok(self.0.lock().unwrap().clone())
-    }
-}
-
-/// A presence service replica on its own runtime that counts the calls it
-/// takes; `kill` drops the runtime with every task and connection, as a crash.
-struct Replica {
-    addr: SocketAddr,
-    calls: Arc<AtomicU64>,
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-}
-
-impl Replica {
-    async fn start(nats: &str) -> Replica {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(AtomicU64::new(0));
-        let counted = calls.clone();
-        let nats = nats.to_owned();
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
-            let client = async_nats::connect(nats).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let bucket = Arc::new(
-                switchboard_broker_nats::PresenceBucket::open(&js, "sb", TTL, 1)
-                    .await
-                    .unwrap(),
-            );
-            tokio::spawn(switchboard_broker_nats::sweeper::run_while(
-                Arc::downgrade(&bucket),
-                addr.to_string(),
-            ));
-            let service = switchboard_presence::PresenceService::new(bucket);
-            let server = PresenceServer::with_interceptor(service, move |request| {
-                counted.fetch_add(1, Ordering::Relaxed);
-                Ok(request)
-            });
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = ready_tx.send(());
-            let _ = tonic::transport::Server::builder()
-                .add_service(server)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await;
-        });
-        ready.await.unwrap();
-        Replica {
-            addr,
-            calls,
-            runtime: Mutex::new(Some(runtime)),
-        }
-    }
-
-    fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    fn kill(&self) {
-        if let Some(runtime) = self.runtime.lock().unwrap().take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -220,7 +148,7 @@ impl Load {
 async fn presence_follows_replicas_added_and_replaced_behind_its_name_under_load() {
     let nats = NatsServer::start();
     let hosts = Arc::new(Hosts::default());
-    let r1 = Replica::start(&nats.url()).await;
+    let r1 = PresenceReplica::start_with_ttl(&nats.url(), TTL).await;
     hosts.point_at(&[&r1]);
     let mut cfg = config();
     cfg.limits.max_commands_per_second = 100_000;
@@ -252,7 +180,7 @@ async fn presence_follows_replicas_added_and_replaced_behind_its_name_under_load
     load.goes_on(20, "load on one replica").await;
 
     // Scale up: the name gains a second replica, which gets calls.
-    let r2 = Replica::start(&nats.url()).await;
+    let r2 = PresenceReplica::start_with_ttl(&nats.url(), TTL).await;
     hosts.point_at(&[&r1, &r2]);
     eventually_ok("two replicas in use", PATIENCE, async || {
         let n = sample(&metrics(&gw).await, replicas);
@@ -271,7 +199,7 @@ async fn presence_follows_replicas_added_and_replaced_behind_its_name_under_load
 
     // Rescheduled: the first replica dies while the name still lists it (DNS
     // lags), then the name moves to its replacement at a new address.
-    let r3 = Replica::start(&nats.url()).await;
+    let r3 = PresenceReplica::start_with_ttl(&nats.url(), TTL).await;
     r1.kill();
     load.goes_on(20, "load with a dead replica listed").await;
     hosts.point_at(&[&r2, &r3]);

@@ -609,3 +609,89 @@ pub async fn gateways(n: usize, nats: &str) -> Vec<Gateway> {
     }
     out
 }
+
+/// A presence service replica on its own runtime, as the binary serves it, that
+/// counts the calls it takes; `kill` (or dropping it) drops the runtime with every
+/// task and connection, as a crash.
+pub struct PresenceReplica {
+    pub addr: SocketAddr,
+    /// `http://<addr>`, what `--presence-url` takes.
+    pub url: String,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl PresenceReplica {
+    pub async fn start(nats: &str) -> PresenceReplica {
+        PresenceReplica::start_with_ttl(nats, Duration::from_secs(30)).await
+    }
+
+    pub async fn start_with_ttl(nats: &str, ttl: Duration) -> PresenceReplica {
+        use std::sync::atomic::Ordering;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = calls.clone();
+        let (nats, lease_name) = (nats.to_owned(), url.clone());
+        let (ready_tx, ready) = oneshot::channel();
+        runtime.spawn(async move {
+            let client = async_nats::connect(nats).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let bucket = Arc::new(
+                switchboard_broker_nats::PresenceBucket::open(&js, "sb", ttl, 1)
+                    .await
+                    .unwrap(),
+            );
+            tokio::spawn(switchboard_broker_nats::sweeper::run_while(
+                Arc::downgrade(&bucket),
+                lease_name,
+            ));
+            let service = switchboard_presence::PresenceService::new(bucket);
+            let server =
+                switchboard_presence::pb::presence_server::PresenceServer::with_interceptor(
+                    service,
+                    move |request| {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        Ok(request)
+                    },
+                );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = ready_tx.send(());
+            let _ = tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        });
+        ready.await.unwrap();
+        PresenceReplica {
+            addr,
+            url,
+            calls,
+            runtime: std::sync::Mutex::new(Some(runtime)),
+        }
+    }
+
+    /// Calls taken so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn kill(&self) {
+        if let Some(runtime) = self.runtime.lock().unwrap().take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for PresenceReplica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
