@@ -2,13 +2,15 @@
 //! gathered until every live gateway answered or the deadline passed, and
 //! requests to one gateway.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchboard_broker_nats::control::{ControlBus, ControlError, ControlHandler};
-use switchboard_broker_nats::{NatsBroker, NatsConfig};
+
 use switchboard_core::namespace::Namespaces;
 use switchboard_test_support::{eventually, NatsServer};
 use tokio::sync::Semaphore;
@@ -35,15 +37,7 @@ impl ControlHandler for Echo {
 
 /// A gateway's bus named `name`, announced; the semaphore opens and closes its handler.
 async fn bus(nats: &NatsServer, name: &'static str) -> (ControlBus, Arc<Semaphore>) {
-    let broker = NatsBroker::connect(
-        NatsConfig {
-            urls: vec![nats.url()],
-            ..NatsConfig::default()
-        },
-        &Namespaces::default(),
-    )
-    .await
-    .unwrap();
+    let broker = common::broker(nats, &Namespaces::default()).await;
     let gate = Arc::new(Semaphore::new(1));
     let handler = Arc::new(Echo {
         name,

@@ -2,13 +2,12 @@
 //! it travels in the envelope, live and through the stream's RePublish.
 
 mod common;
-use common::Events;
+use common::{sender_and_receiver, Events};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_broker_nats::{NatsBroker, NatsConfig};
+
 use switchboard_core::broker::HistoryOptions;
 use switchboard_core::namespace::{NamespaceOptions, Namespaces};
 use switchboard_core::{Broker, ChannelEvent, PublishOptions};
@@ -34,20 +33,7 @@ async fn the_excluded_client_travels_to_other_gateways_live_and_stored() {
         ..Default::default()
     };
     let namespaces = Namespaces::new(history, Vec::new()).unwrap();
-    let connect = || {
-        NatsBroker::connect(
-            NatsConfig {
-                urls: vec![nats.url()],
-                ..Default::default()
-            },
-            &namespaces,
-        )
-    };
-    let (sender, receiver) = (connect().await.unwrap(), connect().await.unwrap());
-    sender.set_sink(Arc::new(Events::default()));
-    let events = Arc::new(Events::default());
-    receiver.set_sink(events.clone());
-    receiver.subscribe("room").await.unwrap();
+    let (sender, _receiver, events) = sender_and_receiver(&nats, &namespaces, "room").await;
 
     let stored = HistoryOptions {
         size: 10,

@@ -1,9 +1,10 @@
 //! While NATS is away, a channel's first local subscriber is refused at once
 //! with a temporary error, and served again once NATS is back.
 
+mod common;
+
 use std::time::Duration;
 
-use switchboard_broker_nats::{NatsBroker, NatsConfig};
 use switchboard_core::namespace::Namespaces;
 use switchboard_core::{Broker, BrokerError};
 use switchboard_test_support::{eventually, NatsServer};
@@ -13,15 +14,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_subscriber_during_an_outage_is_refused_not_kept_waiting() {
     let mut nats = NatsServer::start();
-    let broker = NatsBroker::connect(
-        NatsConfig {
-            urls: vec![nats.url()],
-            ..NatsConfig::default()
-        },
-        &Namespaces::default(),
-    )
-    .await
-    .unwrap();
+    let broker = common::broker(&nats, &Namespaces::default()).await;
     broker.subscribe("before").await.unwrap();
 
     nats.kill();

@@ -4,14 +4,12 @@
 //! goes to the live subject only, arrives with offset 0 and leaves the stream alone.
 
 mod common;
-use common::Events;
+use common::{sender_and_receiver, Events};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_broker_nats::{NatsBroker, NatsConfig};
 use switchboard_core::broker::HistoryOptions;
 use switchboard_core::namespace::{NamespaceOptions, Namespaces};
 use switchboard_core::{Broker, ChannelEvent, HistoryQuery, PublishOptions};
@@ -50,20 +48,7 @@ async fn tags_travel_live_and_stored_and_live_only_publications_skip_the_stream(
         ..Default::default()
     };
     let namespaces = Namespaces::new(namespace, Vec::new()).unwrap();
-    let connect = || {
-        NatsBroker::connect(
-            NatsConfig {
-                urls: vec![nats.url()],
-                ..Default::default()
-            },
-            &namespaces,
-        )
-    };
-    let (sender, receiver) = (connect().await.unwrap(), connect().await.unwrap());
-    sender.set_sink(Arc::new(Events::default()));
-    let events = Arc::new(Events::default());
-    receiver.set_sink(events.clone());
-    receiver.subscribe("room").await.unwrap();
+    let (sender, receiver, events) = sender_and_receiver(&nats, &namespaces, "room").await;
 
     let publish = |data: &'static str, history: Option<HistoryOptions>, kind: &str| {
         let options = PublishOptions {
