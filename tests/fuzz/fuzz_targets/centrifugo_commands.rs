@@ -6,17 +6,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard_protocol::centrifugo::Encoding;
 
 fuzz_target!(|input: &[u8]| {
     let [selector, frame @ ..] = input else {
         return;
     };
-    let encoding = if selector & 1 == 0 {
-        Encoding::Json
-    } else {
-        Encoding::Protobuf
-    };
+    let encoding = switchboard_fuzz::encoding(*selector);
     let max_commands = usize::from(selector >> 1);
     let Ok(commands) = encoding.decode_commands(frame, max_commands) else {
         return;

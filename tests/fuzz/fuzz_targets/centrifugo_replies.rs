@@ -14,11 +14,7 @@ fuzz_target!(|input: &[u8]| {
     let [selector, frame @ ..] = input else {
         return;
     };
-    let encoding = if selector & 1 == 0 {
-        Encoding::Json
-    } else {
-        Encoding::Protobuf
-    };
+    let encoding = switchboard_fuzz::encoding(*selector);
     let max_replies = usize::from(selector >> 1);
 
     let mut records = Vec::new();

@@ -32,11 +32,7 @@ fuzz_target!(|input: &[u8]| {
     let [selector, stream @ ..] = input else {
         return;
     };
-    let encoding = if selector & 1 == 0 {
-        Encoding::Json
-    } else {
-        Encoding::Protobuf
-    };
+    let encoding = switchboard_fuzz::encoding(*selector);
     let (connect, stream) = if selector & 2 == 0 {
         (None, stream)
     } else {

@@ -1,6 +1,7 @@
-//! What the fuzz targets that run a node share: its configuration and a fresh
-//! standalone node (in-memory broker and presence) per input, so that a crash
-//! reproduces from its input alone.
+//! What the fuzz targets share: how an input's first byte picks the encoding,
+//! tokens signed with the node's secret, and, for the targets that run a node,
+//! its configuration and a fresh standalone node (in-memory broker and presence)
+//! per input, so that a crash reproduces from its input alone.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,16 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
 use switchboard_gateway::config::Config;
 use switchboard_gateway::node::Node;
+use switchboard_protocol::centrifugo::Encoding;
+
+/// The encoding a selector byte picks: bit 0 clear JSON, set protobuf.
+pub fn encoding(selector: u8) -> Encoding {
+    if selector & 1 == 0 {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    }
+}
 
 /// The HMAC secret of the targets' tokens (seed tokens are signed with it).
 pub const SECRET: &str = "fuzz-secret";
