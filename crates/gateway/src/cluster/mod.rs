@@ -99,22 +99,28 @@ impl Cluster {
     /// Every live node, this one first (its counts as of now).
     pub fn nodes(&self, node: &Node) -> Vec<NodeInfo> {
         let mut nodes = vec![NodeInfo::of(node)];
-        if let Some(joined) = self.joined.get() {
-            let others = joined
-                .bus
-                .nodes()
-                .into_iter()
-                .filter(|(id, _)| *id != node.id)
-                .filter_map(|(id, value)| match serde_json::from_slice(&value) {
-                    Ok(info) => Some(info),
-                    Err(e) => {
-                        tracing::debug!(node = id, error = %e, "node registry entry not understood");
-                        None
-                    }
-                });
-            nodes.extend(others);
-        }
+        nodes.extend(self.others(node));
         nodes
+    }
+
+    /// The other live nodes, as they last announced themselves.
+    pub fn others(&self, node: &Node) -> Vec<NodeInfo> {
+        let Some(joined) = self.joined.get() else {
+            return Vec::new();
+        };
+        joined
+            .bus
+            .nodes()
+            .into_iter()
+            .filter(|(id, _)| *id != node.id)
+            .filter_map(|(id, value)| match serde_json::from_slice(&value) {
+                Ok(info) => Some(info),
+                Err(e) => {
+                    tracing::debug!(node = id, error = %e, "node registry entry not understood");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Runs `command` on every live node: here, and on the others over the
@@ -130,11 +136,14 @@ impl Cluster {
                 joined.bus.broadcast(op, message, joined.timeout)
             );
             outcome.answers.push(local);
+            // Names only for the nodes that did not confirm: usually none.
+            let others = std::cell::OnceCell::new();
             let name_of = |id: &str| {
-                self.nodes(node)
-                    .into_iter()
-                    .find(|n| n.id == id)
-                    .map(|n| n.name)
+                others
+                    .get_or_init(|| self.others(node))
+                    .iter()
+                    .find(|n: &&NodeInfo| n.id == id)
+                    .map(|n| n.name.clone())
                     .unwrap_or_default()
             };
             for (id, answer) in gathered.answers {

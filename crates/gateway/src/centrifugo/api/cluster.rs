@@ -179,9 +179,11 @@ pub(super) async fn refresh(node: &Arc<Node>, req: RefreshReq) -> Value {
 /// answer in time is listed as last announced, and named in the error.
 pub(super) async fn info(node: &Arc<Node>, _: Empty) -> Value {
     let outcome = node.cluster.run(node, Command::Info).await;
+    // This node answers for itself (always, in process); the others as announced
+    // unless they answered.
     let mut nodes: BTreeMap<String, NodeInfo> = node
         .cluster
-        .nodes(node)
+        .others(node)
         .into_iter()
         .map(|n| (n.id.clone(), n))
         .collect();
