@@ -38,6 +38,12 @@ pub fn namespace_of(name: &str) -> Option<&str> {
     name.split_once(NAMESPACE_BOUNDARY).map(|(ns, _)| ns)
 }
 
+/// Whether the channel is in one of the gateway's reserved namespaces (a Pusher
+/// app's), out of the Centrifugo front end's reach.
+pub fn is_reserved(name: &str) -> bool {
+    namespace_of(name).is_some_and(|ns| ns.starts_with(crate::namespace::RESERVED_PREFIX))
+}
+
 /// For a user-limited channel (`name#42,43`), whether `user` is one of its users;
 /// `None` when the channel is not user-limited.
 pub fn user_allowed(name: &str, user: &str) -> Option<bool> {

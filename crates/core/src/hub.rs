@@ -44,6 +44,9 @@ pub enum JoinLeave {
     EveryConnection,
     /// Only a user's first connection joining and its last one leaving.
     PerUser,
+    /// As [`JoinLeave::PerUser`], but never the subscriber's own join: Pusher's
+    /// `member_added` goes to the other members only.
+    PerUserToOthers,
 }
 
 impl From<bool> for JoinLeave {
@@ -57,12 +60,16 @@ impl From<bool> for JoinLeave {
 }
 
 impl JoinLeave {
-    fn wants(self, event: &ChannelEvent) -> bool {
+    /// Whether subscriber `client` receives `event`.
+    fn wants(self, event: &ChannelEvent, client: &str) -> bool {
         match (self, event) {
             (_, ChannelEvent::Publication(_)) => true,
             (JoinLeave::None, _) => false,
             (JoinLeave::EveryConnection, _) => true,
             (JoinLeave::PerUser, ChannelEvent::Join(c) | ChannelEvent::Leave(c)) => c.user_changed,
+            (JoinLeave::PerUserToOthers, ChannelEvent::Join(c) | ChannelEvent::Leave(c)) => {
+                c.user_changed && c.info.client != client
+            }
         }
     }
 }
@@ -278,7 +285,7 @@ impl Hub {
         let skip = event.excluded_client();
         let mut delivered = 0;
         for sub in &members.list {
-            if !sub.join_leave.wants(event) || skip == Some(&*sub.client) {
+            if !sub.join_leave.wants(event, &sub.client) || skip == Some(&*sub.client) {
                 continue;
             }
             let slot = &mut encoded[sub.format.0];

@@ -1,8 +1,8 @@
 //! Tests of the hub: pending subscribers, shared encodings, exclusion, join/leave wishes.
 use super::*;
 use crate::queue::Batch;
-use crate::types::PresenceChange;
 use crate::types::Publication;
+use crate::types::{ClientInfo, PresenceChange};
 
 struct Plain;
 impl PushEncoder for Plain {
@@ -110,13 +110,35 @@ fn per_user_subscribers_see_only_a_users_first_join_and_last_leave() {
         user_changed,
     };
     let per_user = JoinLeave::PerUser;
-    assert!(per_user.wants(&ChannelEvent::Join(change(true))));
-    assert!(!per_user.wants(&ChannelEvent::Join(change(false))));
-    assert!(per_user.wants(&ChannelEvent::Leave(change(true))));
-    assert!(!per_user.wants(&ChannelEvent::Leave(change(false))));
-    assert!(JoinLeave::EveryConnection.wants(&ChannelEvent::Leave(change(false))));
-    assert!(!JoinLeave::None.wants(&ChannelEvent::Leave(change(true))));
-    assert!(per_user.wants(&publication(1, "x")));
+    assert!(per_user.wants(&ChannelEvent::Join(change(true)), "c"));
+    assert!(!per_user.wants(&ChannelEvent::Join(change(false)), "c"));
+    assert!(per_user.wants(&ChannelEvent::Leave(change(true)), "c"));
+    assert!(!per_user.wants(&ChannelEvent::Leave(change(false)), "c"));
+    assert!(JoinLeave::EveryConnection.wants(&ChannelEvent::Leave(change(false)), "c"));
+    assert!(!JoinLeave::None.wants(&ChannelEvent::Leave(change(true)), "c"));
+    assert!(per_user.wants(&publication(1, "x"), "c"));
+}
+
+#[test]
+fn to_others_subscribers_never_see_their_own_join() {
+    let join = |client: &str| {
+        ChannelEvent::Join(PresenceChange {
+            info: ClientInfo {
+                client: client.into(),
+                ..Default::default()
+            },
+            user_changed: true,
+        })
+    };
+    let others = JoinLeave::PerUserToOthers;
+    assert!(!others.wants(&join("me"), "me"));
+    assert!(others.wants(&join("someone"), "me"));
+    assert!(JoinLeave::PerUser.wants(&join("me"), "me"));
+    let not_first = ChannelEvent::Join(PresenceChange {
+        info: Default::default(),
+        user_changed: false,
+    });
+    assert!(!others.wants(&not_first, "me"));
 }
 
 #[tokio::test]

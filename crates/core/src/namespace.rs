@@ -78,7 +78,17 @@ pub enum NamespaceError {
     Duplicate(String),
     #[error("namespace {0}: join_leave_per_user needs presence and join_leave")]
     PerUserWithoutPresence(String),
+    #[error(
+        "reserved namespace {0:?} must start with '~' and hold no '.', '*', '>', ':' or spaces"
+    )]
+    BadReservedName(String),
 }
+
+/// Namespaces whose names start with this belong to the gateway itself (each
+/// Pusher app's channel spaces): no configured namespace can take such a name, and
+/// [`Namespaces::resolve`] never returns one, so the Centrifugo front end cannot
+/// reach their channels.
+pub const RESERVED_PREFIX: char = '~';
 
 /// Resolves a channel to the options of its namespace.
 #[derive(Debug, Clone, Default)]
@@ -115,18 +125,51 @@ impl Namespaces {
         })
     }
 
+    /// Adds one of the gateway's own namespaces (see [`RESERVED_PREFIX`]); its
+    /// channels are found by [`Namespaces::resolve_reserved`] only.
+    pub fn add_reserved(
+        &mut self,
+        name: String,
+        options: NamespaceOptions,
+    ) -> Result<(), NamespaceError> {
+        options.check(&name)?;
+        let valid = name.starts_with(RESERVED_PREFIX)
+            && name.len() > 1
+            && name.len() <= 128
+            && name.bytes().all(|b| {
+                b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>' | b':' | b'/' | b'\\')
+            });
+        if !valid {
+            return Err(NamespaceError::BadReservedName(name));
+        }
+        if self.named.insert(name.clone(), options).is_some() {
+            return Err(NamespaceError::Duplicate(name));
+        }
+        Ok(())
+    }
+
     /// Every namespace: `None` names the default one.
     pub fn iter(&self) -> impl Iterator<Item = (Option<&str>, &NamespaceOptions)> {
         std::iter::once((None, &self.default))
             .chain(self.named.iter().map(|(name, o)| (Some(name.as_str()), o)))
     }
 
-    /// The options of the channel's namespace; `None` for an unknown namespace.
+    /// The options of the channel's namespace; `None` for an unknown namespace
+    /// and for the gateway's reserved ones.
     pub fn resolve(&self, channel_name: &str) -> Option<&NamespaceOptions> {
         match channel::namespace_of(channel_name) {
             None => Some(&self.default),
+            Some(ns) if ns.starts_with(RESERVED_PREFIX) => None,
             Some(ns) => self.named.get(ns),
         }
+    }
+
+    /// The options of a channel in one of the reserved namespaces; `None` for
+    /// any other channel.
+    pub fn resolve_reserved(&self, channel_name: &str) -> Option<&NamespaceOptions> {
+        channel::namespace_of(channel_name)
+            .filter(|ns| ns.starts_with(RESERVED_PREFIX))
+            .and_then(|ns| self.named.get(ns))
     }
 }
 
@@ -151,6 +194,33 @@ mod tests {
         assert_eq!(ns.resolve("news"), Some(&NamespaceOptions::default()));
         assert_eq!(ns.resolve("chat:1"), Some(&chat));
         assert_eq!(ns.resolve("nope:1"), None);
+    }
+
+    #[test]
+    fn reserved_namespaces_are_found_only_by_resolve_reserved() {
+        let mut ns = Namespaces::new(NamespaceOptions::default(), vec![]).unwrap();
+        let cache = NamespaceOptions {
+            history_size: 1,
+            history_ttl: 60,
+            ..Default::default()
+        };
+        ns.add_reserved("~app1~c".into(), cache.clone()).unwrap();
+        assert_eq!(ns.resolve("~app1~c:cache-x"), None);
+        assert_eq!(ns.resolve_reserved("~app1~c:cache-x"), Some(&cache));
+        assert_eq!(ns.resolve_reserved("~other:cache-x"), None);
+        assert_eq!(ns.resolve_reserved("news"), None);
+        assert!(ns.iter().any(|(name, _)| name == Some("~app1~c")));
+        // Configured namespaces cannot take a reserved name, nor reserved ones a plain name.
+        let taken = Namespace {
+            name: "~app1~c".into(),
+            options: Default::default(),
+        };
+        assert!(Namespaces::new(Default::default(), vec![taken]).is_err());
+        assert!(ns.add_reserved("app".into(), Default::default()).is_err());
+        assert!(ns.add_reserved("~a.b".into(), Default::default()).is_err());
+        assert!(ns
+            .add_reserved("~app1~c".into(), Default::default())
+            .is_err());
     }
 
     #[test]

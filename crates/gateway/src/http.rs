@@ -11,12 +11,14 @@ use hyper::body::Incoming;
 use crate::centrifugo::auth::KeyError;
 use crate::centrifugo::{api, Centrifugo};
 use crate::node::Node;
+use crate::pusher::{self, Pusher};
 use crate::response::{text, with_type, Body};
 
 /// Everything a request can reach on one node: the node and its front ends.
 pub struct Routes {
     pub node: Arc<Node>,
     pub centrifugo: Arc<Centrifugo>,
+    pub pusher: Arc<Pusher>,
 }
 
 impl Routes {
@@ -24,6 +26,7 @@ impl Routes {
     pub fn new(node: Arc<Node>) -> Result<Arc<Routes>, KeyError> {
         Ok(Arc::new(Routes {
             centrifugo: Centrifugo::new(node.clone())?,
+            pusher: Pusher::new(node.clone()),
             node,
         }))
     }
@@ -50,6 +53,11 @@ pub async fn route(
             centrifugo_api(node, &method, req).await
         }
         (_, p) if p.starts_with("/api/") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        (&Method::GET, p) if p.starts_with("/app/") => {
+            let key = p["/app/".len()..].to_owned();
+            routes.pusher.websocket(&key, req)
+        }
+        (_, p) if p.starts_with("/apps/") => pusher_api(&routes.pusher, req).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
@@ -70,5 +78,24 @@ async fn centrifugo_api(node: &Arc<Node>, method: &str, req: Request<Incoming>) 
         }
     };
     let answer = api::call(node, method, &body).await;
+    with_type(answer.status, answer.body, "application/json")
+}
+
+async fn pusher_api(front: &Arc<Pusher>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let limit = front.node.config.limits.max_api_body_bytes;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return with_type(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from_static(br#"{"error":"request body too large or unreadable"}"#),
+                "application/json",
+            )
+        }
+    };
+    let answer = pusher::api::call(front, &method, &path, query.as_deref(), &body).await;
     with_type(answer.status, answer.body, "application/json")
 }

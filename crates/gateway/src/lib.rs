@@ -2,11 +2,14 @@
 //! probes, on one port.
 //!
 //! # Layout
-//! Rooms by role; imports run one way: `http` → front ends (`centrifugo`) →
+//! Rooms by role; imports run one way: `http` → front ends (`centrifugo`, `pusher`) →
 //! `transport` → `connection` → `node`, `cluster`, `registry` → the core crates.
-//! - [`http`]: routes (`/connection/websocket`, `/api/<method>`, `/metrics`, `/healthz`, `/readyz`).
+//! - [`http`]: routes (`/connection/websocket`, `/api/<method>`, `/app/{key}`,
+//!   `/apps/{id}/*`, `/metrics`, `/healthz`, `/readyz`).
 //! - [`centrifugo`]: the Centrifugo front end: protocol session, subscribe
 //!   permissions, encoders, JWT, the server API.
+//! - [`pusher`]: the Pusher Channels front end: apps, protocol 7 session, channel
+//!   auth, encoder, the signed HTTP API.
 //! - [`transport`]: bytes ↔ messages, protocol-blind: WebSocket (upgrade, frames, writer).
 //! - [`connection`]: what every connection has: the `Session` trait a transport
 //!   drives, the subscription algorithm (recovery and presence), identity, limits,
@@ -34,6 +37,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod presence_client;
+pub mod pusher;
 pub mod registry;
 pub mod response;
 pub mod server;

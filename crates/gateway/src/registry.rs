@@ -51,6 +51,9 @@ impl Mailbox {
 /// How the rest of the node reaches one connection.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
+    /// The Pusher app whose user space the connection is in; `None`: the
+    /// Centrifugo front end's. The same user id in two spaces is two users.
+    pub app: Option<Arc<str>>,
     pub user: String,
     pub outbound: Arc<Outbound>,
     pub mailbox: Arc<Mailbox>,
@@ -79,10 +82,29 @@ pub struct Registry {
     inner: Mutex<Inner>,
 }
 
+/// A user in its space: (Pusher app or `None`, user id).
+type UserKey = (Option<Arc<str>>, String);
+
 #[derive(Default)]
 struct Inner {
     clients: HashMap<Arc<str>, ConnHandle>,
-    users: HashMap<String, HashSet<Arc<str>>>,
+    users: HashMap<UserKey, HashSet<Arc<str>>>,
+}
+
+fn key_of(handle: &ConnHandle) -> UserKey {
+    (handle.app.clone(), handle.user.clone())
+}
+
+impl Inner {
+    fn forget_user(&mut self, client: &str, handle: &ConnHandle) {
+        let key = key_of(handle);
+        if let Some(set) = self.users.get_mut(&key) {
+            set.remove(client);
+            if set.is_empty() {
+                self.users.remove(&key);
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -94,7 +116,7 @@ impl Registry {
         let mut inner = self.lock();
         inner
             .users
-            .entry(handle.user.clone())
+            .entry(key_of(&handle))
             .or_default()
             .insert(client.clone());
         inner.clients.insert(client, handle);
@@ -103,19 +125,32 @@ impl Registry {
     pub fn remove(&self, client: &str) {
         let mut inner = self.lock();
         if let Some(handle) = inner.clients.remove(client) {
-            if let Some(set) = inner.users.get_mut(&handle.user) {
-                set.remove(client);
-                if set.is_empty() {
-                    inner.users.remove(&handle.user);
-                }
-            }
+            inner.forget_user(client, &handle);
         }
     }
 
-    /// A user's connections, or only the one with id `client` when given.
-    pub fn of_user(&self, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
+    /// A connection authenticated as `user` after it was added (Pusher's signin).
+    pub fn set_user(&self, client: &Arc<str>, user: String) {
+        let mut inner = self.lock();
+        let Some(handle) = inner.clients.get(&**client).cloned() else {
+            return;
+        };
+        inner.forget_user(client, &handle);
+        let handle = ConnHandle { user, ..handle };
+        inner
+            .users
+            .entry(key_of(&handle))
+            .or_default()
+            .insert(client.clone());
+        inner.clients.insert(client.clone(), handle);
+    }
+
+    /// A user's connections in `app`'s space (`None`: the Centrifugo front
+    /// end's), or only the one with id `client` when given.
+    pub fn of_user(&self, app: Option<&str>, user: &str, client: Option<&str>) -> Vec<ConnHandle> {
         let inner = self.lock();
-        let Some(clients) = inner.users.get(user) else {
+        let key = (app.map(Arc::from), user.to_owned());
+        let Some(clients) = inner.users.get(&key) else {
             return Vec::new();
         };
         clients

@@ -283,6 +283,7 @@ impl Session {
         self.front.node.registry.add(
             self.identity.client.clone(),
             ConnHandle {
+                app: None,
                 user,
                 outbound: self.outbound.clone(),
                 mailbox: self.mailbox.clone(),

@@ -82,9 +82,11 @@ impl Session {
                     offset: req.offset,
                     epoch: req.epoch.clone(),
                 }),
+                last: false,
             },
             chan_info,
             expires_at: token_exp.map(instant_of),
+            user: None,
         };
         let member = member!(self);
         let (position, pending) = self

@@ -16,6 +16,7 @@ pub async fn apply(node: &Node, command: Command) -> Answer {
     let text = |s: Option<String>| s.map(Bytes::from);
     match command {
         Command::Disconnect {
+            app,
             user,
             client,
             farewell,
@@ -24,7 +25,9 @@ pub async fn apply(node: &Node, command: Command) -> Answer {
                 Some(f) => Disconnect::custom(f.code, f.reason),
                 None => Disconnect::FORCE_NO_RECONNECT,
             };
-            let connections = node.registry.of_user(&user, client.as_deref());
+            let connections = node
+                .registry
+                .of_user(app.as_deref(), &user, client.as_deref());
             for conn in &connections {
                 conn.outbound.close(disconnect.clone(), true);
             }
@@ -91,7 +94,7 @@ fn done(connections: usize) -> Answer {
 
 /// Hands `control` to each of the user's connections.
 fn ask(node: &Node, user: &str, client: Option<String>, control: Control) -> Answer {
-    let connections = node.registry.of_user(user, client.as_deref());
+    let connections = node.registry.of_user(None, user, client.as_deref());
     for conn in &connections {
         request(conn, control.clone());
     }

@@ -27,8 +27,11 @@ pub struct Since {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    /// Close the connections; `None`: "force no reconnect".
+    /// Close the connections; `None`: "force no reconnect". `app` names the
+    /// Pusher app whose user it is (`None`: a Centrifugo user).
     Disconnect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app: Option<String>,
         user: String,
         client: Option<String>,
         farewell: Option<Farewell>,

@@ -5,6 +5,7 @@
 //! - here: [`Config`], what the rest of the gateway reads, resolved from the options.
 
 mod options;
+pub mod pusher;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use switchboard_core::namespace::{NamespaceError, Namespaces};
 use switchboard_options::FileError;
 
 pub use options::{Cli, TokenAlgorithm};
+pub use pusher::PusherApp;
 
 /// Commands in one frame.
 const MAX_COMMANDS_PER_FRAME: usize = 100;
@@ -75,6 +77,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub log: String,
     pub namespaces: Namespaces,
+    /// The Pusher apps served at `/app/{key}` and `/apps/{id}/*`.
+    pub pusher_apps: Vec<PusherApp>,
     /// Cluster mode over NATS; `None`: standalone with the in-memory broker.
     pub nats: Option<NatsSettings>,
 }
@@ -177,6 +181,25 @@ impl Config {
                 ))
             }
         };
+        let mut pusher_apps = o.pusher.map(|p| p.apps).unwrap_or_default();
+        match (o.pusher_app_id, o.pusher_app_key, o.pusher_app_secret) {
+            (Some(id), Some(key), Some(secret)) => {
+                let mut app = PusherApp::new(&id, &key, &secret);
+                app.enable_client_events = defaulted(o.pusher_enable_client_events);
+                pusher_apps.push(app);
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--pusher-app-id, --pusher-app-key and --pusher-app-secret go together".into(),
+                ))
+            }
+        }
+        let mut namespaces = Namespaces::new(
+            o.channel.unwrap_or_default(),
+            o.namespaces.unwrap_or_default(),
+        )?;
+        pusher::register(&pusher_apps, &mut namespaces).map_err(ConfigError::Invalid)?;
         let config = Config {
             listen: defaulted(o.listen),
             name: o.name.filter(|n| !n.trim().is_empty()),
@@ -209,10 +232,8 @@ impl Config {
             drain_window: secs(o.drain_window),
             shutdown_delay: secs(o.shutdown_delay),
             log: defaulted(o.log),
-            namespaces: Namespaces::new(
-                o.channel.unwrap_or_default(),
-                o.namespaces.unwrap_or_default(),
-            )?,
+            namespaces,
+            pusher_apps,
             nats: o
                 .nats_url
                 .filter(|urls| urls.iter().any(|u| !u.trim().is_empty()))

@@ -11,6 +11,8 @@ use switchboard_broker_nats::{NatsConfig, Storage};
 use switchboard_core::namespace::{Namespace, NamespaceOptions};
 use switchboard_options::value_name;
 
+use super::pusher::PusherSection;
+
 /// The algorithm connection and subscription tokens must be signed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum TokenAlgorithm {
@@ -165,6 +167,24 @@ switchboard_options::layered! {
         /// from it are dropped (at least 1; a URL with an IP address is not looked up).
         #[arg(long, default_value = "5")]
         pub presence_resolve_interval: Option<u64>,
+        /// The id of a single Pusher app (with --pusher-app-key and --pusher-app-secret), served
+        /// at /app/{key} and /apps/{id}/*. More apps, or any other app option: [[pusher.apps]]
+        /// in the file.
+        #[arg(long)]
+        pub pusher_app_id: Option<String>,
+        /// The key of the single Pusher app (see --pusher-app-id).
+        #[arg(long)]
+        pub pusher_app_key: Option<String>,
+        /// The secret of the single Pusher app (see --pusher-app-id).
+        #[arg(long)]
+        pub pusher_app_secret: Option<String>,
+        /// The single Pusher app lets clients send client-* events.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        pub pusher_enable_client_events: Option<bool>,
+        /// In the file only: the Pusher apps, `[[pusher.apps]]` (id, key, secret and their
+        /// options; see docs/compatibility.md).
+        #[arg(skip)]
+        pub pusher: Option<PusherSection>,
         /// In the file only: options of the default namespace (channels without `ns:`),
         /// `[channel]`.
         #[arg(skip)]

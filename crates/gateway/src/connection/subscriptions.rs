@@ -13,7 +13,9 @@ use bytes::Bytes;
 use switchboard_core::hub::{FormatId, JoinLeave, Subscriber};
 use switchboard_core::namespace::NamespaceOptions;
 use switchboard_core::queue::Outbound;
-use switchboard_core::{BrokerError, HistoryQuery, PresenceChange, Publication, StreamPosition};
+use switchboard_core::{
+    BrokerError, ClientInfo, HistoryQuery, PresenceChange, Publication, StreamPosition,
+};
 use tokio::time::Instant;
 
 use super::identity::Identity;
@@ -26,6 +28,9 @@ pub struct Entry {
     pub chan_info: Option<Bytes>,
     /// When the subscription's credentials expire.
     pub expires_at: Option<Instant>,
+    /// The user this subscription is present as, when not the connection's
+    /// (a Pusher presence channel's `user_id`).
+    pub user: Option<String>,
     presence: bool,
     join_leave: bool,
 }
@@ -42,6 +47,8 @@ pub struct Request<'a> {
     pub position: Positioning,
     pub chan_info: Option<Bytes>,
     pub expires_at: Option<Instant>,
+    /// Present in the channel as this user rather than the connection's.
+    pub user: Option<String>,
 }
 
 /// How a subscription is positioned in a channel's stream.
@@ -51,6 +58,9 @@ pub struct Positioning {
     pub recoverable: bool,
     /// Recover everything published after this position.
     pub recover_from: Option<StreamPosition>,
+    /// Start with the channel's newest publication, if it keeps one (Pusher's
+    /// cache channels): [`Position::missed`] holds it.
+    pub last: bool,
 }
 
 /// Where a new subscription stands, for the protocol's reply.
@@ -180,7 +190,7 @@ impl Subscriptions {
         // each one counts as the user joining.
         let mut user_joined = true;
         if req.options.presence {
-            let info = member.identity.client_info(req.chan_info.clone());
+            let info = client_info(member.identity, req.user.as_deref(), req.chan_info.clone());
             user_joined = match node.presence.add(channel, info).await {
                 Ok(joined) => joined,
                 Err(e) => {
@@ -195,6 +205,7 @@ impl Subscriptions {
             Entry {
                 chan_info: req.chan_info,
                 expires_at: req.expires_at,
+                user: req.user,
                 presence: req.options.presence,
                 join_leave: req.options.join_leave,
             },
@@ -213,12 +224,11 @@ impl Subscriptions {
     pub async fn go_live(&self, member: &Member<'_>, pending: Pending) {
         pending.sub.go_live(pending.after);
         if pending.join_leave {
-            let chan_info = self
-                .entries
-                .get(&pending.channel)
-                .and_then(|s| s.chan_info.clone());
+            let entry = self.entries.get(&pending.channel);
+            let chan_info = entry.and_then(|s| s.chan_info.clone());
+            let user = entry.and_then(|s| s.user.as_deref());
             let join = PresenceChange {
-                info: member.identity.client_info(chan_info),
+                info: client_info(member.identity, user, chan_info),
                 user_changed: pending.user_joined,
             };
             let published = member
@@ -239,7 +249,7 @@ impl Subscriptions {
             return false;
         };
         leave_hub(member, channel).await;
-        let info = member.identity.client_info(entry.chan_info);
+        let info = client_info(member.identity, entry.user.as_deref(), entry.chan_info);
         let mut user_left = true;
         if entry.presence {
             user_left = match member.node.presence.remove(channel, &info).await {
@@ -271,6 +281,15 @@ impl Subscriptions {
     }
 }
 
+/// The connection as presence and join/leave events carry it in one channel.
+fn client_info(identity: &Identity, user: Option<&str>, chan_info: Option<Bytes>) -> ClientInfo {
+    let mut info = identity.client_info(chan_info);
+    if let Some(user) = user {
+        info.user = user.to_owned();
+    }
+    info
+}
+
 async fn leave_hub(member: &Member<'_>, channel: &str) {
     if member.node.hub.remove(channel, &member.identity.client) {
         if let Err(e) = member.node.broker.unsubscribe(channel).await {
@@ -296,7 +315,16 @@ async fn read_position(
         ..Default::default()
     };
     let recover_from = asked.recover_from.clone().filter(|_| recoverable);
-    let top = if let Some(since) = recover_from {
+    let top = if asked.last {
+        let newest = HistoryQuery {
+            limit: Some(1),
+            reverse: true,
+            ..Default::default()
+        };
+        let newest = broker.history(channel, &newest, history).await?;
+        position.missed = newest.publications;
+        newest.position
+    } else if let Some(since) = recover_from {
         position.was_recovering = true;
         let since = HistoryQuery {
             since: Some(since),

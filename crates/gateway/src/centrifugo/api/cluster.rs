@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use switchboard_core::channel;
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
 use super::{channel_error, error, result, Since};
@@ -131,6 +132,7 @@ pub(super) async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
         Some(_) => return error(ErrorCode::BAD_REQUEST),
     };
     let command = Command::Disconnect {
+        app: None,
         user: req.user,
         client: req.client,
         farewell,
@@ -223,7 +225,11 @@ pub(super) async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
     let mut merged: BTreeMap<String, usize> = BTreeMap::new();
     for answer in &outcome.answers {
         if let Answer::Channels { channels } = answer {
-            for (name, n) in channels {
+            // Pusher apps' channels are another channel space.
+            let visible = channels
+                .iter()
+                .filter(|(name, _)| !channel::is_reserved(name));
+            for (name, n) in visible {
                 *merged.entry(name.clone()).or_default() += n;
             }
         }
