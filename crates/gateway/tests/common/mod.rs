@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pusher;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,9 +228,28 @@ pub async fn ws_handshake_with<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    ws_handshake_at(
+        addr,
+        stream,
+        &format!("/connection/websocket{query}"),
+        subprotocol,
+    )
+    .await
+}
+
+/// A handshake at `path` (with its query), offering `subprotocol`.
+pub async fn ws_handshake_at<S>(
+    addr: SocketAddr,
+    stream: S,
+    path: &str,
+    subprotocol: Option<&str>,
+) -> Result<(WebSocket<TokioIo<Upgraded>>, Option<String>), fastwebsockets::WebSocketError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut req = hyper::Request::builder()
         .method("GET")
-        .uri(format!("http://{addr}/connection/websocket{query}"))
+        .uri(format!("http://{addr}{path}"))
         .header("Host", addr.to_string())
         .header(hyper::header::UPGRADE, "websocket")
         .header(hyper::header::CONNECTION, "upgrade")
