@@ -29,16 +29,17 @@ pub enum TokenAlgorithm {
     ES256,
 }
 
-const ABOUT: &str =
-    "The Switchboard gateway: WebSocket connections (Centrifugo protocol, JSON and \
-                     protobuf), the server API, metrics.";
+const ABOUT: &str = "The Switchboard gateway: WebSocket connections (Centrifugo protocol, JSON \
+                     and protobuf; Pusher Channels protocol 7), the server APIs, metrics.";
 const LONG_ABOUT: &str = "The Switchboard gateway: WebSocket connections (Centrifugo protocol, JSON \
-                          and protobuf, at /connection/websocket), the server HTTP API \
-                          (/api/<method>), /metrics, /healthz and /readyz.\n\nEvery option can also \
+                          and protobuf, at /connection/websocket; Pusher Channels protocol 7 at \
+                          /app/{key}), the server HTTP APIs (/api/<method>; Pusher's at \
+                          /apps/{id}/*), /metrics, /healthz and /readyz.\n\nEvery option can also \
                           be set in the TOML file given by --config or in the environment variable \
                           shown; flags win over the environment, the environment over the file, the \
                           file over defaults. Namespaces are set in the file ([channel] for the \
-                          default namespace, [[namespaces]] for named ones).";
+                          default namespace, [[namespaces]] for named ones), and so are Pusher \
+                          apps ([[pusher.apps]]; one app also from --pusher-app-*).";
 
 switchboard_options::layered! {
     /// The gateway's options as one source gives them: the command line (flags and

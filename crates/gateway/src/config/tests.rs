@@ -312,3 +312,84 @@ fn help_shows_every_default() {
         assert!(help.contains(shown), "{shown} missing from:\n{help}");
     }
 }
+
+#[test]
+fn pusher_apps_come_from_the_file_with_their_defaults() {
+    let file = write(
+        "[[pusher.apps]]\nid = \"a1\"\nkey = \"k1\"\nsecret = \"s1\"\nenable_client_events = true\n\
+         max_presence_members = 5\n[[pusher.apps]]\nid = \"a2\"\nkey = \"k2\"\nsecret = \"s2\"\n",
+    );
+    let cli = Cli {
+        config: Some(file.0.clone()),
+        ..Default::default()
+    };
+    let config = Config::resolve(cli).unwrap();
+    let apps = &config.pusher_apps;
+    assert_eq!(apps.len(), 2);
+    assert!(apps[0].enable_client_events);
+    assert_eq!(apps[0].max_presence_members, 5);
+    assert_eq!(apps[1], PusherApp::new("a2", "k2", "s2"));
+    assert_eq!(apps[1].max_event_bytes, 10 * 1024);
+    assert_eq!(apps[1].max_presence_members, 100);
+    // Each app's spaces are reserved namespaces: a cache channel keeps its newest event.
+    let cache = config.namespaces.resolve_reserved("~a1~c:cache-x").unwrap();
+    assert!(cache.history_enabled());
+    assert!(config.namespaces.resolve("~a1~c:cache-x").is_none());
+}
+
+#[test]
+fn one_pusher_app_comes_from_flags() {
+    let cli = Cli::try_parse_from([
+        "switchboard-gateway",
+        "--pusher-app-id",
+        "app",
+        "--pusher-app-key",
+        "key",
+        "--pusher-app-secret",
+        "secret",
+        "--pusher-enable-client-events",
+    ])
+    .unwrap();
+    let config = Config::resolve(cli).unwrap();
+    assert_eq!(config.pusher_apps.len(), 1);
+    assert_eq!(config.pusher_apps[0].key, "key");
+    assert!(config.pusher_apps[0].enable_client_events);
+
+    let partial = Cli::try_parse_from(["switchboard-gateway", "--pusher-app-id", "app"]).unwrap();
+    assert!(matches!(
+        Config::resolve(partial),
+        Err(ConfigError::Invalid(_))
+    ));
+}
+
+#[test]
+fn pusher_apps_are_checked() {
+    let refused = |apps: &str| {
+        let file = write(apps);
+        let cli = Cli {
+            config: Some(file.0.clone()),
+            ..Default::default()
+        };
+        Config::resolve(cli).is_err()
+    };
+    let app = |id: &str, key: &str| {
+        format!("[[pusher.apps]]\nid = \"{id}\"\nkey = \"{key}\"\nsecret = \"s\"\n")
+    };
+    assert!(!refused(&app("a", "k")));
+    assert!(refused(&app("a.b", "k")), "an id outside [A-Za-z0-9_-]");
+    assert!(refused(&app("a", "k/1")), "a key with a slash");
+    assert!(refused(&(app("a", "k1") + &app("a", "k2"))), "an id twice");
+    assert!(refused(&(app("a", "k") + &app("b", "k"))), "a key twice");
+    assert!(
+        refused("[[pusher.apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"\"\n"),
+        "no secret"
+    );
+    assert!(
+        refused("[[pusher.apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\ncolour = 1\n"),
+        "unknown key"
+    );
+    assert!(
+        refused("[[namespaces]]\nname = \"~a~b\"\n"),
+        "a reserved namespace name"
+    );
+}
