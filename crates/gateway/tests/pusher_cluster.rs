@@ -63,6 +63,16 @@ async fn one_app_across_two_gateways() {
     let wave = ann.event("client-wave", Some(room)).await;
     assert_eq!(wave["user_id"], "2");
 
+    // A cache channel's newest event, published through b, is replayed on a.
+    PusherApi::new(b.addr)
+        .trigger(&["cache-prices"], "price", "7")
+        .await;
+    let mut late = PusherClient::connect(a.addr, APP_KEY).await;
+    late.subscribe("cache-prices").await;
+    let replayed = late.next().await;
+    assert_eq!(replayed["event"], "price", "{replayed}");
+    assert_eq!(replayed["data"], "7");
+
     // Queries through gateway a count gateway b's subscriber too.
     let api = PusherApi::new(a.addr);
     let (_, channel) = api

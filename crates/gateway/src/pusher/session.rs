@@ -335,12 +335,11 @@ impl crate::connection::Session for Session {
     }
 
     async fn on_control(&mut self, control: Control) {
-        // The cluster's commands on Pusher connections are disconnects
-        // (terminate_connections), which close the queue directly.
-        if let Control::Unsubscribe { channel } = control {
-            let name = super::channels::pusher_name(&channel).to_owned();
-            self.unsubscribe(&name).await;
-        }
+        // The cluster reaches Pusher connections only to close them
+        // (terminate_connections), which goes through their queue, not here;
+        // the Centrifugo API's subscribe, unsubscribe and refresh name
+        // Centrifugo users only.
+        tracing::debug!(client = %self.identity.client, ?control, "control request ignored");
     }
 
     fn deadline(&self) -> Instant {
