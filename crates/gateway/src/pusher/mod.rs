@@ -126,16 +126,27 @@ impl Pusher {
     /// `GET /app/{key}`: the upgrade is accepted whatever the key, so that a
     /// refused client hears why (`pusher:error`, then the close code).
     pub fn websocket(self: &Arc<Self>, key: &str, req: Request<Incoming>) -> Response<Body> {
-        let opening = self.open(key, &req);
+        let protocol = query_param(req.uri().query(), "protocol");
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let opening = self.admit(key, protocol.as_deref(), origin);
         let front = self.clone();
         upgrade(self.node.clone(), req, None, move |outbound, mailbox| {
             Session::new(front, opening, outbound, mailbox)
         })
     }
 
-    /// The checks of a new connection, in Pusher's order: the app, then the
-    /// protocol version, then the origin and the app's quota.
-    fn open(&self, key: &str, req: &Request<Incoming>) -> Result<(Arc<App>, AppSlot), Refusal> {
+    /// The checks of a new connection to the app with `key`, in Pusher's order:
+    /// the app, then the `protocol` version the client named, then its `Origin`
+    /// and the app's quota. The slot is the connection's until it is dropped.
+    pub fn admit(
+        &self,
+        key: &str,
+        protocol: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<(Arc<App>, AppSlot), Refusal> {
         let refuse = |code: u16, message: &str| {
             metrics::counter!("switchboard_connections_refused_total", "reason" => refusal_reason(code))
                 .increment(1);
@@ -150,8 +161,7 @@ impl Pusher {
         if !app.config.enabled {
             return refuse(codes::APP_DISABLED, "Application is disabled");
         }
-        let protocol = query_param(req.uri().query(), "protocol");
-        match protocol.as_deref().map(str::parse::<u32>) {
+        match protocol.map(str::parse::<u32>) {
             None => return refuse(codes::NO_PROTOCOL, "No protocol version supplied"),
             Some(Err(_)) => return refuse(codes::INVALID_VERSION, "Invalid version string format"),
             Some(Ok(v)) if !codes::is_supported_protocol(v) => {
@@ -159,15 +169,9 @@ impl Pusher {
             }
             Some(Ok(_)) => {}
         }
-        if !app.config.allowed_origins.is_empty() {
-            let origin = req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if !app.config.allowed_origins.iter().any(|o| o == origin) {
-                return refuse(codes::UNAUTHORIZED, "Origin not allowed");
-            }
+        let origins = &app.config.allowed_origins;
+        if !origins.is_empty() && !origins.iter().any(|o| Some(o.as_str()) == origin) {
+            return refuse(codes::UNAUTHORIZED, "Origin not allowed");
         }
         match app.try_acquire() {
             Some(slot) => Ok((app.clone(), slot)),
