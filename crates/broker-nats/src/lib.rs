@@ -271,6 +271,25 @@ impl NatsBroker {
         known.insert(channel.to_owned());
     }
 
+    /// Returns once the server has processed everything this connection sent
+    /// before: a request nobody answers comes back "no responders" from the
+    /// server itself, after it handled what came first on the connection.
+    /// (`Client::flush` only writes to the socket.) So a publication accepted
+    /// here, as a stored one acknowledged, is ordered before any publication
+    /// accepted later, through any gateway.
+    async fn confirm(&self) -> Result<(), BrokerError> {
+        let subject = format!("{}.sync", self.config.prefix);
+        let request = self.shared.client.request(subject, Bytes::new());
+        match tokio::time::timeout(self.config.publish_timeout, request).await {
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(BrokerError::Unavailable(
+                "NATS did not confirm the publish in time".into(),
+            )),
+        }
+    }
+
     async fn publish_live(&self, channel: &str, body: Bytes) -> Result<(), BrokerError> {
         self.check_connected()?;
         self.shared
@@ -301,6 +320,7 @@ impl Broker for NatsBroker {
                 let now = switchboard_core::now_micros();
                 let body = envelope::publication(data, info, now, false, options);
                 self.publish_live(channel, body).await?;
+                self.confirm().await?;
                 Ok(StreamPosition::default())
             }
         }

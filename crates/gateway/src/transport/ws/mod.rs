@@ -44,6 +44,11 @@ use writer::{Flow, Writer, WRITE_TIMEOUT};
 /// close frame (each write still gives up after [`WRITE_TIMEOUT`] without progress).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long, and how many bytes, a closed connection reads and drops of what its
+/// client still sends before the socket is closed (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
 /// Bytes read per socket read; a wake reads at most [`READS_PER_WAKE`] of them
 /// before letting other connections run.
 const SCRATCH: usize = 16 * 1024;
@@ -242,7 +247,51 @@ pub async fn serve<S, F>(
         }
     };
     tokio::join!(Box::pin(session.close()), finish);
+    if writer.close_sent && !matches!(end, End::Gone) {
+        // Boxed: its state exists only now, not in every idle connection's task.
+        Box::pin(linger(&mut io, &mut reader)).await;
+    }
     drop(slot);
+}
+
+/// Reads and drops what the client still sends after our close frame, until its
+/// own close frame or the end of its stream (or [`LINGER`] or [`LINGER_BYTES`]
+/// pass). A socket closed with unread bytes is reset, and a client that gets the
+/// reset may throw away the close frame (and its code) it has not read yet.
+async fn linger(io: &mut Socket, reader: &mut FrameReader) {
+    let deadline = Instant::now() + LINGER;
+    let mut dropped = 0;
+    let mut events = Vec::new();
+    while dropped < LINGER_BYTES {
+        let readable = poll_fn(|cx| io.poll_read_ready(cx));
+        match tokio::time::timeout_at(deadline, readable).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        let more = READ_BUFFER.with_borrow_mut(|scratch| loop {
+            match io.try_read(scratch) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    dropped += n;
+                    // The client's close frame answers ours: it sends no more.
+                    let fed = reader.feed(&scratch[..n], &mut events);
+                    let closed = events.drain(..).any(|e| matches!(e, Event::Close(_)));
+                    if closed || fed.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+            if dropped >= LINGER_BYTES {
+                return false;
+            }
+        });
+        if !more {
+            return;
+        }
+    }
 }
 
 fn violation(e: FrameError) -> Disconnect {
