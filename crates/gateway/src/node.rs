@@ -157,6 +157,11 @@ impl Node {
         self.started.elapsed().as_secs()
     }
 
+    /// WebSocket connections held now, until their socket is closed.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
     /// Takes a connection slot, or refuses when the node is full.
     pub fn try_acquire_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let max = self.config.limits.max_connections;

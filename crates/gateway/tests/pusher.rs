@@ -305,9 +305,22 @@ async fn client_events_beyond_the_rate_close_with_4301() {
     let gw = Gateway::start(config()).await;
     let mut c = PusherClient::connect(gw.addr, APP_KEY).await;
     c.subscribe_private("private-fast").await;
-    for _ in 0..50 {
-        c.send(json!({"event": "client-x", "channel": "private-fast", "data": {}}))
-            .await;
+    // The client goes on sending after the server closed: the close frame (and
+    // its code) must still reach it, not a reset.
+    let event = json!({"event": "client-x", "channel": "private-fast", "data": {}});
+    for _ in 0..2_000 {
+        if c.try_send(event.clone()).await.is_err() {
+            break;
+        }
+    }
+    // Read only once the server let go of the socket: a reset would have come by then.
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while gw.node.connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the socket was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(c.closed().await, 4301);
 }

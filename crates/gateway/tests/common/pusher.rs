@@ -85,13 +85,18 @@ impl PusherClient {
     }
 
     pub async fn send(&mut self, event: Value) {
+        self.try_send(event).await.unwrap();
+    }
+
+    /// Sends, telling a failed write (the server closed) to the caller.
+    pub async fn try_send(&mut self, event: Value) -> Result<(), fastwebsockets::WebSocketError> {
         let frame = Frame::new(
             true,
             OpCode::Text,
             None,
             Payload::Owned(event.to_string().into_bytes()),
         );
-        self.ws.write_frame(frame).await.unwrap();
+        self.ws.write_frame(frame).await
     }
 
     pub async fn read(&mut self) -> Read {
