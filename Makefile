@@ -26,7 +26,7 @@ help: ## List the targets
 run: ## One gateway on 127.0.0.1:8000: in-memory broker and presence, config/dev.toml
 	$(CARGO) run --release -p switchboard-gateway -- --config config/dev.toml
 
-test: lint test-rust test-compat test-deploy ## Every test: formatting, clippy, Rust tests, centrifuge-js compatibility, deployment
+test: lint test-rust test-compat test-deploy ## Every test: formatting, clippy, Rust tests, centrifuge-js and pusher-js compatibility, deployment
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -38,7 +38,7 @@ test-rust: ## Unit and integration tests of every crate
 build:
 	$(CARGO) build -p switchboard-gateway
 
-test-compat: build ## The real centrifuge-js SDK (JSON and protobuf) against the gateway binary
+test-compat: build ## The real centrifuge-js (JSON and protobuf), pusher-js, pusher and laravel-echo SDKs against the gateway binary
 	cd tests/compat && $(NPM) ci --no-audit --no-fund --loglevel=error
 	cd tests/compat && SWITCHBOARD_GATEWAY_BIN=$(GATEWAY_DEBUG) $(NPM) test
 
