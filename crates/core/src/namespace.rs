@@ -42,6 +42,10 @@ pub struct NamespaceOptions {
     pub allow_history_for_subscriber: bool,
     /// Any connection may ask for history.
     pub allow_history_for_client: bool,
+    /// Publications may hold any bytes, not only JSON (for namespaces whose
+    /// clients all speak protobuf); JSON connections can neither subscribe nor
+    /// read history here, since they could not read what they would get.
+    pub binary_data: bool,
 }
 
 /// A named namespace, as written in the configuration file.

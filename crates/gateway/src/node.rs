@@ -213,6 +213,9 @@ impl Node {
         skip_history: bool,
     ) -> Result<StreamPosition, ChannelError> {
         let options = self.channel_options(channel)?;
+        if !options.binary_data && !is_json(&data) {
+            return Err(ChannelError::NotJson);
+        }
         publish.history = history_options(options).filter(|_| !skip_history);
         Ok(self.broker.publish(channel, data, info, &publish).await?)
     }
@@ -255,6 +258,43 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Nesting of JSON data a publication may hold. Readers get it inside their
+/// protocol's own JSON (a history reply adds four levels), and common parsers
+/// stop at 128 (serde_json's): 64 leaves every reader room.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `data` is one JSON value nested at most [`MAX_JSON_DEPTH`] deep.
+pub fn is_json(data: &[u8]) -> bool {
+    nesting(data) <= MAX_JSON_DEPTH && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+}
+
+/// How deep arrays and objects nest in `data`, brackets in strings aside.
+fn nesting(data: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in data {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 pub fn history_options(options: &NamespaceOptions) -> Option<HistoryOptions> {
     options.history_enabled().then(|| HistoryOptions {
         size: options.history_size,
@@ -277,6 +317,9 @@ pub enum ChannelError {
     AlreadySubscribed,
     #[error("limit exceeded")]
     LimitExceeded,
+    /// Data that is not JSON, in a namespace without `binary_data`.
+    #[error("data is not JSON")]
+    NotJson,
     /// The stream position asked for is gone.
     #[error("unrecoverable position")]
     Unrecoverable,
@@ -294,5 +337,23 @@ impl From<BrokerError> for ChannelError {
                 ChannelError::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_data_is_nested_at_most_max_json_depth() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(is_json(nested(MAX_JSON_DEPTH).as_bytes()));
+        assert!(!is_json(nested(MAX_JSON_DEPTH + 1).as_bytes()));
+        // What the server API's history reads back parses the same data.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(MAX_JSON_DEPTH)).is_ok());
+        assert!(is_json(br#"{"a":"[[[[\"]]"}"#));
+        assert!(is_json(b"1e999"));
+        assert!(!is_json(b"\xff\xfe"));
+        assert!(!is_json(b"{\"a\":1} trailing"));
     }
 }

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use fastwebsockets::OpCode;
 use serde_json::json;
-use switchboard_protocol::centrifugo::Encoding;
 
 /// After each abuse, a well-behaved client on the same gateway still works.
 async fn still_serves(gw: &Gateway) {
@@ -151,44 +150,4 @@ async fn channel_limit_per_connection() {
     c.call(json!({"unsubscribe": {"channel": "a"}})).await;
     let r = c.subscribe(json!({"channel": "c"})).await;
     assert!(r.get("error").is_none(), "{r}");
-}
-
-#[tokio::test]
-async fn binary_data_cannot_reach_json_subscribers() {
-    let gw = Gateway::start(config()).await;
-    let mut j = gw.connected().await;
-    j.subscribe(json!({"channel": "bin"})).await;
-    let mut p = gw.client_protobuf().await;
-    p.connect(json!({})).await;
-    p.subscribe(json!({"channel": "bin"})).await;
-    // a protobuf client publishes bytes that are not JSON
-    let cmd = switchboard_protocol::centrifugo::pb::Command {
-        id: 99,
-        publish: Some(switchboard_protocol::centrifugo::pb::PublishRequest {
-            channel: "bin".into(),
-            data: bytes::Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]),
-        }),
-        ..Default::default()
-    };
-    let record = Encoding::Protobuf.encode_command(&cmd).unwrap();
-    p.send_raw(OpCode::Binary, record.into()).await;
-    assert_eq!(
-        j.closed().await.0,
-        3506,
-        "JSON client told the data is not for it"
-    );
-    // the protobuf subscriber receives it (its JSON view shows the raw bytes' error path)
-    let frame = 'read: loop {
-        match p.read().await {
-            Received::Frame(_, data) => {
-                for reply in replies_of(&data, true) {
-                    if let Some(push) = reply.push {
-                        break 'read push;
-                    }
-                }
-            }
-            Received::Closed { code, .. } => panic!("protobuf client closed: {code}"),
-        }
-    };
-    assert_eq!(&frame.r#pub.unwrap().data[..], &[0xde, 0xad, 0xbe, 0xef]);
 }

@@ -112,6 +112,11 @@ impl Session {
     }
 
     pub(super) async fn history(&mut self, id: u32, req: pb::HistoryRequest) -> Outcome {
+        if let Ok(options) = self.front.node.channel_options(&req.channel) {
+            if let Err(code) = self.readable(options) {
+                return error_reply(id, code);
+            }
+        }
         if let Err(code) = self.may_read(&req.channel, Read::History) {
             return error_reply(id, code);
         }

@@ -47,7 +47,7 @@ pub fn goodbye(d: &Disconnect) -> Goodbye {
 /// The reply error for a failed channel operation.
 pub fn error_code(e: ChannelError) -> ErrorCode {
     match e {
-        ChannelError::Invalid => ErrorCode::BAD_REQUEST,
+        ChannelError::Invalid | ChannelError::NotJson => ErrorCode::BAD_REQUEST,
         ChannelError::Unknown => ErrorCode::UNKNOWN_CHANNEL,
         ChannelError::NotAvailable => ErrorCode::NOT_AVAILABLE,
         ChannelError::AlreadySubscribed => ErrorCode::ALREADY_SUBSCRIBED,

@@ -59,6 +59,7 @@ impl Session {
             .channel_options(&req.channel)
             .map_err(error_code)?
             .clone();
+        self.readable(&options)?;
         self.subs
             .admit(&self.front.node, &req.channel)
             .map_err(error_code)?;
@@ -163,6 +164,14 @@ impl Session {
         }
         let member = member!(self);
         self.subs.go_live(&member, live).await;
+    }
+
+    /// Refuses a JSON connection a namespace whose data may be any bytes.
+    pub(super) fn readable(&self, options: &NamespaceOptions) -> Result<(), ErrorCode> {
+        if options.binary_data && !self.encoding.is_binary() {
+            return Err(ErrorCode::NOT_AVAILABLE);
+        }
+        Ok(())
     }
 
     /// Returns the channel info and expiry a subscription token grants, or refuses.

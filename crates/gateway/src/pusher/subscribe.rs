@@ -219,7 +219,7 @@ fn channel_refusal(e: ChannelError) -> Refused {
         ChannelError::AlreadySubscribed => {
             Refused("AlreadySubscribed", "Already subscribed".into(), 400)
         }
-        ChannelError::Invalid | ChannelError::Unknown => {
+        ChannelError::Invalid | ChannelError::Unknown | ChannelError::NotJson => {
             Refused("InvalidChannel", "Invalid channel".into(), 400)
         }
         ChannelError::NotAvailable | ChannelError::Unrecoverable | ChannelError::Internal => {

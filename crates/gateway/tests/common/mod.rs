@@ -91,6 +91,13 @@ pub fn config() -> Config {
                 },
             },
             Namespace {
+                name: "binary".into(),
+                options: NamespaceOptions {
+                    binary_data: true,
+                    ..open_namespace()
+                },
+            },
+            Namespace {
                 name: "readonly".into(),
                 options: NamespaceOptions {
                     allow_publish_for_client: false,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -56,9 +57,15 @@ fn info_json(info: &ClientInfo) -> Value {
 }
 
 fn publication_json(p: &Publication) -> Value {
-    let data: Value = serde_json::from_slice(&p.data)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.data).into_owned()));
-    let mut v = json!({ "data": data, "offset": p.offset });
+    // Data is JSON except in `binary_data` namespaces: there it goes as base64,
+    // as the API takes it (`b64data`).
+    let mut v = match serde_json::from_slice::<Value>(&p.data) {
+        Ok(data) => json!({ "data": data, "offset": p.offset }),
+        Err(_) => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&p.data);
+            json!({ "b64data": b64, "offset": p.offset })
+        }
+    };
     if let Some(info) = &p.info {
         v["info"] = info_json(info);
     }
