@@ -65,6 +65,10 @@ pub struct NatsConfig {
     pub prefix: String,
     /// Longest wait for a publish acknowledgement.
     pub publish_timeout: Duration,
+    /// How often the server is asked for a round trip; one not answered within
+    /// this long marks NATS unresponsive (a hung or partitioned server keeps its
+    /// socket open and says nothing) until one is answered again.
+    pub probe_interval: Duration,
 }
 
 impl Default for NatsConfig {
@@ -75,6 +79,7 @@ impl Default for NatsConfig {
             storage: Storage::File,
             prefix: "sb".into(),
             publish_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(2),
         }
     }
 }
@@ -105,11 +110,57 @@ pub(crate) struct Shared {
     streams: streams::Streams,
     sink: OnceLock<Arc<dyn EventSink>>,
     reconnects: watch::Receiver<u64>,
+    /// The last probe was answered in time (see [`NatsConfig::probe_interval`]).
+    responsive: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     fn sink(&self) -> Option<&Arc<dyn EventSink>> {
         self.sink.get()
+    }
+
+    fn is_responsive(&self) -> bool {
+        self.responsive.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Returns once the server has processed everything this connection sent
+    /// before: a request nobody answers comes back "no responders" from the
+    /// server itself, after it handled what came first on the connection.
+    /// (`Client::flush` only writes to the socket.)
+    async fn round_trip(&self, prefix: &str, timeout: Duration) -> Result<(), BrokerError> {
+        let request = self.client.request(format!("{prefix}.sync"), Bytes::new());
+        match tokio::time::timeout(timeout, request).await {
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(BrokerError::Unconfirmed(
+                "NATS did not answer in time".into(),
+            )),
+        }
+    }
+}
+
+/// Asks the server for a round trip every `interval` while the broker lives,
+/// and keeps [`Shared::responsive`] (and `switchboard_nats_responsive`) to what
+/// the last one found.
+async fn probe(shared: std::sync::Weak<Shared>, prefix: String, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let answered = shared.round_trip(&prefix, interval).await.is_ok();
+        let was = shared
+            .responsive
+            .swap(answered, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("switchboard_nats_responsive").set(if answered { 1.0 } else { 0.0 });
+        match (was, answered) {
+            (true, false) => tracing::warn!("NATS does not answer; refusing work until it does"),
+            (false, true) => tracing::info!("NATS answers again"),
+            _ => {}
+        }
     }
 }
 
@@ -177,7 +228,8 @@ impl NatsBroker {
             })
             .collect::<Vec<_>>();
         let streams = streams::Streams::ensure(&js, &subjects, &config, &wanted).await?;
-        Ok(Arc::new(NatsBroker {
+        metrics::gauge!("switchboard_nats_responsive").set(1.0);
+        let broker = Arc::new(NatsBroker {
             shared: Arc::new(Shared {
                 client,
                 js,
@@ -185,11 +237,18 @@ impl NatsBroker {
                 streams,
                 sink: OnceLock::new(),
                 reconnects,
+                responsive: std::sync::atomic::AtomicBool::new(true),
             }),
             config,
             listeners: Mutex::new(HashMap::new()),
             non_empty: Mutex::new(HashSet::new()),
-        }))
+        });
+        tokio::spawn(probe(
+            Arc::downgrade(&broker.shared),
+            broker.config.prefix.clone(),
+            broker.config.probe_interval,
+        ));
+        Ok(broker)
     }
 
     /// The JetStream context of this broker's connection, for presence.
@@ -199,7 +258,10 @@ impl NatsBroker {
 
     fn check_connected(&self) -> Result<(), BrokerError> {
         match self.shared.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
+            async_nats::connection::State::Connected if self.shared.is_responsive() => Ok(()),
+            async_nats::connection::State::Connected => Err(BrokerError::Unavailable(
+                "NATS does not answer (hung or partitioned)".into(),
+            )),
             state => Err(BrokerError::Unavailable(format!("NATS is {state:?}"))),
         }
     }
@@ -239,7 +301,11 @@ impl NatsBroker {
             metrics::histogram!("switchboard_broker_publish_seconds")
                 .record(started.elapsed().as_secs_f64());
             match result {
-                Err(_) => return Err(unavailable("publish not acknowledged in time")),
+                Err(_) => {
+                    return Err(BrokerError::Unconfirmed(
+                        "publish not acknowledged in time".into(),
+                    ))
+                }
                 Ok(Ok(ack)) => {
                     self.remember_non_empty(channel);
                     let epoch = self
@@ -271,23 +337,14 @@ impl NatsBroker {
         known.insert(channel.to_owned());
     }
 
-    /// Returns once the server has processed everything this connection sent
-    /// before: a request nobody answers comes back "no responders" from the
-    /// server itself, after it handled what came first on the connection.
-    /// (`Client::flush` only writes to the socket.) So a publication accepted
-    /// here, as a stored one acknowledged, is ordered before any publication
-    /// accepted later, through any gateway.
+    /// Returns once the server has processed this connection's earlier
+    /// messages ([`Shared::round_trip`]), so that a publication accepted here, as
+    /// a stored one acknowledged, is ordered before any publication accepted
+    /// later, through any gateway.
     async fn confirm(&self) -> Result<(), BrokerError> {
-        let subject = format!("{}.sync", self.config.prefix);
-        let request = self.shared.client.request(subject, Bytes::new());
-        match tokio::time::timeout(self.config.publish_timeout, request).await {
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(BrokerError::Unavailable(
-                "NATS did not confirm the publish in time".into(),
-            )),
-        }
+        self.shared
+            .round_trip(&self.config.prefix, self.config.publish_timeout)
+            .await
     }
 
     async fn publish_live(&self, channel: &str, body: Bytes) -> Result<(), BrokerError> {

@@ -87,6 +87,10 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("broker error: {0}")]
     Internal(String),
+    /// A publish the broker did not confirm in time: it may or may not have
+    /// taken effect. Retrying with the same idempotency key is safe.
+    #[error("publish not confirmed: {0}")]
+    Unconfirmed(String),
 }
 
 #[async_trait]

@@ -317,6 +317,9 @@ pub enum ChannelError {
     AlreadySubscribed,
     #[error("limit exceeded")]
     LimitExceeded,
+    /// The broker did not confirm a publish in time: it may have been made.
+    #[error("not confirmed")]
+    Unconfirmed,
     /// Data that is not JSON, in a namespace without `binary_data`.
     #[error("data is not JSON")]
     NotJson,
@@ -332,6 +335,10 @@ impl From<BrokerError> for ChannelError {
     fn from(error: BrokerError) -> ChannelError {
         match error {
             BrokerError::Unrecoverable => ChannelError::Unrecoverable,
+            BrokerError::Unconfirmed(e) => {
+                tracing::warn!(error = %e, "publish not confirmed");
+                ChannelError::Unconfirmed
+            }
             BrokerError::Unavailable(e) | BrokerError::Internal(e) => {
                 tracing::warn!(error = %e, "broker call failed");
                 ChannelError::Internal

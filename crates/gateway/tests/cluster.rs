@@ -486,6 +486,36 @@ async fn without_nats_readiness_turns_false_and_publishes_fail_fast() {
     assert_eq!(c.next_pub("outage").await["data"], json!(2));
 }
 
+/// A hung NATS (SIGSTOP: socket open, silent) turns readiness false, refuses new
+/// WebSockets and fails publishes at once, instead of leaving /readyz at 200 and
+/// every call waiting out its timeout (issue 17 defect 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_nats_turns_readiness_false_and_publishes_fail_fast() {
+    let nats = NatsServer::start();
+    let gw = Gateway::cluster(config(), &nats.url()).await;
+    let mut c = gw.connected().await;
+    c.subscribe(json!({"channel": "hung"})).await;
+    nats.freeze();
+    eventually("readyz false", PATIENCE, async || {
+        get(gw.addr, "/readyz").await.0 == 503
+    })
+    .await;
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        gw.api().call("publish", json!({"channel": "hung", "data": 1})),
+    )
+    .await
+    .expect("answered without waiting on NATS");
+    assert_eq!((status, body["error"]["code"].clone()), (200, json!(100)), "{body}");
+    let refused = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let upgrade = ws_handshake(gw.addr, refused, "").await;
+    assert!(upgrade.is_err(), "a WebSocket accepted while NATS hangs");
+    nats.thaw();
+    eventually("ready again", PATIENCE, async || gw.node.is_ready()).await;
+    gw.api().publish("hung", json!(2)).await;
+    assert_eq!(c.next_pub("hung").await["data"], json!(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_publish_is_stored_once_whichever_gateway_takes_it() {
     let nats = NatsServer::start();

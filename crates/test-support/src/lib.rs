@@ -149,10 +149,32 @@ impl NatsServer {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Freezes the process (SIGSTOP): its sockets stay open and say nothing, as
+    /// a hung or partitioned server's do.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("a running server");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        // SIGKILL ends a frozen process too.
         self.kill();
     }
 }

@@ -54,6 +54,7 @@ pub fn error_code(e: ChannelError) -> ErrorCode {
         ChannelError::LimitExceeded => ErrorCode::LIMIT_EXCEEDED,
         ChannelError::Unrecoverable => ErrorCode::UNRECOVERABLE_POSITION,
         ChannelError::Internal => ErrorCode::INTERNAL,
+        ChannelError::Unconfirmed => ErrorCode::UNCONFIRMED,
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use switchboard_core::{now_micros, PresenceStore, PublishOptions};
+use switchboard_core::{now_micros, BrokerError, PresenceStore, PublishOptions};
 use switchboard_protocol::pusher::auth::{self, ApiAuthError};
 use switchboard_protocol::pusher::channel::Kind;
 
@@ -241,16 +241,26 @@ async fn publish(node: &Node, event: &Event, channels: &[Located]) -> Result<(),
             tags: BTreeMap::from([(EVENT_TAG.to_owned(), event.name.clone())]),
             ..Default::default()
         };
-        if let Err(e) = node
+        let published = node
             .broker
             .publish(&channel.internal, data.clone(), None, &publish)
-            .await
-        {
-            tracing::warn!(channel = channel.internal, error = %e, "Pusher event not published");
-            return Err(fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the event could not be published; try again",
-            ));
+            .await;
+        match published {
+            Ok(_) => {}
+            Err(BrokerError::Unconfirmed(e)) => {
+                tracing::warn!(channel = channel.internal, error = %e, "Pusher event not confirmed");
+                return Err(fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the event was not confirmed in time: it may have been published",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(channel = channel.internal, error = %e, "Pusher event not published");
+                return Err(fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the event could not be published; try again",
+                ));
+            }
         }
     }
     Ok(())

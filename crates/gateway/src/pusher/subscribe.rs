@@ -222,12 +222,13 @@ fn channel_refusal(e: ChannelError) -> Refused {
         ChannelError::Invalid | ChannelError::Unknown | ChannelError::NotJson => {
             Refused("InvalidChannel", "Invalid channel".into(), 400)
         }
-        ChannelError::NotAvailable | ChannelError::Unrecoverable | ChannelError::Internal => {
-            Refused(
-                "ServerError",
-                "The channel cannot be subscribed now; try again".into(),
-                503,
-            )
-        }
+        ChannelError::NotAvailable
+        | ChannelError::Unrecoverable
+        | ChannelError::Internal
+        | ChannelError::Unconfirmed => Refused(
+            "ServerError",
+            "The channel cannot be subscribed now; try again".into(),
+            503,
+        ),
     }
 }

@@ -34,6 +34,9 @@ error_codes! {
     EXPIRED = 110, "expired", false;
     TOO_MANY_REQUESTS = 111, "too many requests", true;
     UNRECOVERABLE_POSITION = 112, "unrecoverable position", false;
+    // Switchboard's words for one case of 100 (internal, temporary): a publish
+    // may have been made; the same idempotency key makes a retry safe.
+    UNCONFIRMED = 100, "publish not confirmed in time: it may have been made; retry with the same idempotency_key", true;
 }
 
 /// Unsubscribe push code: the server ended the subscription, do not resubscribe.
