@@ -344,6 +344,64 @@ def seeds():
                            b"caf\xc3\xa9", b"x" * 255]):
         write("channel_subject", f"{i:02}", s)
 
+    pusher_seeds()
+
+
+def pusher_seeds():
+    """The Pusher targets: messages as pusher-js sends them, API requests as the
+    server SDKs make them."""
+    channel_data = compact({"user_id": "1", "user_info": {"name": "Ann"}}).decode()
+    user_data = compact({"id": "42", "user_info": {"name": "Ann"}}).decode()
+    messages = [
+        {"event": "pusher:ping", "data": {}},
+        {"event": "pusher:subscribe", "data": {"channel": "orders"}},
+        {"event": "pusher:subscribe", "data": {"channel": "private-orders"}},
+        {"event": "pusher:subscribe", "data": {"channel": "presence-room",
+                                                "channel_data": channel_data}},
+        {"event": "pusher:subscribe", "data": {"channel": "cache-prices"}},
+        {"event": "pusher:subscribe", "data": {"channel": "private-encrypted-x"}},
+        {"event": "pusher:signin", "data": {"user_data": user_data}},
+        {"event": "pusher:subscribe", "data": {"channel": "#server-to-user-42"}},
+        {"event": "client-typing", "channel": "presence-room", "data": {"typing": True}},
+        {"event": "client-x", "channel": "private-orders", "data": "text"},
+        {"event": "client-x", "channel": "orders", "data": {}},
+        {"event": "pusher:unsubscribe", "data": {"channel": "presence-room"}},
+        {"event": "pusher:pong", "data": {}},
+        {"event": "pusher:subscribe", "data": '{"channel":"as-a-string"}'},
+    ]
+    encoded = [compact(m) for m in messages]
+    for i, m in enumerate(encoded):
+        write("pusher_events", f"{i:02}", m)
+    write("pusher_events", "channel-data", channel_data.encode())
+    write("pusher_events", "user-data", user_data.encode())
+    write("pusher_events", "numeric-user", b'{"user_id":10,"user_info":null}')
+    # pusher_session: bit 0 clear, masked frames; set, NUL-separated messages signed here.
+    write("pusher_session", "frames", bytes([0]) + b"".join(frame(m) for m in encoded))
+    write("pusher_session", "signed", bytes([1]) + b"\0".join(encoded))
+    write("pusher_session", "signed-presence-twice",
+          bytes([1]) + b"\0".join([encoded[3], encoded[3], encoded[8], encoded[11]]))
+    # pusher_api: bit 0 signed here, bit 1 POST; path NUL query NUL body.
+    GET, POST, SIGNED = 0, 2, 1
+    event = {"name": "order.shipped", "channels": ["orders", "presence-room"],
+             "data": compact({"id": 1}).decode(), "socket_id": "1234.1234",
+             "info": "subscription_count,user_count"}
+    requests = [
+        (POST | SIGNED, "events", "", compact(event)),
+        (POST | SIGNED, "batch_events", "",
+         compact({"batch": [{"name": "a", "channel": "cache-x", "data": "1"},
+                            {"name": "b", "channel": "orders", "data": "2",
+                             "info": "subscription_count"}]})),
+        (GET | SIGNED, "channels", "filter_by_prefix=presence-&info=user_count", b""),
+        (GET | SIGNED, "channels/presence-room", "info=subscription_count,user_count", b""),
+        (GET | SIGNED, "channels/presence-room/users", "", b""),
+        (POST | SIGNED, "users/42/terminate_connections", "", b"{}"),
+        (POST, "events", "auth_key=fuzz-key&auth_timestamp=1&auth_version=1.0"
+         "&auth_signature=00", compact(event)),
+    ]
+    for i, (selector, path, query, body) in enumerate(requests):
+        write("pusher_api", f"{i:02}", bytes([selector]) + path.encode() + b"\0"
+              + query.encode() + b"\0" + body)
+
 
 def pb_command_frame(c):
     if isinstance(c, list):

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use fastwebsockets::OpCode;
 use libfuzzer_sys::fuzz_target;
-use switchboard_core::queue::{Batch, Outbound};
+use switchboard_core::queue::Outbound;
 use switchboard_fuzz::{signed_token, HS256_HEADER};
 use switchboard_gateway::centrifugo::session::Session;
 use switchboard_gateway::centrifugo::Centrifugo;
@@ -96,19 +96,11 @@ fuzz_target!(|input: &[u8]| {
 /// Takes what the session queued and checks that a client can read it; false
 /// once the connection is to be closed.
 fn drain(encoding: Encoding, outbound: &Outbound) -> bool {
-    let mut records = Vec::new();
-    loop {
-        match outbound.try_batch(&mut records) {
-            None => return true,
-            Some(Batch::Close(_)) => return false,
-            Some(Batch::Records) => {}
+    switchboard_fuzz::drain(outbound, |data| {
+        if let Err(e) = encoding.decode_reply(data) {
+            panic!("the session queued a record a client cannot read: {e}");
         }
-        for record in records.drain(..) {
-            if let Err(e) = encoding.decode_reply(&record.data) {
-                panic!("the session queued a record a client cannot read: {e}");
-            }
-        }
-    }
+    })
 }
 
 /// The connect command a centrifuge-js client sends with `token`.

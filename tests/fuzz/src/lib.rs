@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use switchboard_core::namespace::{Namespace, NamespaceOptions, Namespaces};
-use switchboard_gateway::config::Config;
+use switchboard_core::queue::{Batch, Outbound};
+use switchboard_gateway::config::{Config, PusherApp};
 use switchboard_gateway::node::Node;
 use switchboard_protocol::centrifugo::Encoding;
 
@@ -22,6 +23,11 @@ pub fn encoding(selector: u8) -> Encoding {
         Encoding::Protobuf
     }
 }
+
+/// The Pusher app of the targets (client events on, small presence rooms).
+pub const PUSHER_ID: &str = "fuzz-app";
+pub const PUSHER_KEY: &str = "fuzz-key";
+pub const PUSHER_SECRET: &str = "fuzz-pusher-secret";
 
 /// The HMAC secret of the targets' tokens (seed tokens are signed with it).
 pub const SECRET: &str = "fuzz-secret";
@@ -61,7 +67,8 @@ fn open() -> NamespaceOptions {
 }
 
 /// Anonymous connects allowed, HS256 tokens with [`SECRET`], an open default
-/// namespace, `chat:` per user, `locked:` needing subscription tokens.
+/// namespace, `chat:` per user, `locked:` needing subscription tokens, and the
+/// Pusher app [`PUSHER_ID`].
 pub fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
@@ -94,8 +101,32 @@ pub fn config() -> &'static Config {
             ],
         )
         .expect("valid namespaces");
+        let mut app = PusherApp::new(PUSHER_ID, PUSHER_KEY, PUSHER_SECRET);
+        app.enable_client_events = true;
+        app.max_presence_members = 3;
+        app.max_event_bytes = 1024;
+        c.pusher_apps = vec![app];
+        switchboard_gateway::config::pusher::register(&c.pusher_apps, &mut c.namespaces)
+            .expect("a valid app");
         c
     })
+}
+
+/// Takes everything a session queued and hands each record to `check` (which
+/// panics on one a client could not read); false once the connection is to be
+/// closed.
+pub fn drain(outbound: &Outbound, check: impl Fn(&[u8])) -> bool {
+    let mut records = Vec::new();
+    loop {
+        match outbound.try_batch(&mut records) {
+            None => return true,
+            Some(Batch::Close(_)) => return false,
+            Some(Batch::Records) => {}
+        }
+        for record in records.drain(..) {
+            check(&record.data);
+        }
+    }
 }
 
 /// Runs `f` on a fresh standalone node in a runtime of its own; the runtime's
