@@ -3,6 +3,7 @@
 //! the core's words ([`ChannelError`]) that each protocol maps to its codes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +56,8 @@ pub struct Node {
     ready: AtomicBool,
     draining: AtomicBool,
     connections: AtomicUsize,
+    /// Connections not authenticated yet: in all, and per IP address.
+    unauthenticated: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
     started: Instant,
 }
 
@@ -81,6 +84,7 @@ impl Node {
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            unauthenticated: Default::default(),
             started: Instant::now(),
         })
     }
@@ -176,6 +180,39 @@ impl Node {
         })
     }
 
+    /// Counts a connection as not authenticated yet, or refuses it (with the
+    /// reason, for metrics) when the node holds as many as it may, in all or
+    /// from `address`. The slot is given back when dropped: on authentication or
+    /// at the end of the connection.
+    pub fn try_acquire_unauthenticated(
+        self: &Arc<Self>,
+        address: Option<IpAddr>,
+    ) -> Result<UnauthenticatedSlot, &'static str> {
+        let limits = &self.config.limits;
+        let mut held = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if held.0 >= limits.max_unauthenticated {
+            return Err("unauthenticated_limit");
+        }
+        let per_address = limits.max_unauthenticated_per_address;
+        let address = address.filter(|_| per_address > 0);
+        if let Some(ip) = address {
+            let n = held.1.entry(ip).or_default();
+            if *n >= per_address {
+                return Err("unauthenticated_per_address");
+            }
+            *n += 1;
+        }
+        held.0 += 1;
+        metrics::gauge!("switchboard_unauthenticated_connections").set(held.0 as f64);
+        Ok(UnauthenticatedSlot {
+            node: self.clone(),
+            address,
+        })
+    }
+
     /// Checks a channel name and finds its namespace's options.
     pub fn channel_options(&self, name: &str) -> Result<&NamespaceOptions, ChannelError> {
         channel::validate(name, self.config.limits.max_channel_length)
@@ -245,6 +282,32 @@ impl Node {
             return Err(ChannelError::NotAvailable);
         }
         Ok(self.presence.stats(channel).await?)
+    }
+}
+
+/// A connection counted as not authenticated yet; released on drop.
+pub struct UnauthenticatedSlot {
+    node: Arc<Node>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .node
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(ip) = self.address {
+            if let Some(n) = held.1.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    held.1.remove(&ip);
+                }
+            }
+        }
+        metrics::gauge!("switchboard_unauthenticated_connections").set(held.0 as f64);
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection::identity::Peer;
 use crate::http::Routes;
 use crate::node::Node;
 
@@ -83,7 +84,7 @@ async fn accept_until(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let Ok(permit) = http.clone().try_acquire_owned() else {
                         metrics::counter!("switchboard_connections_refused_total", "reason" => "http_connection_limit").increment(1);
@@ -96,9 +97,9 @@ async fn accept_until(
                     node.tasks.clone().spawn(async move {
                         let _pending = Pending::new(permit);
                         match tls {
-                            None => serve_http(routes, stream).await,
+                            None => serve_http(routes, stream, peer).await,
                             Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_http(routes, stream).await,
+                                Ok(Ok(stream)) => serve_http(routes, stream, peer).await,
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             },
@@ -156,13 +157,16 @@ pub async fn drain(node: &Node) {
     node.cluster.leave().await;
 }
 
-async fn serve_http<S>(routes: Arc<Routes>, stream: S)
+async fn serve_http<S>(routes: Arc<Routes>, stream: S, peer: std::net::SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let drain = routes.node.drain.clone();
     let header_timeout = routes.node.config.limits.http_header_timeout;
-    let service = service_fn(move |req| crate::http::route(routes.clone(), req));
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        crate::http::route(routes.clone(), req)
+    });
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -502,11 +502,16 @@ async fn a_hung_nats_turns_readiness_false_and_publishes_fail_fast() {
     .await;
     let (status, body) = tokio::time::timeout(
         std::time::Duration::from_secs(1),
-        gw.api().call("publish", json!({"channel": "hung", "data": 1})),
+        gw.api()
+            .call("publish", json!({"channel": "hung", "data": 1})),
     )
     .await
     .expect("answered without waiting on NATS");
-    assert_eq!((status, body["error"]["code"].clone()), (200, json!(100)), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (200, json!(100)),
+        "{body}"
+    );
     let refused = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let upgrade = ws_handshake(gw.addr, refused, "").await;
     assert!(upgrade.is_err(), "a WebSocket accepted while NATS hangs");

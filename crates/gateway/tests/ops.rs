@@ -311,3 +311,62 @@ async fn http_connections_beyond_the_cap_are_closed_at_accept() {
         "{metrics}"
     );
 }
+
+/// Opens a WebSocket without authenticating; `Err` when the upgrade is refused.
+async fn unauthenticated(gw: &Gateway) -> Result<Client, fastwebsockets::WebSocketError> {
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    ws_handshake(gw.addr, stream, "")
+        .await
+        .map(|ws| Client::from_ws(ws, false))
+}
+
+/// Sockets that never authenticate hold at most their own quota, so that
+/// authenticated clients keep their slots (issue 17 defect 9).
+#[tokio::test]
+async fn connections_waiting_to_authenticate_have_a_quota_of_their_own() {
+    let mut cfg = config();
+    cfg.limits.max_unauthenticated = 2;
+    let gw = Gateway::start(cfg).await;
+    let _idle = [
+        unauthenticated(&gw).await.unwrap(),
+        unauthenticated(&gw).await.unwrap(),
+    ];
+    assert!(
+        unauthenticated(&gw).await.is_err(),
+        "a third waiting socket was taken"
+    );
+    // Authenticated connections are not counted: one more connects and subscribes.
+    drop(_idle);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut c = loop {
+        if let Ok(c) = unauthenticated(&gw).await {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    c.connect(json!({})).await;
+    let _second = unauthenticated(&gw).await.unwrap();
+    let _third = unauthenticated(&gw).await.unwrap();
+    assert!(unauthenticated(&gw).await.is_err());
+    let (_, metrics) = get(gw.addr, "/metrics").await;
+    assert!(
+        metrics.contains("switchboard_connections_refused_total{reason=\"unauthenticated_limit\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_quota_per_address_holds_where_the_gateway_sees_addresses() {
+    let mut cfg = config();
+    cfg.limits.max_unauthenticated_per_address = 1;
+    let gw = Gateway::start(cfg).await;
+    let _first = unauthenticated(&gw).await.unwrap();
+    assert!(
+        unauthenticated(&gw).await.is_err(),
+        "a second socket from 127.0.0.1"
+    );
+}

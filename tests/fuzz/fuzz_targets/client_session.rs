@@ -47,7 +47,7 @@ fuzz_target!(|input: &[u8]| {
         let limits = &node.config.limits;
         let outbound = Arc::new(Outbound::new(limits.max_queue_bytes));
         let mailbox = Arc::new(Mailbox::default());
-        let mut session = Session::new(front, encoding, outbound.clone(), mailbox);
+        let mut session = Session::new(front, encoding, outbound.clone(), mailbox, None);
 
         let mut reader = FrameReader::new(limits.max_frame_bytes);
         let mut events = Vec::new();

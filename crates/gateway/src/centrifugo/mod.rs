@@ -35,7 +35,7 @@ mod subscribe;
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use switchboard_core::hub::FormatId;
 use switchboard_protocol::centrifugo::codec::{JSON_SUBPROTOCOL, PROTOBUF_SUBPROTOCOL};
@@ -43,8 +43,9 @@ use switchboard_protocol::centrifugo::Encoding;
 
 pub use commands::history_query;
 
+use crate::connection::identity::Peer;
 use crate::node::Node;
-use crate::response::Body;
+use crate::response::{text, Body};
 use crate::transport::ws::upgrade::{offered_subprotocols, upgrade};
 use auth::{KeyError, Verifier};
 use encode::CentrifugeEncoder;
@@ -96,12 +97,37 @@ impl Centrifugo {
             Encoding::Json => JSON_SUBPROTOCOL,
         };
         let subprotocol = offered.iter().any(|p| p == chosen).then_some(chosen);
+        let address = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        if fastwebsockets::upgrade::is_upgrade_request(&req) {
+            // Only for what would be upgraded: a plain GET is answered 400 below.
+            match self.node.try_acquire_unauthenticated(address) {
+                Ok(slot) => {
+                    let front = self.clone();
+                    return upgrade(
+                        self.node.clone(),
+                        req,
+                        subprotocol,
+                        move |outbound, mailbox| {
+                            Session::new(front, encoding, outbound, mailbox, Some(slot))
+                        },
+                    );
+                }
+                Err(reason) => {
+                    metrics::counter!("switchboard_connections_refused_total", "reason" => reason)
+                        .increment(1);
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many connections waiting to authenticate\n",
+                    );
+                }
+            }
+        }
         let front = self.clone();
         upgrade(
             self.node.clone(),
             req,
             subprotocol,
-            move |outbound, mailbox| Session::new(front, encoding, outbound, mailbox),
+            move |outbound, mailbox| Session::new(front, encoding, outbound, mailbox, None),
         )
     }
 }

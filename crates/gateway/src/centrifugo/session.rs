@@ -22,6 +22,7 @@ use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
 use crate::connection::subscriptions::Subscriptions;
 use crate::connection::{Framing, Goodbye};
+use crate::node::UnauthenticatedSlot;
 use crate::registry::{ConnHandle, Control, Mailbox};
 
 /// A far-away instant for "no deadline".
@@ -61,6 +62,8 @@ pub struct Session {
     rate: CommandRate,
     opened: Instant,
     pong_deadline: Option<Instant>,
+    /// Counted as not authenticated until the connect command succeeds.
+    unauthenticated: Option<UnauthenticatedSlot>,
 }
 
 /// What a command handler returns: the reply to send, or a disconnect.
@@ -120,6 +123,7 @@ impl Session {
         encoding: Encoding,
         outbound: Arc<Outbound>,
         mailbox: Arc<Mailbox>,
+        unauthenticated: Option<UnauthenticatedSlot>,
     ) -> Session {
         let rate = front.node.config.limits.max_commands_per_second;
         Session {
@@ -134,6 +138,7 @@ impl Session {
             rate: CommandRate::new(rate),
             opened: Instant::now(),
             pong_deadline: None,
+            unauthenticated,
         }
     }
 
@@ -280,6 +285,7 @@ impl Session {
         self.identity.user = user.clone();
         self.identity.conn_info = conn_info;
         self.connected = Some(expires_at.map(instant_of));
+        self.unauthenticated = None;
         self.front.node.registry.add(
             self.identity.client.clone(),
             ConnHandle {

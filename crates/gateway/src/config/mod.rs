@@ -30,6 +30,10 @@ const MIN_NODE_TTL_SECS: u64 = 3;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections not authenticated yet, held at once.
+    pub max_unauthenticated: usize,
+    /// Connections not authenticated yet from one IP address; 0: no limit.
+    pub max_unauthenticated_per_address: usize,
     pub max_frame_bytes: usize,
     pub max_channels_per_connection: usize,
     pub max_commands_per_second: u32,
@@ -216,6 +220,11 @@ impl Config {
             tls,
             limits: Limits {
                 max_connections: defaulted(o.max_connections),
+                max_unauthenticated: match defaulted(o.max_unauthenticated_connections) {
+                    0 => (defaulted::<usize>(o.max_connections) / 10).max(1),
+                    n => n,
+                },
+                max_unauthenticated_per_address: defaulted(o.max_unauthenticated_per_address),
                 max_frame_bytes: defaulted(o.max_frame_bytes),
                 max_channels_per_connection: defaulted(o.max_channels_per_connection),
                 max_commands_per_second: defaulted(o.max_commands_per_second),

@@ -90,6 +90,16 @@ switchboard_options::layered! {
         /// Client connections this node accepts at once.
         #[arg(long, default_value = "100000")]
         pub max_connections: Option<usize>,
+        /// Of those, connections not authenticated yet (Centrifugo connections before their
+        /// connect command succeeds) held at once, so that sockets that never authenticate
+        /// cannot take every slot; 0: a tenth of --max-connections.
+        #[arg(long, default_value = "0")]
+        pub max_unauthenticated_connections: Option<usize>,
+        /// Connections not authenticated yet from one IP address; 0: no limit per address.
+        /// Only useful where the gateway sees clients' addresses (not behind a proxy that
+        /// hides them).
+        #[arg(long, default_value = "0")]
+        pub max_unauthenticated_per_address: Option<usize>,
         /// Largest WebSocket message a client may send, in bytes.
         #[arg(long, default_value = "65536")]
         pub max_frame_bytes: Option<usize>,

@@ -38,6 +38,11 @@ impl Identity {
     }
 }
 
+/// The address a connection comes from, as the gateway sees it (a proxy's,
+/// behind one); the server puts it in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 impl Default for Identity {
     fn default() -> Identity {
         Identity::new()
