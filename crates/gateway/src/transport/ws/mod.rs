@@ -21,6 +21,7 @@ pub mod writer;
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::OpCode;
+use futures::FutureExt as _;
 use switchboard_core::queue::Outbound;
 use switchboard_core::Disconnect;
 use tokio::sync::futures::Notified;
@@ -145,7 +147,14 @@ pub async fn serve<S, F>(
         let requests = mailbox.take();
         if !requests.is_empty() {
             for request in requests {
-                Box::pin(session.on_control(request)).await;
+                let control = AssertUnwindSafe(session.on_control(request)).catch_unwind();
+                if Box::pin(control).await.is_err() {
+                    end = Some(End::Disconnect(panicked("a control request")));
+                    break;
+                }
+            }
+            if let Some(end) = end.take() {
+                break end;
             }
             session_deadline = session.deadline();
         }
@@ -188,12 +197,14 @@ pub async fn serve<S, F>(
                 } else {
                     if now >= next_ping {
                         next_ping = now + ping_interval;
-                        if let Err(d) = session.on_ping_tick() {
+                        let ticked = catch_unwind(AssertUnwindSafe(|| session.on_ping_tick()));
+                        if let Err(d) = ticked.unwrap_or_else(|_| Err(panicked("a ping"))) {
                             end = Some(End::Disconnect(d));
                         }
                     }
                     if end.is_none() && now >= session_deadline {
-                        if let Err(d) = session.on_deadline() {
+                        let fired = catch_unwind(AssertUnwindSafe(|| session.on_deadline()));
+                        if let Err(d) = fired.unwrap_or_else(|_| Err(panicked("a deadline"))) {
                             end = Some(End::Disconnect(d));
                         }
                     }
@@ -294,6 +305,15 @@ async fn linger(io: &mut Socket, reader: &mut FrameReader) {
     }
 }
 
+/// The disconnect of a connection whose session panicked on `what` (a bug: the
+/// panic message is in the log). The connection still leaves its channels and
+/// the node.
+fn panicked(what: &str) -> Disconnect {
+    metrics::counter!("switchboard_session_panics_total").increment(1);
+    tracing::error!("a session panicked on {what}; closing the connection");
+    Disconnect::SERVER_ERROR
+}
+
 fn violation(e: FrameError) -> Disconnect {
     tracing::debug!(error = %e, "refused a client frame");
     match e {
@@ -357,7 +377,16 @@ async fn run_message<'q, S: Session>(
 ) -> Result<(), Disconnect> {
     // Boxed: command handling (subscribe, recovery, broker calls) is a large
     // state machine that would otherwise sit inline in every idle connection.
-    let command = Box::pin(session.on_message(data, binary));
+    // A panic in it ends the connection, not the task: its clean-up still runs.
+    let command = Box::pin(async {
+        match AssertUnwindSafe(session.on_message(data, binary))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(panicked("a message")),
+        }
+    });
     tokio::pin!(command);
     let mut failed = false;
     loop {
@@ -371,5 +400,92 @@ async fn run_message<'q, S: Session>(
             Ok(Flow::Open) => {}
             Ok(Flow::Closed) | Err(_) => failed = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::connection::{Framing, Goodbye};
+    use crate::registry::Control;
+
+    /// A session that panics on every message and records its clean-up.
+    struct Panicking(Arc<AtomicBool>);
+
+    impl Session for Panicking {
+        fn id(&self) -> &str {
+            "panicking"
+        }
+        fn framing(&self) -> &'static Framing {
+            &Framing {
+                binary: false,
+                join: None,
+            }
+        }
+        async fn on_message(&mut self, _: Bytes, _: bool) -> Result<(), Disconnect> {
+            panic!("a bug in a session");
+        }
+        async fn on_control(&mut self, _: Control) {}
+        fn deadline(&self) -> Instant {
+            Instant::now() + Duration::from_secs(3600)
+        }
+        fn on_deadline(&mut self) -> Result<(), Disconnect> {
+            Ok(())
+        }
+        fn on_ping_tick(&mut self) -> Result<(), Disconnect> {
+            Ok(())
+        }
+        fn goodbye(_: &Disconnect) -> Goodbye {
+            Goodbye {
+                code: 1011,
+                reconnect: true,
+            }
+        }
+        async fn close(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A masked client text frame.
+    fn client_frame(payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    #[tokio::test]
+    async fn a_panicking_session_is_closed_and_cleaned_up_not_leaked() {
+        let node = Node::standalone(Config::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let closed = Arc::new(AtomicBool::new(false));
+        let slot = node.try_acquire_connection().unwrap();
+        let session = Panicking(closed.clone());
+        let task = tokio::spawn(serve(
+            node.clone(),
+            (Socket::Plain(server), Bytes::new()),
+            move |_, _| session,
+            slot,
+        ));
+        client.write_all(&client_frame(b"boom")).await.unwrap();
+        // The server's close frame: 1011 (our goodbye), then the end of the stream.
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0x88, "a close frame");
+        assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1011);
+        drop(client);
+        task.await.expect("the connection task did not panic");
+        assert!(closed.load(Ordering::SeqCst), "close() did not run");
+        assert_eq!(node.connection_count(), 0, "the connection slot leaked");
     }
 }
