@@ -1,5 +1,7 @@
-//! The server API client: `POST /api/publish` with `X-API-Key` over one kept-alive
-//! HTTP/1 connection, opened again when it breaks.
+//! Server HTTP API clients, each over one kept-alive HTTP/1 connection ([`Http`]),
+//! opened again when it breaks:
+//! - [`ApiClient`]: the Centrifugo server API, `POST /api/<method>` with `X-API-Key`;
+//! - [`pusher::PusherApi`]: the Pusher HTTP API, signed `POST /apps/<id>/events`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,18 +13,19 @@ use hyper_util::rt::TokioIo;
 
 use crate::client::{within, ClientError};
 
-pub struct ApiClient {
+pub mod pusher;
+
+/// One kept-alive HTTP/1 connection to a server, for JSON POSTs.
+pub struct Http {
     addr: SocketAddr,
-    key: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     timeout: Duration,
 }
 
-impl ApiClient {
-    pub fn new(addr: SocketAddr, key: &str, timeout: Duration) -> ApiClient {
-        ApiClient {
+impl Http {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Http {
+        Http {
             addr,
-            key: key.to_owned(),
             sender: None,
             timeout,
         }
@@ -30,6 +33,91 @@ impl ApiClient {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// POSTs the JSON `body` to `uri` (path and query) with `headers`; returns
+    /// (status, body). A broken connection is dropped so that the next call opens
+    /// a new one.
+    pub async fn post(
+        &mut self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let limit = self.timeout;
+        let result = within(limit, "api", self.post_once(uri, headers, body)).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn post_once(
+        &mut self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let sender = match &mut self.sender {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let stream = tokio::net::TcpStream::connect(self.addr)
+                    .await
+                    .map_err(ClientError::Tcp)?;
+                stream.set_nodelay(true).map_err(ClientError::Tcp)?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| ClientError::Handshake(e.to_string()))?;
+                tokio::spawn(conn);
+                self.sender.insert(sender)
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let mut req = hyper::Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("Host", self.addr.to_string())
+            .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Handshake(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// The Centrifugo server API: `POST /api/<method>` with `X-API-Key`.
+pub struct ApiClient {
+    http: Http,
+    key: String,
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr, key: &str, timeout: Duration) -> ApiClient {
+        ApiClient {
+            http: Http::new(addr, timeout),
+            key: key.to_owned(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.http.addr()
     }
 
     /// Publishes raw JSON `data` to `channel`; an error reply is an error. The
@@ -73,59 +161,11 @@ impl ApiClient {
         Ok(())
     }
 
-    /// POSTs to `/api/<method>`; returns (status, body). A broken connection is
-    /// dropped so that the next call opens a new one.
+    /// POSTs to `/api/<method>`; returns (status, body).
     pub async fn post(&mut self, method: &str, body: Vec<u8>) -> Result<(u16, Bytes), ClientError> {
-        let limit = self.timeout;
-        let result = within(limit, "api", self.post_once(method, body)).await;
-        if result.is_err() {
-            self.sender = None;
-        }
-        result
-    }
-
-    async fn post_once(
-        &mut self,
-        method: &str,
-        body: Vec<u8>,
-    ) -> Result<(u16, Bytes), ClientError> {
-        let sender = match &mut self.sender {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                let stream = tokio::net::TcpStream::connect(self.addr)
-                    .await
-                    .map_err(ClientError::Tcp)?;
-                stream.set_nodelay(true).map_err(ClientError::Tcp)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| ClientError::Handshake(e.to_string()))?;
-                tokio::spawn(conn);
-                self.sender.insert(sender)
-            }
-        };
-        sender
-            .ready()
+        let uri = format!("/api/{method}");
+        self.http
+            .post(&uri, &[("X-API-Key", &self.key)], body)
             .await
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let req = hyper::Request::builder()
-            .method("POST")
-            .uri(format!("/api/{method}"))
-            .header("Host", self.addr.to_string())
-            .header("Content-Type", "application/json")
-            .header("X-API-Key", &self.key)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Handshake(e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
     }
 }

@@ -5,14 +5,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::pusher::PusherApp;
+use crate::client::Protocol;
 use crate::target::Target;
 
-const ABOUT: &str = "Load generator for Switchboard (and other Centrifugo-protocol servers): \
-connect storms, fan-out, churn and failover, with exact delivery accounting.";
+const ABOUT: &str = "Load generator for Switchboard (and other Centrifugo- or Pusher-protocol \
+servers): connect storms, fan-out, churn and failover, with exact delivery accounting.";
 
 const LONG_ABOUT: &str = "\
-Load generator for Switchboard (and other Centrifugo-protocol servers): connect storms, \
-fan-out, churn and failover, with exact delivery accounting.
+Load generator for Switchboard (and other Centrifugo- or Pusher-protocol servers): connect \
+storms, fan-out, churn and failover, with exact delivery accounting.
+
+Clients speak the Centrifugo protocol (JSON, or protobuf with --protobuf) and publish \
+through its server API or its publish command, or, with --protocol pusher, Pusher \
+Channels protocol 7 (pusher-js's: /app/KEY, pusher:subscribe, pusher:ping/pong) and \
+publish through the signed Pusher HTTP API (POST /apps/ID/events), so the same run \
+measures Switchboard, Centrifugo, sockudo or soketi. connect, fanout and churn speak \
+both; failover (Centrifugo's recovery) and api (its server API) only Centrifugo's.
 
 Every publication carries its channel, a per-channel sequence number and its send time. \
 Every receiver records the delivery latency in an HDR histogram and sorts each arrival \
@@ -40,6 +49,9 @@ EXAMPLES
   switchboard-loadtest connect --connections 19000 --connect-rate 10000 --duration 10 --server-pid $PID
   switchboard-loadtest fanout --subscribers 5000 --rate 20 --payload 100 --api-key dev-api-key --duration 30
   switchboard-loadtest fanout --channels 10 --subscribers 100 --publishers 2 --via client --protobuf
+  switchboard-loadtest connect --protocol pusher --url ws://127.0.0.1:8000 --connections 10000
+  switchboard-loadtest fanout --protocol pusher --url ws://127.0.0.1:6001 --subscribers 5000 --rate 20 \\
+      --pusher-app-id app-id --pusher-app-key app-key --pusher-app-secret app-secret
   switchboard-loadtest churn --subscribers 1000 --churn-rate 200 --api-key dev-api-key
   switchboard-loadtest failover --url ws://127.0.0.1:8001 --url ws://127.0.0.1:8002 \\
       --kill-command 'kill -9 $(cat gw1.pid)' --kill-at 5 --api-key dev-api-key
@@ -73,8 +85,10 @@ pub enum Scenario {
         subscribe: bool,
         #[arg(long, env = "SWITCHBOARD_CHANNELS", default_value_t = 1)]
         channels: u32,
-        #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX", default_value = "chat:lt")]
-        channel_prefix: String,
+        /// Channel names are PREFIX0, PREFIX1, … [default: chat:lt, or lt- with
+        /// --protocol pusher, whose channel names have no ':']
+        #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX")]
+        channel_prefix: Option<String>,
     },
     /// C channels × S subscribers each, P publishers at R messages/s: latency, loss,
     /// duplicates, order, server CPU per delivery.
@@ -95,7 +109,7 @@ pub enum Scenario {
     },
     /// Fan-out over several --url gateways while hook commands kill or restart one;
     /// subscribers reconnect to the next URL and recover. Reports reconnection time and
-    /// loss after recovery.
+    /// loss after recovery. Centrifugo protocol only.
     Failover {
         #[command(flatten)]
         common: Common,
@@ -106,7 +120,7 @@ pub enum Scenario {
     },
     /// Connections held on the gateways (--url) while a bounded loop calls the server
     /// API through one of them, one call at a time: the latency of each cluster-wide
-    /// method (disconnect, channels, info, unsubscribe), p50/p99.
+    /// method (disconnect, channels, info, unsubscribe), p50/p99. Centrifugo protocol only.
     Api {
         #[command(flatten)]
         common: Common,
@@ -130,6 +144,46 @@ pub enum Scenario {
     /// Internal: run a share of the connections for a parent process.
     #[command(hide = true)]
     Worker,
+}
+
+impl Scenario {
+    /// Why these options cannot run together, if they cannot: what the Pusher
+    /// protocol has no counterpart for.
+    pub fn refusal(&self) -> Option<&'static str> {
+        let (common, via) = match self {
+            Scenario::Connect { common, .. } => (common, None),
+            Scenario::Fanout { common, fanout } | Scenario::Churn { common, fanout, .. } => {
+                (common, Some(fanout.via))
+            }
+            Scenario::Failover { common, .. } if common.protocol == ProtocolName::Pusher => {
+                return Some(
+                    "failover resubscribes recovering from Centrifugo stream positions, which \
+                     Pusher has not: it needs --protocol centrifugo",
+                )
+            }
+            Scenario::Failover { common, fanout, .. } => (common, Some(fanout.via)),
+            Scenario::Api { common, .. } if common.protocol == ProtocolName::Pusher => {
+                return Some("api times Centrifugo's server API: it needs --protocol centrifugo")
+            }
+            Scenario::Api { common, .. } => (common, None),
+            Scenario::Presence { .. } | Scenario::Floor { .. } | Scenario::Worker => return None,
+        };
+        if common.protocol != ProtocolName::Pusher {
+            return None;
+        }
+        if common.protobuf {
+            return Some(
+                "--protobuf is a Centrifugo encoding: it does not go with --protocol pusher",
+            );
+        }
+        if via == Some(Via::Client) {
+            return Some(
+                "--via client publishes with Centrifugo's publish command: with --protocol \
+                 pusher, publish with --via api (the Pusher HTTP API)",
+            );
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -222,8 +276,9 @@ impl PresenceArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Gateway WebSocket URL, ws://IP:PORT/path; repeat (or separate with commas) for
-    /// several gateways: connection i goes to URL i mod n.
+    /// Gateway WebSocket URL, ws://IP:PORT/path (with --protocol pusher, ws://IP:PORT
+    /// will do); repeat (or separate with commas) for several gateways: connection i
+    /// goes to URL i mod n.
     #[arg(
         long = "url",
         env = "SWITCHBOARD_URL",
@@ -231,10 +286,18 @@ pub struct Common {
         default_value = "ws://127.0.0.1:8000/connection/websocket"
     )]
     pub urls: Vec<Target>,
-    /// Speak the protobuf encoding (subprotocol centrifuge-protobuf) instead of JSON.
+    /// The client protocol: centrifugo, or pusher (Pusher Channels 7 at
+    /// /app/KEY?protocol=7 on each --url, unless the URL names another path than
+    /// Centrifugo's; fanout and churn publish through the Pusher HTTP API).
+    #[arg(long, env = "SWITCHBOARD_PROTOCOL", value_enum, default_value_t = ProtocolName::Centrifugo)]
+    pub protocol: ProtocolName,
+    /// Speak the protobuf encoding (subprotocol centrifuge-protobuf) instead of JSON
+    /// (Centrifugo only).
     #[arg(long, env = "SWITCHBOARD_PROTOBUF")]
     pub protobuf: bool,
-    /// Connection token (JWT) every client sends; none: anonymous.
+    #[command(flatten)]
+    pub pusher: PusherArgs,
+    /// Connection token (JWT) every Centrifugo client sends; none: anonymous.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds of publishing (fanout, churn, failover) or of holding (connect). Setup is
@@ -300,11 +363,83 @@ pub struct Common {
     pub strict: bool,
 }
 
+impl Common {
+    /// The protocol the run's clients speak.
+    pub fn client_protocol(&self) -> Protocol {
+        match self.protocol {
+            ProtocolName::Centrifugo => Protocol::Centrifugo {
+                protobuf: self.protobuf,
+            },
+            ProtocolName::Pusher => Protocol::Pusher {
+                app_key: self.pusher.app_key.clone(),
+            },
+        }
+    }
+
+    pub fn pusher_app(&self) -> PusherApp {
+        PusherApp {
+            id: self.pusher.app_id.clone(),
+            key: self.pusher.app_key.clone(),
+            secret: self.pusher.app_secret.clone(),
+        }
+    }
+
+    /// The channel prefix given, or the protocol's default: `chat:lt` (a namespace
+    /// of config/dev.toml that lets clients publish), `lt-` for Pusher.
+    pub fn channel_prefix(&self, given: Option<&str>) -> String {
+        match (given, self.protocol) {
+            (Some(prefix), _) => prefix.to_owned(),
+            (None, ProtocolName::Centrifugo) => "chat:lt".to_owned(),
+            (None, ProtocolName::Pusher) => "lt-".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolName {
+    /// The Centrifugo client protocol (JSON; protobuf with --protobuf).
+    Centrifugo,
+    /// Pusher Channels protocol 7, as pusher-js speaks it.
+    Pusher,
+}
+
+/// The Pusher app a `--protocol pusher` run connects to and publishes through;
+/// the defaults are config/dev.toml's app.
+#[derive(Debug, Clone, Args)]
+pub struct PusherArgs {
+    /// Pusher app id: the HTTP API's /apps/ID (--protocol pusher).
+    #[arg(
+        long = "pusher-app-id",
+        value_name = "ID",
+        env = "SWITCHBOARD_PUSHER_APP_ID",
+        default_value = "app-id"
+    )]
+    pub app_id: String,
+    /// Pusher app key: the WebSocket path /app/KEY and the HTTP API's auth_key.
+    #[arg(
+        long = "pusher-app-key",
+        value_name = "KEY",
+        env = "SWITCHBOARD_PUSHER_APP_KEY",
+        default_value = "app-key"
+    )]
+    pub app_key: String,
+    /// Pusher app secret, which signs the HTTP API requests.
+    #[arg(
+        long = "pusher-app-secret",
+        value_name = "SECRET",
+        env = "SWITCHBOARD_PUSHER_APP_SECRET",
+        hide_env_values = true,
+        default_value = "app-secret"
+    )]
+    pub app_secret: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Via {
-    /// POST /api/publish with X-API-Key.
+    /// POST /api/publish with X-API-Key; with --protocol pusher, the Pusher HTTP API
+    /// (POST /apps/ID/events, signed with the app's secret).
     Api,
-    /// The client protocol's publish command (the namespace must allow client publish).
+    /// The Centrifugo publish command (the namespace must allow client publish).
     Client,
 }
 
@@ -328,7 +463,7 @@ pub struct FanoutArgs {
     /// How publications reach the server.
     #[arg(long, env = "SWITCHBOARD_VIA", value_enum, default_value_t = Via::Api)]
     pub via: Via,
-    /// Server API key (X-API-Key), for --via api.
+    /// Centrifugo server API key (X-API-Key), for --via api.
     #[arg(
         long,
         env = "SWITCHBOARD_API_KEY",
@@ -340,9 +475,10 @@ pub struct FanoutArgs {
     /// publisher moves to the next one after a failure.
     #[arg(long = "api-addr", env = "SWITCHBOARD_API_ADDR", value_delimiter = ',')]
     pub api_addrs: Vec<std::net::SocketAddr>,
-    /// Channel names are PREFIX0, PREFIX1, …
-    #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX", default_value = "chat:lt")]
-    pub channel_prefix: String,
+    /// Channel names are PREFIX0, PREFIX1, … [default: chat:lt, or lt- with
+    /// --protocol pusher, whose channel names have no ':']
+    #[arg(long, env = "SWITCHBOARD_CHANNEL_PREFIX")]
+    pub channel_prefix: Option<String>,
     /// Seconds to wait after publishing for the last deliveries.
     #[arg(long, env = "SWITCHBOARD_DRAIN", default_value_t = 5.0)]
     pub drain: f64,

@@ -1,28 +1,31 @@
-//! A Centrifugo protocol client over fastwebsockets: JSON or protobuf, connect,
-//! subscribe (with recovery), publish, and reading pushes.
+//! Client connections over fastwebsockets, in the protocol a run speaks: what the
+//! protocols share (errors, options, the TCP connect, bounds) and [`Connection`],
+//! the one face receivers use whatever the protocol.
+//!
+//! - [`centrifugo`]: the Centrifugo protocol, JSON or protobuf ([`Client`]).
+//! - [`pusher`]: Pusher Channels protocol 7 ([`PusherClient`]).
+//! - `upgrade`: the WebSocket opening handshake both use; `lean`: the Centrifugo
+//!   JSON reader of the hot path.
 //!
 //! Each connection is owned by one task, which both reads and writes, so no locks.
-//! The client answers server pings (an empty reply) with a pong (an empty
-//! command), as the SDKs do, so connections can be held for any duration.
+//! Both clients answer server pings, so connections can be held for any duration.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
-use switchboard_protocol::centrifugo::codec::is_ping;
-use switchboard_protocol::centrifugo::pb::{
-    Command, ConnectRequest, ConnectResult, PublishRequest, Reply, SubscribeRequest,
-    SubscribeResult,
-};
-use switchboard_protocol::centrifugo::Encoding;
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::target::Target;
 
+pub mod centrifugo;
 mod lean;
+pub mod pusher;
 mod upgrade;
+
+pub use centrifugo::Client;
+pub use pusher::PusherClient;
 
 /// Why a client operation failed; [`ClientError::reason`] is the label reports group by.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,7 @@ pub enum ClientError {
     Ws(#[from] fastwebsockets::WebSocketError),
     #[error("closed by the server: {code} {reason}")]
     Closed { code: u16, reason: String },
+    /// An error reply (Centrifugo), a `pusher:error` or a `pusher:subscription_error`.
     #[error("error reply {code}: {message}")]
     Reply { code: u32, message: String },
     #[error("undecodable frame: {0}")]
@@ -48,8 +52,9 @@ impl ClientError {
     pub fn reason(&self) -> String {
         match self {
             ClientError::Tcp(e) => format!("tcp {:?}", e.kind()),
+            // `status 401` or `status 401: why`.
             ClientError::Handshake(s) => match s.strip_prefix("status ") {
-                Some(code) => format!("http {code}"),
+                Some(rest) => format!("http {}", rest.split(':').next().unwrap_or(rest)),
                 None => "handshake".into(),
             },
             ClientError::Ws(_) => "websocket".into(),
@@ -61,249 +66,113 @@ impl ClientError {
     }
 }
 
-/// How to open a connection.
+/// The client protocol of a run's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// Centrifugo's, JSON or (subprotocol `centrifuge-protobuf`) protobuf.
+    Centrifugo { protobuf: bool },
+    /// Pusher Channels protocol 7, to the app with this key.
+    Pusher { app_key: String },
+}
+
+impl Protocol {
+    /// How reports name it: `json`, `protobuf` or `pusher`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Protocol::Centrifugo { protobuf: false } => "json",
+            Protocol::Centrifugo { protobuf: true } => "protobuf",
+            Protocol::Pusher { .. } => "pusher",
+        }
+    }
+}
+
+/// How to open a connection, whatever the protocol.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    pub encoding: Encoding,
     /// Local address to bind before connecting (spreads source ports over addresses).
     pub source: Option<IpAddr>,
-    /// Connection token (JWT); none for anonymous connects.
+    /// Connection token (JWT) of a Centrifugo connect; none for anonymous connects.
     pub token: Option<String>,
-    /// Bound on the TCP connect, the upgrade and the connect reply together.
+    /// Bound on the TCP connect, the upgrade and the protocol's greeting together.
     pub timeout: Duration,
 }
 
-/// Replies read but not yet asked for are kept, up to this many; beyond, the oldest go.
-const BACKLOG: usize = 10_000;
-
-/// Bound on the records of one server frame. A server joins everything queued for
-/// a connection into one frame: a gateway's queue holds 1 MiB by default, and this
-/// tool's smallest publication push takes some 50 bytes, so a real frame holds tens
-/// of thousands at most. The bound stays well above that (a 13 MiB queue of the
-/// smallest pushes) and caps what one broken frame, of 1-byte pings say, makes a
-/// receiver allocate: a decoded `Reply` takes 1.3 KiB.
-const MAX_REPLIES_PER_FRAME: usize = 1 << 18;
-
-pub struct Client {
-    ws: FragmentCollector<TcpStream>,
-    encoding: Encoding,
-    next_id: u32,
-    backlog: VecDeque<Reply>,
-    pub connect: ConnectResult,
+/// Where a subscription starts: Centrifugo's stream position, nothing for Pusher
+/// (its order is only that of the payloads' sequence numbers).
+#[derive(Debug, Clone, Default)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
 }
 
-impl Client {
-    /// TCP connect, WebSocket upgrade and the protocol's connect command.
-    pub async fn open(target: &Target, opts: &ClientOptions) -> Result<Client, ClientError> {
-        let connecting = async {
-            let stream = tcp_connect(target, opts.source).await?;
-            let ws = upgrade::upgrade(target, stream, opts.encoding).await?;
-            let mut client = Client {
-                ws: FragmentCollector::new(ws),
-                encoding: opts.encoding,
-                next_id: 0,
-                backlog: VecDeque::new(),
-                connect: ConnectResult::default(),
-            };
-            let reply = client
-                .call(Command {
-                    connect: Some(ConnectRequest {
-                        token: opts.token.clone().unwrap_or_default(),
-                        name: "switchboard-loadtest".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .await?;
-            client.connect = reply.connect.unwrap_or_default();
-            Ok(client)
-        };
-        within(opts.timeout, "connect", connecting).await
-    }
+/// A connection in either protocol, as receivers use it: open, subscribe to one
+/// channel, read publications, close.
+pub enum Connection {
+    Centrifugo(Box<Client>),
+    Pusher(Box<PusherClient>),
+}
 
-    /// Subscribes; with `recover`, asks for what was published after `(offset, epoch)`.
-    pub async fn subscribe(
-        &mut self,
-        channel: &str,
-        recover: Option<(u64, &str)>,
-    ) -> Result<SubscribeResult, ClientError> {
-        let mut req = SubscribeRequest {
-            channel: channel.to_owned(),
-            recoverable: true,
-            ..Default::default()
-        };
-        if let Some((offset, epoch)) = recover {
-            req.recover = true;
-            req.offset = offset;
-            req.epoch = epoch.to_owned();
-        }
-        let reply = self
-            .call(Command {
-                subscribe: Some(req),
-                ..Default::default()
-            })
-            .await?;
-        Ok(reply.subscribe.unwrap_or_default())
-    }
-
-    /// Publishes `data` (JSON) to `channel` and waits for the reply.
-    pub async fn publish(&mut self, channel: &str, data: Vec<u8>) -> Result<(), ClientError> {
-        self.call(Command {
-            publish: Some(PublishRequest {
-                channel: channel.to_owned(),
-                data: data.into(),
-            }),
-            ..Default::default()
+impl Connection {
+    /// TCP connect, WebSocket upgrade and the protocol's greeting (Centrifugo's
+    /// connect command, Pusher's `pusher:connection_established`).
+    pub async fn open(
+        target: &Target,
+        protocol: &Protocol,
+        opts: &ClientOptions,
+    ) -> Result<Connection, ClientError> {
+        Ok(match protocol {
+            Protocol::Centrifugo { protobuf } => {
+                let encoding = centrifugo::encoding(*protobuf);
+                Connection::Centrifugo(Box::new(Client::open(target, encoding, opts).await?))
+            }
+            Protocol::Pusher { app_key } => {
+                Connection::Pusher(Box::new(PusherClient::open(target, app_key, opts).await?))
+            }
         })
-        .await
-        .map(drop)
     }
 
-    /// Sends a command with the next id and waits for its reply; pushes read
-    /// meanwhile are kept for [`Client::next_replies`].
-    pub async fn call(&mut self, mut command: Command) -> Result<Reply, ClientError> {
-        self.next_id += 1;
-        let id = self.next_id;
-        command.id = id;
-        self.send(&command).await?;
-        loop {
-            // The reply may share its frame with pushes queued right behind it (a
-            // subscribe reply and the publications held while it was built): keep
-            // every other record of the frame, before and after the reply.
-            let mut found = None;
-            for reply in self.read_replies().await? {
-                if found.is_none() && reply.id == id {
-                    found = Some(reply);
-                    continue;
-                }
-                if self.backlog.len() == BACKLOG {
-                    self.backlog.pop_front();
-                }
-                self.backlog.push_back(reply);
+    /// Subscribes to `channel` and waits until the server confirms it.
+    pub async fn subscribe(&mut self, channel: &str) -> Result<Position, ClientError> {
+        match self {
+            Connection::Centrifugo(c) => {
+                let reply = c.subscribe(channel, None).await?;
+                Ok(Position {
+                    epoch: reply.epoch,
+                    offset: reply.offset,
+                })
             }
-            if let Some(reply) = found {
-                if let Some(e) = reply.error {
-                    return Err(ClientError::Reply {
-                        code: e.code,
-                        message: e.message,
-                    });
-                }
-                return Ok(reply);
+            Connection::Pusher(c) => {
+                c.subscribe(channel).await?;
+                Ok(Position::default())
             }
         }
     }
 
-    /// The next replies and pushes: those kept by [`Client::call`], else one frame's worth.
-    /// Not cancel-safe: a cancelled read leaves the connection unusable.
-    pub async fn next_replies(&mut self) -> Result<Vec<Reply>, ClientError> {
-        if !self.backlog.is_empty() {
-            return Ok(self.backlog.drain(..).collect());
-        }
-        self.read_replies().await
-    }
-
-    /// Hands `each` the offset and data of every publication push in the next frame
-    /// (or in the records [`Client::call`] kept), in order; skips other records, as a
-    /// receiver does with [`Client::next_replies`], but reads JSON publications
-    /// without building a `Reply` (see [`lean`]). Not cancel-safe either.
+    /// Hands `each` the offset (0 for Pusher) and data of every publication in
+    /// the next frame. Not cancel-safe: a cancelled read leaves the connection
+    /// unusable.
     pub async fn next_publications(
         &mut self,
-        mut each: impl FnMut(u64, &[u8]),
+        each: impl FnMut(u64, &[u8]),
     ) -> Result<(), ClientError> {
-        if !self.backlog.is_empty() || self.encoding == Encoding::Protobuf {
-            for reply in self.next_replies().await? {
-                if let Some(p) = reply.push.and_then(|p| p.r#pub) {
-                    each(p.offset, &p.data);
-                }
-            }
-            return Ok(());
-        }
-        loop {
-            let frame = self.ws.read_frame().await?;
-            let records = match frame.opcode {
-                OpCode::Close => return Err(closed(&frame.payload)),
-                OpCode::Text | OpCode::Binary => lean::records(&frame.payload)?,
-                _ => continue,
-            };
-            if records.is_empty() {
-                continue;
-            }
-            let pings = records
-                .iter()
-                .filter(|r| matches!(r, lean::Record::Ping))
-                .count();
-            let others = records.len() - pings;
-            if pings == 0 {
-                for (offset, data) in records.iter().filter_map(lean::Record::publication) {
-                    each(offset, data);
-                }
-                return Ok(());
-            }
-            // Answer the ping before handing anything over, as `read_replies` does;
-            // the pong needs the socket the borrowed records still hold.
-            let owned: Vec<(u64, Vec<u8>)> = records
-                .iter()
-                .filter_map(lean::Record::publication)
-                .map(|(offset, data)| (offset, data.to_vec()))
-                .collect();
-            drop(records);
-            drop(frame);
-            self.send(&Command::default()).await?;
-            if others > 0 {
-                for (offset, data) in &owned {
-                    each(*offset, data);
-                }
-                return Ok(());
-            }
+        match self {
+            Connection::Centrifugo(c) => c.next_publications(each).await,
+            Connection::Pusher(c) => c.next_publications(each).await,
         }
     }
 
     /// Closes the connection with a normal close frame (best effort).
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.ws.write_frame(Frame::close(1000, b"")),
-        )
-        .await;
-    }
-
-    async fn send(&mut self, command: &Command) -> Result<(), ClientError> {
-        let record = self.encoding.encode_command(command).map_err(undecodable)?;
-        // Owned, so the frame is masked in place (a unique `Bytes` gives up its `Vec`).
-        let payload = Payload::Owned(Vec::from(record));
-        let frame = match self.encoding {
-            Encoding::Json => Frame::text(payload),
-            Encoding::Protobuf => Frame::binary(payload),
-        };
-        self.ws.write_frame(frame).await?;
-        Ok(())
-    }
-
-    /// Reads one data frame, answering server pings; returns its non-ping replies.
-    async fn read_replies(&mut self) -> Result<Vec<Reply>, ClientError> {
-        loop {
-            let frame = self.ws.read_frame().await?;
-            match frame.opcode {
-                OpCode::Close => return Err(closed(&frame.payload)),
-                OpCode::Text | OpCode::Binary => {
-                    let mut replies = self
-                        .encoding
-                        .decode_replies(&frame.payload, MAX_REPLIES_PER_FRAME)
-                        .map_err(undecodable)?;
-                    let pings = replies.iter().filter(|r| is_ping(r)).count();
-                    if pings > 0 {
-                        replies.retain(|r| !is_ping(r));
-                        self.send(&Command::default()).await?;
-                    }
-                    if !replies.is_empty() {
-                        return Ok(replies);
-                    }
-                }
-                _ => {}
-            }
+    pub async fn close(self) {
+        match self {
+            Connection::Centrifugo(c) => c.close().await,
+            Connection::Pusher(c) => c.close().await,
         }
     }
 }
+
+/// Events or replies read but not yet asked for are kept, up to this many per
+/// connection; beyond, the oldest go.
+const BACKLOG: usize = 10_000;
 
 /// A frame that could not be decoded, or a command that could not be encoded; both
 /// are reported as `decode`.
@@ -311,6 +180,7 @@ fn undecodable(e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode(e.to_string())
 }
 
+/// The error a close frame with this payload stands for.
 fn closed(payload: &[u8]) -> ClientError {
     let code = match payload {
         [a, b, ..] => u16::from_be_bytes([*a, *b]),

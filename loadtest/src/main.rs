@@ -5,9 +5,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use switchboard_loadtest::cli::{Cli, Common, Scenario};
-use switchboard_loadtest::receivers::Channels;
 use switchboard_loadtest::report::Summary;
 use switchboard_loadtest::{config, limits, scenario, workers};
 
@@ -19,6 +18,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
+    if let Some(problem) = cli.scenario.refusal() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,10 +98,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             channel_prefix,
         } => {
             limits::raise_nofile();
-            let channels = subscribe.then(|| Channels {
-                prefix: channel_prefix,
-                count: channels.max(1),
-            });
+            let channels =
+                scenario::connect::channels(&common, subscribe, channels, channel_prefix);
             (
                 scenario::connect::run(&common, connections, channels).await?,
                 common,

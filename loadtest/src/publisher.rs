@@ -1,6 +1,8 @@
 //! Publishers: each owns a set of channels (channel `c` belongs to publisher
 //! `c % P`), numbers each channel's publications 1, 2, 3 … and publishes them round
-//! robin over its channels at its rate, through the HTTP API or as a client.
+//! robin over its channels at its rate, through the Centrifugo HTTP API, as a
+//! Centrifugo client, or through the Pusher HTTP API (the payload then travels as
+//! the event's `data` string).
 //!
 //! A publish that fails is retried with the same sequence, so every sequence a
 //! receiver can see was published; `published[c]` is the last sequence of channel
@@ -8,7 +10,7 @@
 //! those are counted as *uncertain* and explain any duplicate that follows. Through
 //! the HTTP API every publication carries an idempotency key (this run, its
 //! channel and sequence), so there a retry of a publish that did happen is not
-//! delivered twice.
+//! delivered twice; the Pusher HTTP API has no such key.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,10 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::centrifugo::Encoding;
 
+use crate::api::pusher::{PusherApi, PusherApp};
 use crate::api::ApiClient;
-use crate::client::{Client, ClientError, ClientOptions};
+use crate::client::{centrifugo, Client, ClientError, ClientOptions};
 use crate::hist::{self, Compact};
 use crate::payload::{self, now_us, Stamp};
 use crate::receivers::Channels;
@@ -31,11 +33,17 @@ use crate::target::Target;
 pub enum Via {
     /// `POST /api/publish` to these addresses (the next one after a failure).
     Api { addrs: Vec<SocketAddr>, key: String },
-    /// A client connection per publisher sending `publish` commands.
+    /// A Centrifugo client connection per publisher sending `publish` commands.
     Client {
         targets: Vec<Target>,
         protobuf: bool,
         token: Option<String>,
+    },
+    /// Signed `POST /apps/{id}/events` to these addresses (the next one after a
+    /// failure).
+    Pusher {
+        addrs: Vec<SocketAddr>,
+        app: PusherApp,
     },
 }
 
@@ -113,6 +121,7 @@ type PublisherOutcome = (
 enum Sink {
     Api(Vec<ApiClient>, usize),
     Client(Option<Box<Client>>, usize),
+    Pusher(Vec<PusherApi>, usize),
 }
 
 async fn publisher(
@@ -135,6 +144,13 @@ async fn publisher(
             index as usize,
         ),
         Via::Client { .. } => Sink::Client(None, index as usize),
+        Via::Pusher { addrs, app } => Sink::Pusher(
+            addrs
+                .iter()
+                .map(|a| PusherApi::new(*a, app, spec.timeout))
+                .collect(),
+            index as usize,
+        ),
     };
     let names: Vec<String> = owned.iter().map(|c| spec.channels.name(*c)).collect();
     // Unique to this run, so that a rerun within the server's deduplication
@@ -211,6 +227,14 @@ async fn send(
             }
             r
         }
+        Sink::Pusher(clients, next) => {
+            let n = clients.len();
+            let r = clients[*next % n].trigger(channel, &data).await;
+            if r.is_err() {
+                *next += 1;
+            }
+            r
+        }
         Sink::Client(conn, next) => {
             let Via::Client {
                 targets,
@@ -222,17 +246,13 @@ async fn send(
             };
             if conn.is_none() {
                 let target = &targets[*next % targets.len()];
+                let encoding = centrifugo::encoding(*protobuf);
                 let opts = ClientOptions {
-                    encoding: if *protobuf {
-                        Encoding::Protobuf
-                    } else {
-                        Encoding::Json
-                    },
                     source: None,
                     token: token.clone(),
                     timeout: spec.timeout,
                 };
-                match Client::open(target, &opts).await {
+                match Client::open(target, encoding, &opts).await {
                     Ok(c) => *conn = Some(Box::new(c)),
                     Err(e) => {
                         *next += 1;

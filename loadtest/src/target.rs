@@ -8,6 +8,9 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+/// The path of a URL that names none: Centrifugo's WebSocket endpoint.
+pub const DEFAULT_PATH: &str = "/connection/websocket";
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub addr: SocketAddr,
@@ -27,7 +30,7 @@ impl FromStr for Target {
         let rest = s.strip_prefix("ws://").ok_or_else(bad)?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/connection/websocket"),
+            None => (rest, DEFAULT_PATH),
         };
         let addr = authority.parse().map_err(|_| bad())?;
         Ok(Target {

@@ -4,91 +4,14 @@
 
 mod common;
 
-use clap::Parser;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard_loadtest::api::ApiClient;
-use switchboard_loadtest::cli::{Cli, Scenario};
 use switchboard_loadtest::report::Summary;
-use switchboard_loadtest::scenario;
 
+use common::run::{assert_exact, run};
 use common::{gateway, url};
-
-/// Runs a scenario in this process from command-line arguments.
-async fn run(args: &[&str]) -> Summary {
-    let mut argv = vec!["switchboard-loadtest"];
-    argv.extend_from_slice(args);
-    argv.push("--quiet");
-    match Cli::try_parse_from(argv).expect("valid arguments").scenario {
-        Scenario::Fanout { common, fanout } => scenario::fanout::run(&common, &fanout, None, None)
-            .await
-            .unwrap(),
-        Scenario::Churn {
-            common,
-            fanout,
-            churn,
-        } => scenario::fanout::run(&common, &fanout, Some(&churn), None)
-            .await
-            .unwrap(),
-        Scenario::Failover {
-            common,
-            fanout,
-            failover,
-        } => scenario::fanout::run(&common, &fanout, None, Some(&failover))
-            .await
-            .unwrap(),
-        Scenario::Connect {
-            common,
-            connections,
-            ..
-        } => scenario::connect::run(&common, connections, None)
-            .await
-            .unwrap(),
-        Scenario::Worker
-        | Scenario::Presence { .. }
-        | Scenario::Floor { .. }
-        | Scenario::Api { .. } => {
-            unreachable!("no summary of this kind")
-        }
-    }
-}
-
-fn assert_exact(s: &Summary, subscribers: u64) {
-    let d = s.delivery.as_ref().expect("a delivery section");
-    assert_eq!(s.connections.connected, subscribers, "{}", s.table());
-    assert!(d.published > 0, "{}", s.table());
-    let c = &d.counts;
-    assert_eq!(
-        c.expected,
-        d.published * subscribers / channels_of(s),
-        "{}",
-        s.table()
-    );
-    assert_eq!(c.delivered, c.expected, "{}", s.table());
-    assert_eq!(
-        (
-            c.lost,
-            c.duplicates,
-            c.out_of_order,
-            c.unexpected,
-            c.foreign
-        ),
-        (0, 0, 0, 0, 0),
-        "{}",
-        s.table()
-    );
-    // Publications that came in a recovery reply have no live latency.
-    let recovered = s
-        .reconnection
-        .as_ref()
-        .map_or(0, |r| r.recovered_publications);
-    assert_eq!(d.latency.count + recovered, c.delivered);
-}
-
-fn channels_of(s: &Summary) -> u64 {
-    s.parameters["channels"].parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_json_through_the_api_delivers_everything_exactly_once() {

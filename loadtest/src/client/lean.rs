@@ -24,7 +24,8 @@ use switchboard_protocol::centrifugo::codec::is_ping;
 use switchboard_protocol::centrifugo::pb::Reply;
 use switchboard_protocol::centrifugo::Encoding;
 
-use super::{undecodable, ClientError, MAX_REPLIES_PER_FRAME};
+use super::centrifugo::MAX_REPLIES_PER_FRAME;
+use super::{undecodable, ClientError};
 
 /// One record of a frame.
 pub enum Record<'a> {

@@ -7,9 +7,14 @@
 //! and the tool shares the cores with the gateway it measures. Like the
 //! fastwebsockets client it replaces, it checks the status, `Upgrade` and
 //! `Connection`, not `Sec-WebSocket-Accept`.
+//!
+//! Only the response head is consumed: each pass peeks at what has arrived and
+//! reads no further than the head's end. Whatever the server sends right behind
+//! it (a Pusher server's `pusher:connection_established` may share the segment)
+//! stays in the socket for the WebSocket, so no read-ahead buffer (and no
+//! rewinding stream) sits under every later frame.
 
 use fastwebsockets::{Role, WebSocket};
-use switchboard_protocol::centrifugo::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,20 +25,26 @@ use crate::target::Target;
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 
-/// Sends the upgrade request on `stream` and reads the response head.
+/// Sends the upgrade request for `path` (path and query) on `stream`, naming
+/// `subprotocol` if any, and reads the response head.
 pub async fn upgrade(
     target: &Target,
     mut stream: TcpStream,
-    encoding: Encoding,
+    path: &str,
+    subprotocol: Option<&str>,
 ) -> Result<WebSocket<TcpStream>, ClientError> {
     let key = fastwebsockets::handshake::generate_key();
     stream
-        .write_all(request(target, &key, encoding).as_bytes())
+        .write_all(request(target, path, &key, subprotocol).as_bytes())
         .await
         .map_err(ClientError::Tcp)?;
     let mut head = vec![0u8; 1024];
+    // Bytes of the head read so far: all that has arrived, while it is incomplete.
     let mut len = 0;
-    // Each pass reads at least one byte into a buffer of at most MAX_HEAD.
+    // Each pass consumes at least one byte (a peek returns at least one or the
+    // end) into a buffer of at most MAX_HEAD. A peek at an incomplete head is
+    // followed by a read of what it saw, so the next peek waits for new bytes
+    // instead of seeing the same ones again.
     loop {
         if len == head.len() {
             if len >= MAX_HEAD {
@@ -42,15 +53,29 @@ pub async fn upgrade(
             head.resize(len * 2, 0);
         }
         let n = stream
-            .read(&mut head[len..])
+            .peek(&mut head[len..])
             .await
             .map_err(ClientError::Tcp)?;
         if n == 0 {
             return Err(handshake("closed during the handshake"));
         }
-        len += n;
-        if check_response(&head[..len])? {
-            break;
+        match check_response(&head[..len + n])? {
+            Some(end) => {
+                // The head was incomplete without the new bytes: it ends in them.
+                let end = end.max(len);
+                stream
+                    .read_exact(&mut head[len..end])
+                    .await
+                    .map_err(ClientError::Tcp)?;
+                break;
+            }
+            None => {
+                stream
+                    .read_exact(&mut head[len..len + n])
+                    .await
+                    .map_err(ClientError::Tcp)?;
+                len += n;
+            }
         }
     }
     let mut ws = WebSocket::after_handshake(stream, Role::Client);
@@ -59,35 +84,27 @@ pub async fn upgrade(
     Ok(ws)
 }
 
-fn request(target: &Target, key: &str, encoding: Encoding) -> String {
-    let protocol = match encoding {
-        Encoding::Protobuf => format!(
-            "Sec-WebSocket-Protocol: {}\r\n",
-            switchboard_protocol::centrifugo::codec::PROTOBUF_SUBPROTOCOL
-        ),
-        Encoding::Json => String::new(),
+fn request(target: &Target, path: &str, key: &str, subprotocol: Option<&str>) -> String {
+    let protocol = match subprotocol {
+        Some(name) => format!("Sec-WebSocket-Protocol: {name}\r\n"),
+        None => String::new(),
     };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n",
-        path = target.path,
         host = target.addr,
     )
 }
 
-/// Checks what has arrived of the response: `Ok(false)` while the head is
-/// incomplete, `Ok(true)` for a complete switch to WebSocket.
-///
-/// Bytes behind the head are refused rather than handed to the WebSocket: a
-/// Centrifugo-protocol server says nothing before the client's connect command,
-/// so they can only be a broken server, and the handshake needs no read-ahead
-/// buffer under every later frame.
-fn check_response(buf: &[u8]) -> Result<bool, ClientError> {
+/// Checks what has arrived of the response: `Ok(None)` while the head is
+/// incomplete, `Ok(Some(length of the head))` for a complete switch to WebSocket;
+/// bytes behind the head are the server's first frames and not looked at.
+fn check_response(buf: &[u8]) -> Result<Option<usize>, ClientError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(false),
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(handshake(&format!("bad response head: {e}"))),
     };
     match response.code {
@@ -112,10 +129,7 @@ fn check_response(buf: &[u8]) -> Result<bool, ClientError> {
     if !header("Connection").is_some_and(upgrade_token) {
         return Err(handshake("no Connection: upgrade"));
     }
-    if head_len != buf.len() {
-        return Err(handshake("data after the response head"));
-    }
-    Ok(true)
+    Ok(Some(head_len))
 }
 
 fn handshake(what: &str) -> ClientError {
@@ -131,10 +145,16 @@ mod tests {
 
     #[test]
     fn a_switch_is_complete_only_with_the_whole_head() {
-        assert!(check_response(OK).unwrap());
+        assert_eq!(check_response(OK).unwrap(), Some(OK.len()));
         for cut in [0, 1, 20, OK.len() - 1] {
-            assert!(!check_response(&OK[..cut]).unwrap(), "cut at {cut}");
+            assert_eq!(check_response(&OK[..cut]).unwrap(), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_servers_first_frame_behind_the_head_is_left_alone() {
+        let established = [OK, b"\x81\x05hello"].concat();
+        assert_eq!(check_response(&established).unwrap(), Some(OK.len()));
     }
 
     #[test]
@@ -145,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn a_101_without_the_upgrade_headers_or_with_trailing_bytes_fails() {
+    fn a_101_without_the_upgrade_headers_fails() {
         let no_upgrade = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\r\n";
         assert_eq!(
             check_response(no_upgrade).unwrap_err().reason(),
@@ -155,9 +175,7 @@ mod tests {
         assert!(check_response(keep_alive).is_err());
         let listed =
             b"HTTP/1.1 101 x\r\nupgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\n\r\n";
-        assert!(check_response(listed).unwrap());
-        let trailing = [OK, b"\x81\x00"].concat();
-        assert!(check_response(&trailing).is_err());
+        assert!(check_response(listed).unwrap().is_some());
         assert!(check_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     }
 
@@ -166,13 +184,14 @@ mod tests {
         let target: Target = "ws://127.0.0.1:8000/connection/websocket?x=1"
             .parse()
             .unwrap();
-        let json = request(&target, "a2V5", Encoding::Json);
+        let json = request(&target, &target.path, "a2V5", None);
         assert!(
             json.starts_with("GET /connection/websocket?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n")
         );
         assert!(json.ends_with("Sec-WebSocket-Version: 13\r\n\r\n"));
         assert!(!json.contains("Protocol"));
-        let pb = request(&target, "a2V5", Encoding::Protobuf);
+        let pb = request(&target, "/x", "a2V5", Some("centrifuge-protobuf"));
+        assert!(pb.starts_with("GET /x HTTP/1.1\r\n"));
         assert!(pb.contains("\r\nSec-WebSocket-Protocol: centrifuge-protobuf\r\n\r\n"));
     }
 }

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::centrifugo::Encoding;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{Arrival, SeqTracker, Tally};
-use crate::client::{Client, ClientError, ClientOptions};
+use crate::client::{ClientError, ClientOptions, Connection, Protocol};
 use crate::hist::{self, Compact};
 use crate::limits;
 use crate::payload::{self, now_us};
@@ -44,7 +43,7 @@ impl Channels {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartSpec {
     pub targets: Vec<Target>,
-    pub protobuf: bool,
+    pub protocol: Protocol,
     pub token: Option<String>,
     /// Global index of this part's first connection, and how many it opens.
     pub first: u64,
@@ -57,7 +56,7 @@ pub struct PartSpec {
     pub sources: u8,
     /// Subscribe each connection to one channel; none: connect only.
     pub channels: Option<Channels>,
-    /// Reconnect (to the next target) and recover after a disconnect.
+    /// Reconnect (to the next target) and recover after a disconnect (Centrifugo).
     pub reconnect: bool,
     pub timeout_ms: u64,
     /// Wall-clock time zero of the run (µs): the per-second timeline counts from it.
@@ -252,18 +251,15 @@ pub async fn run(spec: PartSpec, live: Arc<Live>, cancel: CancellationToken) -> 
 
 fn options(spec: &PartSpec, index: u64, target: &Target) -> ClientOptions {
     ClientOptions {
-        encoding: if spec.protobuf {
-            Encoding::Protobuf
-        } else {
-            Encoding::Json
-        },
         source: limits::source_for(index, spec.sources, target.addr.ip()),
         token: spec.token.clone(),
         timeout: Duration::from_millis(spec.timeout_ms),
     }
 }
 
-/// What one subscribed connection knows of its channel.
+/// What one subscribed connection knows of its channel. Its stream position
+/// (Centrifugo's epoch and offset; none for Pusher) is for recovery only: order
+/// is judged by the payloads' sequence numbers in either protocol.
 struct Subscription {
     channel: u32,
     name: String,
@@ -289,18 +285,19 @@ async fn connection(
     // rest of the task and live only briefly; inline, every connection would keep
     // their space (and spawning would copy it) for the whole run.
     let setup = Box::pin(async {
-        let mut client = Client::open(target, &options(spec, index, target)).await?;
+        let opts = options(spec, index, target);
+        let mut client = Connection::open(target, &spec.protocol, &opts).await?;
         let sub = match &spec.channels {
             Some(ch) => {
                 let channel = (index % u64::from(ch.count.max(1))) as u32;
                 let name = ch.name(channel);
-                let reply = client.subscribe(&name, None).await?;
+                let position = client.subscribe(&name).await?;
                 Some(Subscription {
                     channel,
                     name,
                     tracker: SeqTracker::new(),
-                    epoch: reply.epoch,
-                    offset: reply.offset,
+                    epoch: position.epoch,
+                    offset: position.offset,
                 })
             }
             None => None,
@@ -403,7 +400,7 @@ async fn connection(
 
 /// Reads and accounts pushes until the connection fails.
 async fn read_loop(
-    client: &mut Client,
+    client: &mut Connection,
     sub: &mut Option<Subscription>,
     shared: &Shared,
 ) -> ClientError {

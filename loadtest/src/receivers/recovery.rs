@@ -1,6 +1,7 @@
 //! Reconnecting after a disconnect: backoff with jitter, the next target first, and
 //! a resubscribe that recovers from the last (offset, epoch), accounting whatever the
-//! recovery reply carries.
+//! recovery reply carries. Centrifugo only: Pusher has no recovery, and the
+//! command line refuses `failover` with it.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{account, count, options, Shared, Subscription};
 use crate::accounting::Arrival;
-use crate::client::{Client, ClientError};
+use crate::client::{centrifugo, Client, ClientError, Connection, Protocol};
 use crate::payload;
 use crate::target::Target;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +22,7 @@ pub(super) async fn reconnect(
     sub: &mut Option<Subscription>,
     shared: &Shared,
     stop: &CancellationToken,
-) -> Option<Client> {
+) -> Option<Connection> {
     let spec = &shared.spec;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -38,7 +39,7 @@ pub(super) async fn reconnect(
             r = resubscribe(target, index, sub, shared) => r,
         };
         match attempt_result {
-            Ok(client) => return Some(client),
+            Ok(client) => return Some(Connection::Centrifugo(Box::new(client))),
             Err(e) => {
                 let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
                 count(
@@ -56,7 +57,14 @@ async fn resubscribe(
     sub: &mut Option<Subscription>,
     shared: &Shared,
 ) -> Result<Client, ClientError> {
-    let mut client = Client::open(target, &options(&shared.spec, index, target)).await?;
+    let Protocol::Centrifugo { protobuf } = shared.spec.protocol else {
+        return Err(ClientError::Decode(
+            "only Centrifugo connections recover".into(),
+        ));
+    };
+    let encoding = centrifugo::encoding(protobuf);
+    let opts = options(&shared.spec, index, target);
+    let mut client = Client::open(target, encoding, &opts).await?;
     let Some(s) = sub.as_mut() else {
         return Ok(client);
     };

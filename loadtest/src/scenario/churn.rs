@@ -8,11 +8,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchboard_protocol::centrifugo::Encoding;
 use tokio::sync::Semaphore;
 
 use crate::accounting::{Arrival, SeqTracker};
-use crate::client::{Client, ClientError, ClientOptions};
+use crate::client::{ClientError, ClientOptions, Connection, Protocol};
 use crate::hist::{self, Percentiles};
 use crate::limits;
 use crate::payload;
@@ -23,7 +22,7 @@ use crate::target::Target;
 #[derive(Debug, Clone)]
 pub struct ChurnSpec {
     pub targets: Vec<Target>,
-    pub protobuf: bool,
+    pub protocol: Protocol,
     pub token: Option<String>,
     pub channels: Channels,
     pub rate: f64,
@@ -76,11 +75,6 @@ async fn visit(n: u64, spec: &ChurnSpec, stats: &Mutex<Stats>, until: Instant) {
     let target = &spec.targets[(n % spec.targets.len() as u64) as usize];
     let channel = fastrand::u32(0..spec.channels.count.max(1));
     let opts = ClientOptions {
-        encoding: if spec.protobuf {
-            Encoding::Protobuf
-        } else {
-            Encoding::Json
-        },
         // Offset from the fan-out's connections so the churners use other ports.
         source: limits::source_for(n + 1, spec.sources, target.addr.ip()),
         token: spec.token.clone(),
@@ -88,8 +82,8 @@ async fn visit(n: u64, spec: &ChurnSpec, stats: &Mutex<Stats>, until: Instant) {
     };
     let t0 = Instant::now();
     let setup = async {
-        let mut c = Client::open(target, &opts).await?;
-        c.subscribe(&spec.channels.name(channel), None).await?;
+        let mut c = Connection::open(target, &spec.protocol, &opts).await?;
+        c.subscribe(&spec.channels.name(channel)).await?;
         Ok::<_, ClientError>(c)
     };
     let result = setup.await;
@@ -110,21 +104,16 @@ async fn visit(n: u64, spec: &ChurnSpec, stats: &Mutex<Stats>, until: Instant) {
     let mut tracker: Option<SeqTracker> = None;
     let (mut delivered, mut dups, mut late, mut closed) = (0, 0, 0, 0);
     loop {
-        let replies = tokio::select! {
+        let mut stamps = Vec::new();
+        let read = tokio::select! {
             _ = tokio::time::sleep_until(leave_at.into()) => break,
-            r = client.next_replies() => r,
+            r = client.next_publications(|_, data| stamps.extend(payload::decode(data))) => r,
         };
-        let Ok(replies) = replies else {
+        if read.is_err() {
             closed = 1;
             break;
-        };
-        for r in replies {
-            let Some(p) = r.push.and_then(|p| p.r#pub) else {
-                continue;
-            };
-            let Some(stamp) = payload::decode(&p.data) else {
-                continue;
-            };
+        }
+        for stamp in stamps {
             if stamp.channel != channel {
                 continue;
             }

@@ -12,6 +12,20 @@ use crate::report::{Reconnection, Server, Summary};
 
 use super::{counter, new_summary, own_cpu, secs, Meter, Parts, Sampler};
 
+/// The channels of `connect --subscribe`: `count` of them named from `prefix`
+/// (or the protocol's default); none without `--subscribe`.
+pub fn channels(
+    common: &Common,
+    subscribe: bool,
+    count: u32,
+    prefix: Option<String>,
+) -> Option<Channels> {
+    subscribe.then(|| Channels {
+        prefix: common.channel_prefix(prefix.as_deref()),
+        count: count.max(1),
+    })
+}
+
 /// Connect-only, or idle subscribers when `channels` is given.
 pub async fn run(
     common: &Common,
@@ -24,9 +38,10 @@ pub async fn run(
     p.insert("connect_rate".into(), common.connect_rate.to_string());
     p.insert("hold_s".into(), common.duration.to_string());
     p.insert(
-        "encoding".into(),
-        if common.protobuf { "protobuf" } else { "json" }.into(),
+        "protocol".into(),
+        format!("{:?}", common.protocol).to_lowercase(),
     );
+    p.insert("encoding".into(), common.client_protocol().label().into());
     if let Some(c) = &channels {
         p.insert(
             "subscribe".into(),

@@ -9,7 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::cli::{ChurnArgs, Common, FailoverArgs, FanoutArgs, Via};
+use crate::cli::{ChurnArgs, Common, FailoverArgs, FanoutArgs, ProtocolName, Via};
 use crate::hist::{self, Percentiles};
 use crate::payload::now_us;
 use crate::procstat;
@@ -35,7 +35,7 @@ pub async fn run(
     let mut summary = new_summary(name);
     describe(&mut summary, common, args);
     let channels = Channels {
-        prefix: args.channel_prefix.clone(),
+        prefix: common.channel_prefix(args.channel_prefix.as_deref()),
         count: args.channels.max(1),
     };
     let total = u64::from(channels.count) * args.subscribers;
@@ -69,7 +69,7 @@ pub async fn run(
         tokio::spawn(churn::run(
             ChurnSpec {
                 targets: common.urls.clone(),
-                protobuf: common.protobuf,
+                protocol: common.client_protocol(),
                 token: common.token.clone(),
                 channels: channels.clone(),
                 rate: c.churn_rate,
@@ -184,9 +184,10 @@ fn describe(summary: &mut Summary, common: &Common, args: &FanoutArgs) {
     p.insert("via".into(), format!("{:?}", args.via).to_lowercase());
     p.insert("duration_s".into(), common.duration.to_string());
     p.insert(
-        "encoding".into(),
-        if common.protobuf { "protobuf" } else { "json" }.into(),
+        "protocol".into(),
+        format!("{:?}", common.protocol).to_lowercase(),
     );
+    p.insert("encoding".into(), common.client_protocol().label().into());
     p.insert(
         "urls".into(),
         common
@@ -199,17 +200,23 @@ fn describe(summary: &mut Summary, common: &Common, args: &FanoutArgs) {
 }
 
 fn publish_spec(common: &Common, args: &FanoutArgs, channels: &Channels) -> PublishSpec {
+    let addrs = if args.api_addrs.is_empty() {
+        common.urls.iter().map(|u| u.addr).collect()
+    } else {
+        args.api_addrs.clone()
+    };
     PublishSpec {
-        via: match args.via {
-            Via::Api => publisher::Via::Api {
-                addrs: if args.api_addrs.is_empty() {
-                    common.urls.iter().map(|u| u.addr).collect()
-                } else {
-                    args.api_addrs.clone()
-                },
+        via: match (args.via, common.protocol) {
+            (Via::Api, ProtocolName::Pusher) => publisher::Via::Pusher {
+                addrs,
+                app: common.pusher_app(),
+            },
+            (Via::Api, ProtocolName::Centrifugo) => publisher::Via::Api {
+                addrs,
                 key: args.api_key.clone(),
             },
-            Via::Client => publisher::Via::Client {
+            // The command line refuses it with Pusher (`Scenario::refusal`).
+            (Via::Client, _) => publisher::Via::Client {
                 targets: common.urls.clone(),
                 protobuf: common.protobuf,
                 token: common.token.clone(),

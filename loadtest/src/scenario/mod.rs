@@ -55,7 +55,7 @@ impl Parts {
         for (first, count) in split {
             let spec = PartSpec {
                 targets: common.urls.clone(),
-                protobuf: common.protobuf,
+                protocol: common.client_protocol(),
                 token: common.token.clone(),
                 first,
                 count,

@@ -241,12 +241,11 @@ pub async fn run(args: &PresenceArgs) -> anyhow::Result<PresenceSummary> {
 async fn watch(url: &str, channel: &str) -> anyhow::Result<Client> {
     let target = url.parse().context("--url")?;
     let options = ClientOptions {
-        encoding: Encoding::Json,
         source: None,
         token: None,
         timeout: Duration::from_secs(10),
     };
-    let mut client = Client::open(&target, &options).await?;
+    let mut client = Client::open(&target, Encoding::Json, &options).await?;
     client
         .call(Command {
             subscribe: Some(SubscribeRequest {

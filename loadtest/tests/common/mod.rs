@@ -1,6 +1,8 @@
 //! A real gateway in this process for the loadtest's tests: `config/dev.toml` on
 //! port 0, plus whatever flags a test adds (e.g. `--nats-url` for cluster mode).
 
+pub mod run;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
