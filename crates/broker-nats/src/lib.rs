@@ -417,11 +417,12 @@ impl Broker for NatsBroker {
         // The interest must reach the server before the caller reads the stream:
         // every message after that read then arrives live. Bounded: NATS may go
         // away meanwhile.
-        let flushed = tokio::time::timeout(self.config.publish_timeout, self.shared.client.flush());
-        match flushed.await {
-            Ok(result) => result.map_err(unavailable)?,
-            Err(_) => return Err(unavailable("NATS did not confirm the subscription in time")),
-        }
+        // In place at the server, not only written to the socket: a publish
+        // accepted after this returns, through any gateway, reaches it.
+        self.shared
+            .round_trip(&self.config.prefix, self.config.publish_timeout)
+            .await
+            .map_err(|_| unavailable("NATS did not confirm the subscription in time"))?;
         *listener = Some(tokio::spawn(live::run(
             self.shared.clone(),
             channel.to_owned(),
