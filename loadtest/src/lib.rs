@@ -1,16 +1,18 @@
 //! `switchboard-loadtest`: the load generator for Switchboard and other
-//! Centrifugo-protocol servers.
+//! Centrifugo- or Pusher-protocol servers.
 //!
 //! # Layout
 //! - [`cli`]: the command line; [`config`]: `--config FILE` (TOML).
 //! - [`target`]: gateway URLs.
-//! - [`client`]: a Centrifugo protocol client (JSON and protobuf) over fastwebsockets.
-//! - [`api`]: the server HTTP API client (`POST /api/publish`).
+//! - [`client`]: protocol clients over fastwebsockets: Centrifugo (JSON and protobuf)
+//!   and Pusher Channels, behind one `Connection`.
+//! - [`api`]: the server HTTP API clients: Centrifugo's (`POST /api/publish`) and
+//!   Pusher's (signed `POST /apps/{id}/events`).
 //! - [`payload`]: the stamp each publication carries (channel, sequence, send time).
 //! - [`accounting`]: exact loss, duplicate and order accounting.
 //! - [`hist`]: HDR histograms, percentiles, and their form between processes.
 //! - [`receivers`]: a share of a run's connections: set up, read, account, recover.
-//! - [`publisher`]: publishers at a rate, through the API or as clients.
+//! - [`publisher`]: publishers at a rate, through an HTTP API or as clients.
 //! - [`workers`]: worker processes for more connections than one process may hold.
 //! - [`limits`]: the fd limit and loopback source addresses.
 //! - [`procstat`]: CPU and memory of the server (and this tool) from /proc.

@@ -167,7 +167,7 @@ impl Client {
     /// Hands `each` the offset and data of every publication push in the next frame
     /// (or in the records [`Client::call`] kept), in order; skips other records, as a
     /// receiver does with [`Client::next_replies`], but reads JSON publications
-    /// without building a `Reply` (see [`lean`]). Not cancel-safe either.
+    /// without building a `Reply` (see `client::lean`). Not cancel-safe either.
     pub async fn next_publications(
         &mut self,
         mut each: impl FnMut(u64, &[u8]),
