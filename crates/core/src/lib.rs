@@ -19,6 +19,7 @@
 //!   front ends register their wire formats there at start-up.
 //! - [`disconnect`]: why a connection is closed, as reasons each protocol maps to its codes.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal the binaries stop on.
+//! - [`startup`]: the binaries' start-up: backoff while NATS is not reached, announcements.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -33,6 +34,7 @@ pub mod presence;
 pub mod presence_refresh;
 pub mod queue;
 pub mod shutdown;
+pub mod startup;
 pub mod types;
 
 pub use broker::{Broker, BrokerError, EventSink, HistoryQuery, HistoryResult, PublishOptions};

@@ -4,9 +4,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::centrifugo::auth::KeyError;
 use crate::centrifugo::{api, Centrifugo};
@@ -61,6 +62,38 @@ pub async fn route(
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// The answers of a gateway that has no node yet (still reaching NATS): see
+/// [`crate::server::starting`]. Each closes its connection, so that a client's
+/// next request after the start reaches the node.
+pub fn starting<B>(metrics: &PrometheusHandle, req: &Request<B>) -> Response<Body> {
+    let mut response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: connecting to NATS\n",
+        ),
+        (&Method::GET, "/metrics") => with_type(
+            StatusCode::OK,
+            Bytes::from(metrics.render()),
+            "text/plain; version=0.0.4",
+        ),
+        _ => {
+            crate::response::refused("starting");
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: not connected to NATS yet; retry shortly\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn centrifugo_api(node: &Arc<Node>, method: &str, req: Request<Incoming>) -> Response<Body> {

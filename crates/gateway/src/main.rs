@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use switchboard_core::startup;
 use switchboard_gateway::config::{Cli, Config};
 use switchboard_gateway::http::Routes;
 use switchboard_gateway::node::Node;
@@ -43,14 +44,32 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The node announces where it really listens (port 0 picks one).
     config.listen = listener.local_addr()?;
-    let node = Node::from_config(config).await?;
+    // Installed before any announcement, so that a SIGTERM right after one stops us.
+    let signal = switchboard_core::shutdown::signal();
+    tokio::pin!(signal);
+    let node = if config.nats.is_some() {
+        // Until NATS answers: probes only, /readyz 503, clients refused with 503.
+        startup::announce(&format!(
+            "switchboard-gateway starting on {}: connecting to NATS",
+            config.listen
+        ));
+        let limits = config.limits.clone();
+        let connecting = server::starting(&listener, tls.clone(), &limits, Node::connect(config));
+        tokio::select! {
+            node = connecting => node?,
+            _ = &mut signal => {
+                tracing::info!("stopped before NATS was reached");
+                return Ok(());
+            }
+        }
+    } else {
+        Node::from_config(config).await?
+    };
     let routes = Routes::new(node.clone())?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
     let addr = node.config.listen;
-    // Installed before the announcement, so that a SIGTERM right after it drains.
-    let signal = switchboard_core::shutdown::signal();
     // Scripts and tests read this line to learn the port when listening on port 0.
-    println!("switchboard-gateway listening on {addr}");
+    startup::announce(&format!("switchboard-gateway listening on {addr}"));
     tracing::info!(%addr, tls = tls.is_some(), mode, "gateway started");
     if node.config.insecure {
         tracing::warn!("insecure: clients connect without tokens and skip channel permissions");

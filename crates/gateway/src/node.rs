@@ -15,6 +15,7 @@ use switchboard_core::channel;
 use switchboard_core::hub::Hub;
 use switchboard_core::memory::{MemoryBroker, MemoryPresence};
 use switchboard_core::namespace::NamespaceOptions;
+use switchboard_core::startup::Backoff;
 use switchboard_core::{
     Broker, BrokerError, ClientInfo, HistoryQuery, HistoryResult, PresenceStats, PresenceStore,
     PublishOptions, StreamPosition,
@@ -134,6 +135,29 @@ impl Node {
         let node = Node::new(config, broker.clone(), presence);
         Cluster::join(&node, &broker, &nats).await?;
         Ok(node)
+    }
+
+    /// [`Node::from_config`], tried until it works: a failure to reach NATS (or to
+    /// set up its streams and buckets, as while a JetStream cluster elects its
+    /// leaders) is logged, counted in `switchboard_nats_connect_failures_total` and
+    /// retried after a backoff (250 ms doubling to 5 s). Other errors (a presence
+    /// URL that cannot work) end it.
+    pub async fn connect(config: Config) -> Result<Arc<Node>, NodeError> {
+        crate::metrics::install();
+        metrics::gauge!("switchboard_nats_connected").set(0.0);
+        let mut backoff = Backoff::startup();
+        for attempt in 1u64.. {
+            match Node::from_config(config.clone()).await {
+                Err(NodeError::Nats(e)) => {
+                    let delay = backoff.next_delay();
+                    metrics::counter!("switchboard_nats_connect_failures_total").increment(1);
+                    tracing::warn!(error = %e, attempt, retry_in = ?delay, "NATS not reached yet; not ready");
+                    tokio::time::sleep(delay).await;
+                }
+                done => return done,
+            }
+        }
+        unreachable!("attempts are unbounded")
     }
 
     /// What `/readyz` says: not shutting down, and the broker can serve.

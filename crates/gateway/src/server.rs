@@ -7,7 +7,9 @@
 //! slow or half-open clients cannot hold file descriptors. On shutdown the node
 //! turns unready for `shutdown_delay` while it still serves, then stops accepting,
 //! tells every client to reconnect (spread over the drain window) and waits for
-//! the connections to finish, bounded by a grace period.
+//! the connections to finish, bounded by a grace period. Before that, a cluster
+//! gateway that has not reached NATS yet answers on its listener with the probes
+//! alone ([`starting`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Limits;
 use crate::connection::identity::Peer;
 use crate::http::Routes;
 use crate::node::Node;
@@ -52,8 +59,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let node = routes.node.clone();
-    let http = Arc::new(Semaphore::new(node.config.limits.max_http_connections));
-    accept_until(&listener, &routes, &tls, &http, shutdown).await;
+    let accept = Accept::new(&listener, tls, &node.config.limits);
+    let front = Front::Routes(routes);
+    accept
+        .until(&front, &node.tasks, &node.drain, shutdown)
+        .await;
     // Unready first, still serving: balancers polling /readyz stop sending clients
     // here before the listener closes.
     node.set_ready(false);
@@ -63,58 +73,119 @@ pub async fn run(
             ?delay,
             "unready; closing the listener after the shutdown delay"
         );
-        accept_until(&listener, &routes, &tls, &http, tokio::time::sleep(delay)).await;
+        let delayed = tokio::time::sleep(delay);
+        accept
+            .until(&front, &node.tasks, &node.drain, delayed)
+            .await;
     }
+    drop(accept);
     drop(listener);
     drain(&node).await;
 }
 
-/// Accepts connections until `stop` completes. Each holds one of the `http`
-/// permits until it upgrades or closes; a connection finding none is closed at once.
-async fn accept_until(
+/// Answers on `listener` while `connecting` runs, before there is a node (a
+/// cluster gateway still reaching NATS): `/healthz` 200, `/readyz` 503, `/metrics`,
+/// and 503 with `Retry-After` for everything else, each connection closed after
+/// one answer. Probes see a live process that is not ready; clients are refused
+/// at once instead of queueing in the backlog. Returns what `connecting` returns;
+/// the listener stays bound for [`run`].
+pub async fn starting<T>(
     listener: &TcpListener,
-    routes: &Arc<Routes>,
-    tls: &Option<TlsAcceptor>,
-    http: &Arc<Semaphore>,
-    stop: impl Future<Output = ()>,
-) {
-    let node = &routes.node;
-    tokio::pin!(stop);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    let Ok(permit) = http.clone().try_acquire_owned() else {
-                        metrics::counter!("switchboard_connections_refused_total", "reason" => "http_connection_limit").increment(1);
-                        drop(stream);
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let routes = routes.clone();
-                    let tls = tls.clone();
-                    node.tasks.clone().spawn(async move {
-                        let _pending = Pending::new(permit);
-                        match tls {
-                            None => serve_http(routes, stream, peer).await,
-                            Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_http(routes, stream, peer).await,
-                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
-                            },
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    metrics::counter!("switchboard_connections_refused_total", "reason" => "accept_error").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-            _ = &mut stop => return,
+    tls: Option<TlsAcceptor>,
+    limits: &Limits,
+    connecting: impl Future<Output = T>,
+) -> T {
+    let accept = Accept::new(listener, tls, limits);
+    let front = Front::Starting(crate::metrics::install());
+    let mut out = None;
+    let connected = async { out = Some(connecting.await) };
+    accept
+        .until(
+            &front,
+            &TaskTracker::new(),
+            &CancellationToken::new(),
+            connected,
+        )
+        .await;
+    out.expect("the accept loop returns once `connecting` completed")
+}
+
+/// What answers HTTP on the listener.
+#[derive(Clone)]
+enum Front {
+    /// The node's front ends, probes and APIs.
+    Routes(Arc<Routes>),
+    /// No node yet: the probes alone ([`starting`]).
+    Starting(PrometheusHandle),
+}
+
+/// The accept side of a listener: TLS, and the cap on connections not upgraded.
+struct Accept<'a> {
+    listener: &'a TcpListener,
+    tls: Option<TlsAcceptor>,
+    http: Arc<Semaphore>,
+    header_timeout: Duration,
+}
+
+impl<'a> Accept<'a> {
+    fn new(listener: &'a TcpListener, tls: Option<TlsAcceptor>, limits: &Limits) -> Accept<'a> {
+        Accept {
+            listener,
+            tls,
+            http: Arc::new(Semaphore::new(limits.max_http_connections)),
+            header_timeout: limits.http_header_timeout,
+        }
+    }
+
+    /// Accepts connections until `stop` completes, each served by `front` in a
+    /// task of `tasks` and told to finish when `drain` is cancelled. Each holds one
+    /// of the `http` permits until it upgrades or closes; a connection finding none
+    /// is closed at once.
+    async fn until(
+        &self,
+        front: &Front,
+        tasks: &TaskTracker,
+        drain: &CancellationToken,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        let Ok(permit) = self.http.clone().try_acquire_owned() else {
+                            metrics::counter!("switchboard_connections_refused_total", "reason" => "http_connection_limit").increment(1);
+                            drop(stream);
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let (front, tls, drain) = (front.clone(), self.tls.clone(), drain.clone());
+                        let header_timeout = self.header_timeout;
+                        tasks.spawn(async move {
+                            let _pending = Pending::new(permit);
+                            let http = Http { front, peer, drain, header_timeout };
+                            match tls {
+                                None => http.serve(stream).await,
+                                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => http.serve(stream).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                },
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        metrics::counter!("switchboard_connections_refused_total", "reason" => "accept_error").increment(1);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+                _ = &mut stop => return,
+            }
         }
     }
 }
@@ -157,33 +228,53 @@ pub async fn drain(node: &Node) {
     node.cluster.leave().await;
 }
 
-async fn serve_http<S>(routes: Arc<Routes>, stream: S, peer: std::net::SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let drain = routes.node.drain.clone();
-    let header_timeout = routes.node.config.limits.http_header_timeout;
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
-        crate::http::route(routes.clone(), req)
-    });
-    let conn = http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    metrics::counter!("switchboard_http_timeouts_total").increment(1);
+/// One accepted HTTP connection.
+struct Http {
+    front: Front,
+    peer: std::net::SocketAddr,
+    drain: CancellationToken,
+    header_timeout: Duration,
+}
+
+impl Http {
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Http {
+            front,
+            peer,
+            drain,
+            header_timeout,
+        } = self;
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            let front = front.clone();
+            async move {
+                match front {
+                    Front::Routes(routes) => crate::http::route(routes, req).await,
+                    Front::Starting(metrics) => Ok(crate::http::starting(&metrics, &req)),
                 }
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
-            return;
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    if e.is_timeout() {
+                        metrics::counter!("switchboard_http_timeouts_total").increment(1);
+                    }
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.cancelled() => conn.as_mut().graceful_shutdown(),
         }
-        _ = drain.cancelled() => conn.as_mut().graceful_shutdown(),
+        let _ = conn.await;
     }
-    let _ = conn.await;
 }

@@ -1,12 +1,11 @@
 //! The `switchboard-presence` binary: start-up, gRPC, probes, metrics, SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use switchboard_presence::pb::presence_client::PresenceClient;
 use switchboard_presence::pb::{JoinRequest, ListRequest, Member, Membership, StatsRequest};
-use switchboard_test_support::{eventually_some, NatsServer};
+use switchboard_test_support::{eventually_some, Lines, NatsServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-presence");
 
@@ -55,7 +54,7 @@ impl Drop for Presence {
     }
 }
 
-/// Starts the binary and reads its addresses (gRPC, HTTP) from its first line.
+/// Starts the binary and reads its addresses (gRPC, HTTP) from its listening line.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Presence, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
@@ -64,15 +63,8 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Presence, String, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let rest = line
-        .trim()
-        .strip_prefix("switchboard-presence listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let (grpc, http) = rest.split_once(" http ").expect("both addresses");
+    let line = Lines::of(&mut child).after("switchboard-presence listening on ");
+    let (grpc, http) = line.split_once(" http ").expect("both addresses");
     let ip = |addr: &str| addr.rsplit_once(':').unwrap().0.to_owned();
     (Presence(child), ip(grpc), ip(http))
 }
@@ -140,15 +132,8 @@ async fn serves_grpc_probes_and_metrics_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let rest = line
-        .trim()
-        .strip_prefix("switchboard-presence listening on ")
-        .expect("listening line");
-    let (grpc, http) = rest.split_once(" http ").expect("both addresses");
+    let line = Lines::of(&mut child).after("switchboard-presence listening on ");
+    let (grpc, http) = line.split_once(" http ").expect("both addresses");
 
     let mut client = PresenceClient::connect(format!("http://{grpc}"))
         .await
@@ -236,4 +221,54 @@ async fn serves_grpc_probes_and_metrics_and_stops_on_sigterm() {
     })
     .await;
     assert!(status.success(), "exit status {status}");
+}
+
+/// A replica started before NATS answers stays up: probes live, `/readyz` 503, no
+/// gRPC port yet; it retries, and serves once NATS is there, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_before_nats_is_live_not_ready_and_serves_once_nats_answers() {
+    let nats_port = switchboard_test_support::free_port();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    let rest = lines.after("switchboard-presence starting, http ");
+    let http = rest
+        .strip_suffix(": connecting to NATS")
+        .unwrap_or_else(|| panic!("{rest}"))
+        .to_owned();
+    let _presence = Presence(child);
+
+    assert_eq!(http_get(&http, "/healthz").await.0, 200);
+    assert_eq!(http_get(&http, "/readyz").await.0, 503);
+    let patience = Duration::from_secs(30);
+    eventually_some("two failed attempts to reach NATS", patience, async || {
+        let (_, metrics) = http_get(&http, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_nats_connect_failures_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|n| *n >= 2.0)
+    })
+    .await;
+
+    let _nats = NatsServer::start_on(nats_port);
+    let line = lines.after("switchboard-presence listening on ");
+    let (grpc, _) = line.split_once(" http ").expect("both addresses");
+    assert_eq!(http_get(&http, "/readyz").await.0, 200);
+    let mut client = PresenceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let stats = client
+        .stats(StatsRequest {
+            channel: "room".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.num_clients, stats.num_users), (0, 0));
 }

@@ -1,7 +1,8 @@
 //! Test support: real `nats-server` processes, and waiting for a condition.
 //!
 //! Layout: this file runs the servers; [`eventually`](mod@eventually) polls an
-//! async check with a deadline, for tests that wait for something to happen.
+//! async check with a deadline, for tests that wait for something to happen;
+//! [`Lines`] reads the lines a binary under test prints, with a deadline.
 //!
 //! Every server gets free ports and its own temporary JetStream store, so tests
 //! run in parallel; it is killed (and its store removed) on drop. Start-up is
@@ -16,8 +17,10 @@
 #![deny(rust_2018_idioms)]
 
 pub mod eventually;
+mod lines;
 
 pub use eventually::{eventually, eventually_ok, eventually_some};
+pub use lines::Lines;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -57,7 +60,17 @@ impl NatsServer {
         NatsServer::start_with(Vec::new())
     }
 
+    /// A single node with JetStream on `port` (one that was free, for a process
+    /// started before its NATS and pointed at it).
+    pub fn start_on(port: u16) -> NatsServer {
+        NatsServer::start_with_port(Vec::new(), Some(port))
+    }
+
     fn start_with(extra: Vec<String>) -> NatsServer {
+        NatsServer::start_with_port(extra, None)
+    }
+
+    fn start_with_port(extra: Vec<String>, port: Option<u16>) -> NatsServer {
         let store = tempfile::Builder::new()
             .prefix("switchboard-nats-")
             .tempdir()
@@ -68,7 +81,7 @@ impl NatsServer {
             store,
             extra,
         };
-        server.spawn(None);
+        server.spawn(port);
         server
     }
 

@@ -578,9 +578,14 @@ pub struct GatewayProcess(pub std::process::Child, pub SocketAddr);
 
 impl GatewayProcess {
     /// Starts the binary with `args` and `env`, and reads the address from its
-    /// "listening on" line.
+    /// "listening on" line (a cluster node prints a "starting on" line first).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
-        use std::io::BufRead;
+        GatewayProcess::spawn_until(args, env, "switchboard-gateway listening on ")
+    }
+
+    /// Starts the binary and returns at its first line that begins with `prefix`,
+    /// with the address that follows.
+    pub fn spawn_until(args: &[&str], env: &[(&str, &str)], prefix: &str) -> GatewayProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-gateway"));
         cmd.args(args)
             .stdout(std::process::Stdio::piped())
@@ -589,16 +594,11 @@ impl GatewayProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        // read_line blocks until the line or EOF; the process prints it right after binding.
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard-gateway listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let rest = switchboard_test_support::Lines::of(&mut child).after(prefix);
+        let addr = rest.split(':').take(2).collect::<Vec<_>>().join(":");
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("no address after {prefix:?} in {rest:?}"));
         GatewayProcess(child, addr)
     }
 
