@@ -64,15 +64,23 @@ pub fn publication(
         user_changed: false,
         exclude_client: options.exclude_client.clone(),
         tags: options.tags.clone(),
+        departure: String::new(),
     };
     Bytes::from(envelope.encode_to_vec())
 }
 
 pub fn presence(kind: Kind, change: PresenceChange) -> Bytes {
+    departure(kind, change, String::new())
+}
+
+/// A join or leave a presence sweeper announces, with the departure's id
+/// (see `Envelope.departure`).
+pub fn departure(kind: Kind, change: PresenceChange, id: String) -> Bytes {
     let envelope = Envelope {
         kind: kind as i32,
         info: Some(to_pb(change.info)),
         user_changed: change.user_changed,
+        departure: id,
         ..Default::default()
     };
     Bytes::from(envelope.encode_to_vec())

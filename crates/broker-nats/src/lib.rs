@@ -48,7 +48,9 @@ use switchboard_core::{
 };
 use tokio::sync::watch;
 
-pub use presence::{sweeper, Departure, KvPresence, MemberPage, PresenceBucket, Unfinished};
+pub use presence::{
+    sweeper, KvPresence, MemberPage, PresenceBucket, Rejoin, StaleMember, Unfinished,
+};
 pub use streams::Storage;
 use subject::Subjects;
 

@@ -7,7 +7,9 @@
 //! e.g. across a reconnect): they are read from the stream and delivered first.
 //! After a reconnect the channel's newest offset is checked too, for messages
 //! missed with none after them. When a gap cannot be filled, the channel's local
-//! subscribers are told to reconnect and recover.
+//! subscribers are told to reconnect and recover. A leave a presence sweeper
+//! announces again (it took over from one killed half-way) is dropped by its
+//! departure id.
 
 use std::sync::Arc;
 
@@ -29,6 +31,41 @@ struct Channel {
     name: String,
     /// Offset of the last publication delivered; `None` until the first.
     last: Option<u64>,
+    departures: Departures,
+}
+
+/// How long a sweeper's departure id is remembered: a sweeper that takes over
+/// from one killed mid-sweep repeats its leaves within about a presence TTL.
+const DEPARTURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(300);
+/// Departure ids remembered per channel at most.
+const MAX_DEPARTURES: usize = 100_000;
+
+/// The departure ids of the leaves delivered lately (`Envelope.departure`), so
+/// that a leave a second sweeper announces again is delivered once.
+#[derive(Default)]
+struct Departures {
+    order: std::collections::VecDeque<(std::time::Instant, String)>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Departures {
+    /// Whether `id` was not seen lately; remembers it.
+    fn first(&mut self, id: &str) -> bool {
+        let now = std::time::Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < DEPARTURE_MEMORY && self.order.len() < MAX_DEPARTURES {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        if !self.seen.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back((now, id.to_owned()));
+        true
+    }
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, name: String, mut subscriber: async_nats::Subscriber) {
@@ -38,6 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>, name: String, mut subscriber: async
         shared,
         name,
         last: None,
+        departures: Departures::default(),
     };
     loop {
         tokio::select! {
@@ -89,6 +127,10 @@ impl Channel {
                 return;
             }
         };
+        if !envelope.departure.is_empty() && !self.departures.first(&envelope.departure) {
+            metrics::counter!("switchboard_presence_repeated_leaves_total").increment(1);
+            return;
+        }
         let Some(offset) = header_u64(&m, "Nats-Sequence") else {
             // Not stored: a channel without history, or a join/leave.
             self.deliver(envelope::event(envelope, 0));
@@ -179,5 +221,21 @@ impl Channel {
                 self.last = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Departures;
+
+    #[test]
+    fn a_departure_is_delivered_once() {
+        let mut d = Departures::default();
+        assert!(d.first("room.u.c@7"));
+        assert!(!d.first("room.u.c@7"));
+        assert!(
+            d.first("room.u.c@9"),
+            "another departure of the same member"
+        );
     }
 }

@@ -251,3 +251,164 @@ async fn an_abandoned_member_expires_once_and_its_user_leaves_with_the_last() {
         ]
     );
 }
+
+/// Two replicas over one nats-server (TTL 1 s) and a broker subscribed to
+/// "room" that records what it delivers.
+async fn two_replicas_and_a_listener() -> (
+    NatsServer,
+    [Arc<PresenceBucket>; 2],
+    NatsBroker,
+    Arc<Events>,
+) {
+    let nats = NatsServer::start();
+    let ttl = Duration::from_secs(1);
+    let replicas = [
+        bucket(&nats.url(), ttl).await,
+        bucket(&nats.url(), ttl).await,
+    ];
+    let events = Arc::new(Events::default());
+    let config = NatsConfig {
+        urls: vec![nats.url()],
+        ..Default::default()
+    };
+    let broker = NatsBroker::connect(config, &Namespaces::default())
+        .await
+        .unwrap();
+    broker.set_sink(events.clone());
+    broker.subscribe("room").await.unwrap();
+    let broker = Arc::try_unwrap(broker).unwrap_or_else(|_| panic!("one owner"));
+    (nats, replicas, broker, events)
+}
+
+/// Waits until `replica` finds `client` overdue and returns it.
+async fn overdue(replica: &PresenceBucket, client: &str) -> switchboard_broker_nats::StaleMember {
+    eventually_some(
+        format!("{client} overdue"),
+        Duration::from_secs(20),
+        async || {
+            let stale = replica.stale(100).await.unwrap();
+            stale.into_iter().find(|m| m.info.client == client)
+        },
+    )
+    .await
+}
+
+/// Every join and leave received so far: ("join"/"leave", client, user_changed).
+fn changes(events: &Events) -> Vec<(&'static str, String, bool)> {
+    events.collect(|e| match e {
+        ChannelEvent::Join(j) => Some(("join", j.info.client.clone(), j.user_changed)),
+        ChannelEvent::Leave(l) => Some(("leave", l.info.client.clone(), l.user_changed)),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweeper_killed_between_its_leave_and_its_delete_leaves_no_ghost_and_no_second_leave() {
+    let (_nats, replicas, _broker, events) = two_replicas_and_a_listener().await;
+    let abandoned = member(1, 1);
+    assert!(replicas[0].join("room", abandoned.clone()).await.unwrap());
+
+    // The first sweeper announces the departure and dies before its delete.
+    let found = overdue(&replicas[0], &abandoned.client).await;
+    replicas[0].announce_departure(&found).await.unwrap();
+    // The member is still there and overdue: the sweeper that takes over expires it.
+    let again = overdue(&replicas[1], &abandoned.client).await;
+    assert!(replicas[1].expire(again).await.unwrap());
+    let stats = replicas[1].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (0, 0));
+
+    // A marker after the second announcement, on the same connection (so it
+    // arrives after it): another member departs through replica 1.
+    let marker = member(2, 1);
+    replicas[1].join("room", marker.clone()).await.unwrap();
+    replicas[1].depart("room", marker.clone()).await.unwrap();
+    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
+        let seen = changes(&events);
+        if seen.iter().any(|(_, c, _)| *c == marker.client) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        changes(&events),
+        vec![
+            ("leave", abandoned.client.clone(), true),
+            ("leave", marker.client.clone(), true)
+        ],
+        "one leave for the abandoned member, with its user"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refreshed_while_it_expires_is_left_in_place_and_joins_again() {
+    let (_nats, replicas, _broker, events) = two_replicas_and_a_listener().await;
+    let late = member(3, 1);
+    assert!(replicas[0].join("room", late.clone()).await.unwrap());
+    let found = overdue(&replicas[0], &late.client).await;
+    // Its gateway was frozen and continues: the refresh lands before the delete.
+    replicas[1].refresh("room", late.clone()).await.unwrap();
+    assert!(!replicas[0].expire(found).await.unwrap());
+
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+    eventually_ok(
+        "the leave, then the join",
+        Duration::from_secs(10),
+        async || {
+            let seen = changes(&events);
+            let want = vec![
+                ("leave", late.client.clone(), true),
+                ("join", late.client.clone(), true),
+            ];
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_expired_while_its_gateway_was_away_joins_again_on_its_lapsed_refresh() {
+    let (_nats, replicas, _broker, events) = two_replicas_and_a_listener().await;
+    let (away, stays) = (member(4, 1), member(5, 1));
+    assert!(replicas[0].join("room", away.clone()).await.unwrap());
+    let found = overdue(&replicas[1], &away.client).await;
+    assert!(replicas[1].expire(found).await.unwrap());
+    assert!(replicas[0].join("room", stays.clone()).await.unwrap());
+
+    // Its gateway continues: the lapsed round re-asserts both of its members.
+    assert!(replicas[0].rejoin("room", away.clone()).await.unwrap());
+    assert!(
+        !replicas[0].rejoin("room", stays.clone()).await.unwrap(),
+        "still there"
+    );
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (2, 2));
+    // A marker on the same connection, after the rejoins.
+    let marker = member(6, 1);
+    replicas[0].join("room", marker.clone()).await.unwrap();
+    replicas[0].depart("room", marker.clone()).await.unwrap();
+    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
+        let seen = changes(&events);
+        if seen.iter().any(|(_, c, _)| *c == marker.client) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        changes(&events),
+        vec![
+            ("leave", away.client.clone(), true),
+            ("join", away.client.clone(), true),
+            ("leave", marker.client.clone(), true)
+        ],
+        "the expired member's leave, then its join; nothing for the one still there"
+    );
+}

@@ -6,7 +6,12 @@
 //! its own members ([`LocalMembers`]), re-asserts them every third of the TTL
 //! (a round that fails leaves two more before anything expires), and on a clean
 //! shutdown hands what is left over at once ([`depart_all`]) instead of letting
-//! it expire a TTL later. The store says how one batch is refreshed or handed
+//! it expire a TTL later. A node that could not refresh for longer than the TTL
+//! (frozen, or cut off from the store) may have lost members to the sweep while
+//! it was away; its next round is a *lapsed* one, in which the members the store
+//! lost join again, with their joins announced, so that presence comes back
+//! coherent (a leave, then a join) instead of holding members nobody announced.
+//! The store says how one batch is refreshed or handed
 //! over ([`NodePresence`]): the gateway on the JetStream buckets puts members one
 //! by one, the gateway of the presence service sends a few hundred per call.
 
@@ -93,9 +98,14 @@ pub trait NodePresence: Send + Sync + 'static {
 
     fn local(&self) -> &LocalMembers<Self::Key, Self::Member>;
 
-    /// Re-asserts members (their node is alive), adding any the store lost.
-    async fn refresh_batch(&self, batch: Vec<(Self::Key, Self::Member)>)
-        -> Result<(), BrokerError>;
+    /// Re-asserts members (their node is alive), adding any the store lost. When
+    /// `lapsed` (no round succeeded for longer than the TTL), a member the store
+    /// lost joins again: its user's count and a join announced, as on a join.
+    async fn refresh_batch(
+        &self,
+        batch: Vec<(Self::Key, Self::Member)>,
+        lapsed: bool,
+    ) -> Result<(), BrokerError>;
 
     /// Removes members now and announces their leaves: their node is going.
     async fn depart_batch(&self, batch: Vec<(Self::Key, Self::Member)>) -> Result<(), BrokerError>;
@@ -104,18 +114,30 @@ pub trait NodePresence: Send + Sync + 'static {
 /// Refreshes `store`'s members every third of `ttl`, the first time a third of
 /// `ttl` from now, until the store is dropped.
 pub fn spawn<S: NodePresence>(store: &Arc<S>, ttl: Duration) -> JoinHandle<()> {
-    tokio::spawn(run(Arc::downgrade(store), (ttl / 3).max(MIN_EVERY)))
+    tokio::spawn(run(Arc::downgrade(store), (ttl / 3).max(MIN_EVERY), ttl))
 }
 
-async fn run<S: NodePresence>(store: Weak<S>, every: Duration) {
+async fn run<S: NodePresence>(store: Weak<S>, every: Duration, ttl: Duration) {
     let mut ticker = tokio::time::interval(every);
     // The first tick is immediate: members just added need no refresh.
     ticker.tick().await;
+    // When the last round that succeeded started (the members' last refresh).
+    let mut refreshed = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         let Some(store) = store.upgrade() else { return };
-        if let Err(e) = refresh_round(&*store).await {
-            tracing::warn!(error = %e, "presence refresh failed");
+        let started = tokio::time::Instant::now();
+        let lapsed = started.duration_since(refreshed) > ttl.max(every);
+        if lapsed {
+            tracing::warn!(
+                since = ?started.duration_since(refreshed),
+                "no presence refresh for longer than the TTL: members the store lost join again"
+            );
+            metrics::counter!("switchboard_presence_lapsed_rounds_total").increment(1);
+        }
+        match refresh_round(&*store, lapsed).await {
+            Ok(()) => refreshed = started,
+            Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
         }
         metrics::gauge!("switchboard_presence_local_members").set(store.local().len() as f64);
     }
@@ -125,12 +147,12 @@ async fn run<S: NodePresence>(store: Weak<S>, every: Duration) {
 /// during the round must not be put back (it would come back as a ghost, then
 /// expire with a second leave). The first failure ends the round: the store is
 /// most likely unreachable, and the next round comes well inside the TTL.
-async fn refresh_round<S: NodePresence>(store: &S) -> Result<(), BrokerError> {
+async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), BrokerError> {
     let keys = store.local().keys();
     for keys in keys.chunks(S::BATCH.max(1)) {
         let batch = store.local().still_here(keys);
         if !batch.is_empty() {
-            store.refresh_batch(batch).await?;
+            store.refresh_batch(batch, lapsed).await?;
         }
     }
     Ok(())
@@ -165,6 +187,8 @@ mod tests {
     #[derive(Default)]
     struct Calls {
         refreshed: Mutex<Vec<(Instant, Vec<u32>)>>,
+        /// Whether each refresh call was a lapsed one.
+        lapsed: Mutex<Vec<bool>>,
         departed: Mutex<Vec<Vec<u32>>>,
     }
 
@@ -218,7 +242,12 @@ mod tests {
             &self.local
         }
 
-        async fn refresh_batch(&self, batch: Vec<(u32, String)>) -> Result<(), BrokerError> {
+        async fn refresh_batch(
+            &self,
+            batch: Vec<(u32, String)>,
+            lapsed: bool,
+        ) -> Result<(), BrokerError> {
+            self.calls.lapsed.lock().unwrap().push(lapsed);
             for (key, member) in &batch {
                 assert_eq!(member, &format!("member {key}"), "the member as remembered");
             }
@@ -316,6 +345,22 @@ mod tests {
         let rounds = rounds(&store.calls, start);
         assert_eq!(rounds[0].1.len(), 3, "one failed batch: {rounds:?}");
         assert_eq!(rounds[1], (TTL / 3 * 2, (0..7).collect()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_no_round_succeeded_for_longer_than_the_ttl_the_next_round_is_lapsed() {
+        // Rounds at 1, 2, 3 and 4 s fail (their first batch); the one at 5 s works.
+        let mut fake = Fake::new(7);
+        fake.fail = vec![0, 1, 2, 3];
+        let store = Arc::new(fake);
+        let _task = spawn(&store, TTL);
+        refreshes(&store, 10).await;
+        let lapsed = store.calls.lapsed.lock().unwrap()[..10].to_vec();
+        assert_eq!(
+            lapsed,
+            [false, false, false, true, true, true, true, false, false, false],
+            "lapsed from the first round more than a TTL after the last success, until one succeeds"
+        );
     }
 
     #[tokio::test(start_paused = true)]

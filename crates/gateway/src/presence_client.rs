@@ -131,10 +131,12 @@ impl NodePresence for RemotePresence {
     async fn refresh_batch(
         &self,
         batch: Vec<((String, String), ClientInfo)>,
+        lapsed: bool,
     ) -> Result<(), BrokerError> {
         let request = presence_pb::RefreshRequest {
             node: self.node.clone(),
             memberships: memberships(batch),
+            lapsed,
         };
         call!(self, refresh, request.clone());
         Ok(())

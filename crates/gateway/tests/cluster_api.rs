@@ -328,15 +328,6 @@ async fn standalone_the_same_calls_act_in_process() {
     );
 }
 
-/// Sends `signal` (STOP, CONT) to a gateway process.
-fn signal(process: &GatewayProcess, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &process.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// The uid of every node `info` lists through `api`.
 async fn listed(api: &Api) -> Vec<String> {
     let (_, info) = api.call("info", json!({})).await;
@@ -373,9 +364,9 @@ async fn a_killed_gateway_leaves_info_and_a_frozen_one_is_named_not_awaited() {
 
     // SIGSTOP: still in the registry, but it cannot answer. The call answers
     // after the control timeout and names it.
-    signal(&frozen, "STOP");
+    frozen.signal("STOP");
     let (status, r) = api.call("disconnect", json!({"user": "nobody"})).await;
-    signal(&frozen, "CONT");
+    frozen.signal("CONT");
     assert_eq!(status, 200);
     assert_eq!(r["result"], json!({}), "{r}");
     assert_eq!(r["error"]["code"], json!(100), "{r}");

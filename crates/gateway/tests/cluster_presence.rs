@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use switchboard_broker_nats::NatsConfig;
 use switchboard_test_support::{eventually, eventually_ok, eventually_some, NatsServer};
 
@@ -64,27 +64,28 @@ async fn presence_is_shared_by_every_gateway() {
     .await;
 }
 
+/// An in-process cluster gateway over `nats` with a presence TTL of 3 s. Every
+/// gateway of a cluster has the same presence TTL: the last to start sets the
+/// bucket's.
+async fn gateway_with_ttl_3(nats: &NatsServer) -> Gateway {
+    let mut cfg = config();
+    cfg.nats = Some(switchboard_gateway::config::NatsSettings {
+        presence_ttl: std::time::Duration::from_secs(3),
+        presence_urls: Vec::new(),
+        ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
+            urls: vec![nats.url()],
+            replicas: 1,
+            ..NatsConfig::default()
+        })
+    });
+    Gateway::start_tls(cfg, None).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_gateway_killed_with_sigkill_expire() {
     let nats = NatsServer::start();
     let mut doomed = GatewayProcess::cluster(&nats.url(), &["--presence-ttl", "3"]);
-    // Every gateway of a cluster has the same presence TTL: the last to start
-    // sets the bucket's.
-    let mut survivor_config = config();
-    survivor_config.nats = None;
-    let survivor = {
-        let mut cfg = survivor_config;
-        cfg.nats = Some(switchboard_gateway::config::NatsSettings {
-            presence_ttl: std::time::Duration::from_secs(3),
-            presence_urls: Vec::new(),
-            ..switchboard_gateway::config::NatsSettings::new(NatsConfig {
-                urls: vec![nats.url()],
-                replicas: 1,
-                ..NatsConfig::default()
-            })
-        });
-        Gateway::start_tls(cfg, None).await
-    };
+    let survivor = gateway_with_ttl_3(&nats).await;
     let mut c = Client::open(doomed.1, false).await;
     c.connect(json!({})).await;
     let r = c.subscribe(json!({"channel": "ghosts"})).await;
@@ -107,6 +108,68 @@ async fn members_of_a_gateway_killed_with_sigkill_expire() {
         stats().await == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_frozen_beyond_the_ttl_has_its_member_leave_once_then_join_again() {
+    let nats = NatsServer::start();
+    let frozen = GatewayProcess::cluster(&nats.url(), &["--presence-ttl", "3"]);
+    let survivor = gateway_with_ttl_3(&nats).await;
+    let mut member = Client::open(frozen.1, false).await;
+    let reply = member.connect(json!({})).await;
+    let id = reply["connect"]["client"].as_str().unwrap().to_owned();
+    assert!(member
+        .subscribe(json!({"channel": "thaw"}))
+        .await
+        .get("error")
+        .is_none());
+    let mut observer = survivor.client().await;
+    observer.connect(json!({})).await;
+    assert!(observer
+        .subscribe(json!({"channel": "thaw", "join_leave": true}))
+        .await
+        .get("error")
+        .is_none());
+    let of_member = |kind: &'static str| {
+        let id = id.clone();
+        move |v: &Value| v["push"][kind]["info"]["client"] == json!(id)
+    };
+
+    // Frozen for longer than the TTL: the sweep expires its member, with one leave.
+    frozen.signal("STOP");
+    observer.wait_for(of_member("leave")).await;
+    frozen.signal("CONT");
+    // Its first round after is a lapsed one: the member joins again, announced.
+    observer.wait_for(of_member("join")).await;
+    eventually_ok("both members counted", PATIENCE, async || {
+        let (_, stats) = survivor
+            .api()
+            .call("presence_stats", json!({"channel": "thaw"}))
+            .await;
+        if stats["result"] == json!({"num_clients": 2, "num_users": 1}) {
+            Ok(())
+        } else {
+            Err(stats)
+        }
+    })
+    .await;
+    // The member's connection lived through the freeze and still gets publications.
+    survivor
+        .api()
+        .publish("thaw", json!({"after": "thaw"}))
+        .await;
+    assert_eq!(
+        member.next_pub("thaw").await["data"],
+        json!({"after": "thaw"})
+    );
+    // Nothing between the join and that publication says the member left again.
+    loop {
+        let v = observer.next().await;
+        assert!(!of_member("leave")(&v), "a second leave: {v}");
+        if v["push"].get("pub").is_some() {
+            break;
+        }
+    }
 }
 
 async fn gateway_with_presence_service(nats: &str, replicas: &[&PresenceReplica]) -> Gateway {

@@ -162,8 +162,13 @@ impl Presence for PresenceService {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshReply>, Status> {
         observed("refresh", async {
-            for (channel, info) in batch(request.into_inner().memberships)? {
-                self.bucket.refresh(&channel, info).await.map_err(status)?;
+            let request = request.into_inner();
+            for (channel, info) in batch(request.memberships)? {
+                if request.lapsed {
+                    self.bucket.rejoin(&channel, info).await.map_err(status)?;
+                } else {
+                    self.bucket.refresh(&channel, info).await.map_err(status)?;
+                }
             }
             Ok(pb::RefreshReply {})
         })

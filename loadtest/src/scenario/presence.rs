@@ -170,6 +170,7 @@ pub async fn run(args: &PresenceArgs) -> anyhow::Result<PresenceSummary> {
                 .refresh(pb::RefreshRequest {
                     node: args.node.clone(),
                     memberships: batch.to_vec(),
+                    lapsed: false,
                 })
                 .await
                 .context("refresh")?;

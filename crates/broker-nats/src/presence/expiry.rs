@@ -1,19 +1,27 @@
-//! Members nobody refreshed within the TTL: found, deleted, announced.
+//! Members nobody refreshed within the TTL: found, announced, deleted.
 //!
 //! Overdue members are the members stream's oldest messages (a refresh rewrites
-//! a member's message at the end), so finding them reads only them. Each delete
-//! names the message that was found, so a member refreshed or removed since is
-//! left alone, and with several sweepers exactly one expires each member.
+//! a member's message at the end), so finding them reads only them. A stale
+//! member's departure goes in an order that survives a sweeper killed half-way:
+//! its connection out of its user's key (idempotent), its leave announced with
+//! the departure's id (gateways deliver one leave per id), and only then its
+//! message deleted, by the sequence that was found. Until that delete the member
+//! stays overdue, so the next sweep (this replica's, or the replica that takes
+//! the lease over) does it all again: no member is left behind unannounced, and
+//! no leave reaches a client twice. A member refreshed meanwhile (its gateway was
+//! alive after all, e.g. frozen and continued) is left in place and its leave
+//! undone: its connection goes back into its user's key and a join is announced.
 
 use std::time::SystemTime;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures::StreamExt;
-use switchboard_core::{BrokerError, ClientInfo};
+use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
 
 use super::store::PresenceBucket;
-use crate::envelope::presence_info;
+use crate::envelope::{presence_info, Kind};
 use crate::subject::Subjects;
 use crate::unavailable;
 
@@ -21,26 +29,46 @@ use crate::unavailable;
 pub struct StaleMember {
     pub channel: String,
     pub info: ClientInfo,
+    /// Its key in the members bucket.
+    key: String,
     sequence: u64,
 }
 
-/// A member the sweeper deleted whose departure is not finished: its user's key
-/// and its leave announcement.
+impl StaleMember {
+    /// The id its leave is announced with, the same from every sweeper.
+    fn departure_id(&self) -> String {
+        format!("{}@{}", self.key, self.sequence)
+    }
+}
+
+/// A leave undone half-way: the member was refreshed after its leave went out,
+/// and its connection is not back in its user's key, or its join not announced.
 #[derive(Debug)]
-pub struct Departure {
+pub struct Rejoin {
     channel: String,
     info: ClientInfo,
     /// Known once the user's key is updated.
     user_changed: Option<bool>,
 }
 
-/// Why an expiry did not finish, and what is left of it.
+/// Why an expiry did not finish.
 #[derive(Debug)]
 pub struct Unfinished {
     pub error: BrokerError,
-    /// `Some` when the member is already deleted: finish it later, or its
-    /// connection stays in its user's key.
-    pub departure: Option<Departure>,
+    /// `Some` when a leave was undone half-way: [finish] it later. `None`: the
+    /// member is still overdue, and the next sweep expires it again.
+    ///
+    /// [finish]: PresenceBucket::undo_leave
+    pub rejoin: Option<Rejoin>,
+}
+
+impl From<BrokerError> for Unfinished {
+    fn from(error: BrokerError) -> Unfinished {
+        Unfinished {
+            error,
+            rejoin: None,
+        }
+    }
 }
 
 impl PresenceBucket {
@@ -83,7 +111,7 @@ impl PresenceBucket {
                     return Ok(stale);
                 }
                 let sequence = info.stream_sequence;
-                let key = &message.subject[self.members.prefix.len()..];
+                let key = message.subject[self.members.prefix.len()..].to_owned();
                 let mut tokens = key.split('.');
                 let (Some(channel), Some(_user), Some(_client), None) =
                     (tokens.next(), tokens.next(), tokens.next(), tokens.next())
@@ -99,6 +127,7 @@ impl PresenceBucket {
                 stale.push(StaleMember {
                     channel,
                     info,
+                    key,
                     sequence,
                 });
             }
@@ -109,53 +138,89 @@ impl PresenceBucket {
         Ok(stale)
     }
 
-    /// Deletes a stale member if nobody refreshed or removed it since it was
-    /// found, and announces its leave on the channel. Returns whether this call
-    /// did it: with several sweepers, exactly one does. A failure after the
-    /// delete hands back the unfinished [`Departure`], to be [finished] later.
-    ///
-    /// [finished]: PresenceBucket::finish
+    /// Expires a stale member: [announces](PresenceBucket::announce_departure)
+    /// its departure, then deletes its message if nobody refreshed or removed it
+    /// since it was found. Returns whether this call deleted it: with several
+    /// sweepers, exactly one does (each announces, with the same id). A member
+    /// refreshed meanwhile gets its leave undone ([`Unfinished::rejoin`] when that
+    /// fails half-way).
     pub async fn expire(&self, member: StaleMember) -> Result<bool, Unfinished> {
-        match self.members.delete_message(member.sequence).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(false),
-            Err(error) => {
-                return Err(Unfinished {
-                    error,
-                    departure: None,
-                })
-            }
+        self.announce_departure(&member).await?;
+        if self.members.delete_message(member.sequence).await? {
+            return Ok(true);
         }
-        let mut departure = Departure {
-            channel: member.channel,
-            info: member.info,
-            user_changed: None,
-        };
-        match self.finish(&mut departure).await {
-            Ok(()) => Ok(true),
-            Err(error) => Err(Unfinished {
-                error,
-                departure: Some(departure),
-            }),
+        // Not at that sequence any more: deleted (another sweeper, or the member
+        // left), or refreshed (a newer message under its key).
+        let subject = format!("{}{}", self.members.prefix, member.key);
+        match self
+            .members
+            .stream
+            .direct_get_last_for_subject(subject.as_str())
+            .await
+        {
+            Ok(m) if m.sequence > member.sequence => {
+                tracing::info!(
+                    channel = member.channel,
+                    client = member.info.client,
+                    "a member refreshed while it expired: its leave is undone"
+                );
+                let mut rejoin = Rejoin {
+                    channel: member.channel,
+                    info: member.info,
+                    user_changed: None,
+                };
+                match self.undo_leave(&mut rejoin).await {
+                    Ok(()) => Ok(false),
+                    Err(error) => Err(Unfinished {
+                        error,
+                        rejoin: Some(rejoin),
+                    }),
+                }
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(false),
+            Err(e) => Err(unavailable(e).into()),
         }
     }
 
-    /// Takes a deleted member's connection out of its user's key (once) and
-    /// announces its leave.
-    pub async fn finish(&self, departure: &mut Departure) -> Result<(), BrokerError> {
-        let user_changed = match departure.user_changed {
+    /// The first half of [`PresenceBucket::expire`], each step safe to repeat:
+    /// takes the member's connection out of its user's key and announces its leave
+    /// with the departure's id. A sweeper that stops here (killed) leaves the
+    /// member overdue, for the next sweep to expire.
+    pub async fn announce_departure(&self, member: &StaleMember) -> Result<(), BrokerError> {
+        let info = &member.info;
+        let user_changed = self
+            .users
+            .remove_departed(&member.channel, &info.user, &info.client)
+            .await?;
+        let leave = PresenceChange {
+            info: info.clone(),
+            user_changed,
+        };
+        self.announce(&member.channel, Kind::Leave, leave, member.departure_id())
+            .await
+    }
+
+    /// Undoes a leave: the connection back into its user's key (once), and its join
+    /// announced.
+    pub async fn undo_leave(&self, rejoin: &mut Rejoin) -> Result<(), BrokerError> {
+        let user_changed = match rejoin.user_changed {
             Some(changed) => changed,
             None => {
-                let info = &departure.info;
+                let info = &rejoin.info;
                 let changed = self
                     .users
-                    .remove(&departure.channel, &info.user, &info.client)
+                    .add(&rejoin.channel, &info.user, &info.client)
                     .await?;
-                departure.user_changed = Some(changed);
+                rejoin.user_changed = Some(changed);
                 changed
             }
         };
-        self.announce_leave(&departure.channel, departure.info.clone(), user_changed)
+        let join = PresenceChange {
+            info: rejoin.info.clone(),
+            user_changed,
+        };
+        self.announce(&rejoin.channel, Kind::Join, join, String::new())
             .await
     }
 }

@@ -67,9 +67,19 @@ impl NodePresence for KvPresence {
         &self.local
     }
 
-    async fn refresh_batch(&self, batch: Vec<(String, Remembered)>) -> Result<(), BrokerError> {
+    async fn refresh_batch(
+        &self,
+        batch: Vec<(String, Remembered)>,
+        lapsed: bool,
+    ) -> Result<(), BrokerError> {
         for (key, member) in batch {
-            self.bucket.put_raw(&key, member.value).await?;
+            if lapsed {
+                self.bucket
+                    .rejoin_raw(&member.channel, &key, member.value)
+                    .await?;
+            } else {
+                self.bucket.put_raw(&key, member.value).await?;
+            }
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ mod store;
 pub mod sweeper;
 mod users;
 
-pub use expiry::{Departure, Unfinished};
+pub use expiry::{Rejoin, StaleMember, Unfinished};
 pub use gateway::KvPresence;
 pub use listing::MemberPage;
 pub use store::PresenceBucket;

@@ -11,6 +11,7 @@ use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
 use super::bucket::{Bucket, CAS_ATTEMPTS};
 use super::keys::{member_key, member_value};
 use super::users::Users;
+use crate::envelope::Kind;
 use crate::subject::Subjects;
 use crate::{unavailable, NatsError};
 
@@ -67,6 +68,42 @@ impl PresenceBucket {
         self.put_raw(&key, member_value(info)).await
     }
 
+    /// Refreshes a member whose node may have been away longer than the TTL: if
+    /// the store lost it (the sweep expired it and announced its leave), it joins
+    /// again: its user's key and its join announced. Returns whether it had to.
+    pub async fn rejoin(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
+        let key = member_key(channel, &info);
+        self.rejoin_raw(channel, &key, member_value(info)).await
+    }
+
+    /// [`PresenceBucket::rejoin`] of a member's key as it was encoded once.
+    pub(super) async fn rejoin_raw(
+        &self,
+        channel: &str,
+        key: &str,
+        value: Bytes,
+    ) -> Result<bool, BrokerError> {
+        match self.members.store.create(key, value.clone()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                return self.put_raw(key, value).await.map(|()| false);
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        let info = crate::envelope::presence_info::decode(&value)
+            .map_err(|e| BrokerError::Internal(format!("a member's own value: {e}")))?;
+        let user_changed = self.users.add(channel, &info.user, &info.client).await?;
+        tracing::info!(
+            channel,
+            client = info.client,
+            "a member expired while its node was away joins again"
+        );
+        let join = PresenceChange { info, user_changed };
+        self.announce(channel, Kind::Join, join, String::new())
+            .await?;
+        Ok(true)
+    }
+
     /// Puts a member's key as it was encoded once, for a gateway that keeps it so.
     pub(super) async fn put_raw(&self, key: &str, value: Bytes) -> Result<(), BrokerError> {
         self.members
@@ -110,13 +147,31 @@ impl PresenceBucket {
         user_changed: bool,
     ) -> Result<(), BrokerError> {
         let leave = PresenceChange { info, user_changed };
-        let body = crate::envelope::presence(crate::envelope::Kind::Leave, leave);
+        self.announce(channel, Kind::Leave, leave, String::new())
+            .await
+    }
+
+    /// Publishes a join or leave on the channel's live subject, for the gateways
+    /// to deliver; `departure` is the id of a sweeper's announcement (see
+    /// `Envelope.departure`), empty for none.
+    pub(super) async fn announce(
+        &self,
+        channel: &str,
+        kind: Kind,
+        change: PresenceChange,
+        departure: String,
+    ) -> Result<(), BrokerError> {
+        let body = crate::envelope::departure(kind, change, departure);
         self.js
             .client()
             .publish(self.subjects.live(channel), body)
             .await
             .map_err(unavailable)?;
-        metrics::counter!("switchboard_presence_leaves_emitted_total").increment(1);
+        match kind {
+            Kind::Leave => metrics::counter!("switchboard_presence_leaves_emitted_total"),
+            _ => metrics::counter!("switchboard_presence_rejoins_emitted_total"),
+        }
+        .increment(1);
         Ok(())
     }
 

@@ -1,10 +1,12 @@
-//! Members of gateways that died: found overdue, deleted, announced as leaves.
+//! Members of gateways that died: found overdue, announced as leaves, deleted.
 //!
 //! Every presence replica (or, without a presence service, every gateway) runs
 //! one; one at a time sweeps: it holds a lease (`_lease` in the members bucket,
 //! renewed on every sweep by compare-and-set; taken over by CAS when it is older
-//! than half the TTL). A member is deleted with the revision the sweeper saw, so
-//! even two sweepers (a lease handing over) announce each leave once. A gateway
+//! than half the TTL). A member is deleted with the revision the sweeper saw, after
+//! its leave went out with the departure's id, so even two sweepers (a lease
+//! handing over, or a sweeper killed mid-sweep and the next one) deliver each
+//! leave once (see [`super::expiry`]). A gateway
 //! refreshes its members every third of the TTL, so a member is overdue only when
 //! its gateway stopped: its leave goes out between one TTL and a TTL and a
 //! quarter after the last refresh.
@@ -16,7 +18,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::expiry::{Departure, Unfinished};
+use super::expiry::{Rejoin, Unfinished};
 use super::store::PresenceBucket;
 
 const LEASE: &str = "_lease";
@@ -47,21 +49,21 @@ pub async fn run_while(bucket: Weak<PresenceBucket>, replica: String) {
     }
 }
 
-/// Departures kept for a retry at most; beyond, the oldest are given up (and
-/// said so in the log).
+/// Leaves undone half-way kept for a retry at most; beyond, the oldest are given
+/// up (and said so in the log).
 const MAX_UNFINISHED: usize = 100_000;
 
 async fn sweep(
     bucket: &Arc<PresenceBucket>,
     replica: &str,
     lease: &mut Option<u64>,
-    unfinished: &mut Vec<Departure>,
+    unfinished: &mut Vec<Rejoin>,
 ) {
-    // Members this replica deleted earlier whose departure failed half-way.
-    for mut departure in std::mem::take(unfinished) {
-        if let Err(e) = bucket.finish(&mut departure).await {
-            tracing::warn!(error = %e, "finishing a departure failed again");
-            unfinished.push(departure);
+    // Leaves this replica undid earlier, half-way.
+    for mut rejoin in std::mem::take(unfinished) {
+        if let Err(e) = bucket.undo_leave(&mut rejoin).await {
+            tracing::warn!(error = %e, "undoing a leave failed again");
+            unfinished.push(rejoin);
         }
     }
     if let Ok((members, users)) = bucket.totals().await {
@@ -92,10 +94,10 @@ async fn sweep(
                             metrics::counter!("switchboard_presence_expired_total").increment(1)
                         }
                         Ok(false) => {}
-                        Err(Unfinished { error, departure }) => {
+                        Err(Unfinished { error, rejoin }) => {
                             tracing::warn!(%error, "expiring a member failed");
-                            if let Some(d) = departure {
-                                failed.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+                            if let Some(r) = rejoin {
+                                failed.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                             }
                         }
                     }
@@ -105,7 +107,7 @@ async fn sweep(
         unfinished.extend(failed.into_inner().unwrap_or_else(|e| e.into_inner()));
         if unfinished.len() > MAX_UNFINISHED {
             let dropped = unfinished.len() - MAX_UNFINISHED;
-            tracing::error!(dropped, "giving up unfinished presence departures");
+            tracing::error!(dropped, "giving up undoing presence leaves");
             unfinished.drain(..dropped);
         }
         if !full {

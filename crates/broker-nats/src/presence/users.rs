@@ -119,6 +119,25 @@ impl Users {
             .await
     }
 
+    /// [`Users::remove`] for a sweeper's departure, which may repeat one a sweeper
+    /// killed half-way did: a key already gone means the connection was the
+    /// user's last.
+    pub(super) async fn remove_departed(
+        &self,
+        channel: &str,
+        user: &str,
+        client: &str,
+    ) -> Result<bool, BrokerError> {
+        if user.is_empty() {
+            return Ok(true);
+        }
+        self.edit(channel, user, |clients| match clients {
+            None => Edit::Answer(true),
+            clients => Edit::remove(clients, client),
+        })
+        .await
+    }
+
     /// The compare-and-set loop every change of a user's key goes through: reads
     /// the key's connections (`None`: no key), lets `edit` decide, and writes
     /// only if nobody changed the key since the read; otherwise reads again.

@@ -617,6 +617,15 @@ impl GatewayProcess {
         GatewayProcess::spawn(&args, &[])
     }
 
+    /// Sends `signal` (STOP, CONT, TERM…) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
