@@ -18,7 +18,7 @@ FUZZ_TARGETS ?=
 FUZZ_FLAGS ?= --sanitizer none --debug-assertions
 
 .PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling lint build \
-	build-deploy help bench bench-rolling cluster cluster-down fuzz
+	build-deploy help bench bench-rolling bench-peers cluster cluster-down fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -66,6 +66,9 @@ bench-rolling: ## Release build; rolling restarts of 3 gateways under 6,000 clie
 
 bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
 	CARGO=$(CARGO) loadtest/bench/run.sh
+
+bench-peers: ## sockudo 5.2 (built once from crates.io, ~20 min) and a fresh gateway under the same Pusher load; updates BENCHMARKS.md
+	CARGO=$(CARGO) loadtest/bench/peers.sh
 
 # libFuzzer's instrumentation needs nightly compiler flags; RUSTC_BOOTSTRAP=1 makes the
 # stable toolchain accept them. Corpora grow in tests/fuzz/corpus/ (not committed) from

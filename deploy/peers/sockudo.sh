@@ -14,6 +14,7 @@
 #                             the port on stdout (everything else goes to stderr)
 #   sockudo.sh stop           stop the one `start` started (SIGTERM, then SIGKILL)
 #   sockudo.sh status         print the port if it is running, exit 1 otherwise
+#   sockudo.sh pid            print its process id if it is running, exit 1 otherwise
 #
 # Pusher endpoints once started: ws://127.0.0.1:PORT/app/app-key (pusher-js:
 # wsHost 127.0.0.1, wsPort PORT, forceTLS false) and POST
@@ -183,7 +184,8 @@ install) cmd_install ;;
 start) shift $(($# > 0 ? 1 : 0)); cmd_start "$@" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
+pid) running_pid || { log "not running"; exit 1; } ;;
 [0-9]*) cmd_start "$@" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-*) die "unknown command: $1 (install, start [PORT], stop, status)" ;;
+*) die "unknown command: $1 (install, start [PORT], stop, status, pid)" ;;
 esac

@@ -43,39 +43,9 @@ echo "== building release binaries" >&2
 # Use every file descriptor the hard limit allows (the gateway inherits it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-start_gateway() {
-    "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
-        >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
-    GW_PID=$!
-    PORT=$(announced "$WORK/gateway.out" "$GW_PID" "$GATEWAY_PORT" "$WORK/gateway.err")
-    URL="ws://127.0.0.1:$PORT/connection/websocket"
-}
+# start_gateway, stop_gateway, announced, replace_section
+. loadtest/bench/lib.sh
 
-stop_gateway() {
-    if [ -n "${GW_PID:-}" ] && kill -0 "$GW_PID" 2>/dev/null; then
-        kill "$GW_PID"
-        # The gateway drains (config/dev.toml: 10 s window + 5 s grace) before exiting.
-        for _ in $(seq 1 200); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$GW_PID" 2>/dev/null || true
-        wait "$GW_PID" 2>/dev/null || true
-    fi
-    GW_PID=
-}
-
-# Waits (at most 10 s) for process $2 to print its listening line in file $1 and prints
-# what the sed script $3 takes from it; if it never does, shows its stderr file $4.
-announced() {
-    local out=$1 pid=$2 script=$3 err=$4 value=
-    for _ in $(seq 1 100); do
-        value=$(sed -n "$script" "$out")
-        [ -n "$value" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$value" ] || { echo "$out: no listening line: $(cat "$err" 2>/dev/null)" >&2; exit 1; }
-    echo "$value"
-}
-GATEWAY_PORT='s/^switchboard-gateway listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p'
 PRESENCE_GRPC='s/^switchboard-presence listening on \([0-9.:]*\) http .*/\1/p'
 
 # The port of the gateway $2 writing to $1 (its stderr in $1.err).
@@ -151,18 +121,6 @@ cluster_run() {
         --bench-md "$BENCH_MD" --bench-section "$name" --bench-title "$title" \
         --bench-note "$CLUSTER_NOTE"
     stop_cluster
-}
-
-# Replaces (or appends) the section NAME of $BENCH_MD with the content of FILE.
-replace_section() {
-    local name=$1 file=$2
-    touch "$BENCH_MD"
-    awk -v begin="<!-- bench:$name begin" -v end="<!-- bench:$name end -->" -v file="$file" '
-        index($0, begin) == 1 { while ((getline line < file) > 0) print line; skip = 1; done = 1; next }
-        skip && index($0, end) == 1 { skip = 0; next }
-        !skip { print }
-        END { if (!done) { print ""; while ((getline line < file) > 0) print line } }
-    ' "$BENCH_MD" >"$BENCH_MD.tmp" && mv "$BENCH_MD.tmp" "$BENCH_MD"
 }
 
 GATEWAY_NOTE="Server: \`switchboard-gateway --config config/dev.toml --listen 127.0.0.1:0\` (release build, standalone: in-memory broker and presence), started fresh for this run; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' with uncommitted changes under crates/')."
