@@ -295,17 +295,28 @@ impl Node {
         &self,
         channel: &str,
     ) -> Result<HashMap<String, ClientInfo>, ChannelError> {
-        if !self.channel_options(channel)?.presence {
-            return Err(ChannelError::NotAvailable);
-        }
+        self.presence_readable(channel)?;
         Ok(self.presence.get(channel).await?)
     }
 
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ChannelError> {
+        self.presence_readable(channel)?;
+        Ok(self.presence.stats(channel).await?)
+    }
+
+    /// Whether `channel`'s presence can be read now: its namespace keeps presence,
+    /// and NATS (which holds it, directly or behind the presence service) answers.
+    /// While NATS hangs, a read fails at once instead of waiting out the store's
+    /// timeouts, as publishes and subscribes do.
+    fn presence_readable(&self, channel: &str) -> Result<(), ChannelError> {
         if !self.channel_options(channel)?.presence {
             return Err(ChannelError::NotAvailable);
         }
-        Ok(self.presence.stats(channel).await?)
+        if !self.broker.is_healthy() {
+            tracing::debug!(channel, "presence not read: NATS does not answer");
+            return Err(ChannelError::Internal);
+        }
+        Ok(())
     }
 }
 

@@ -512,6 +512,28 @@ async fn a_hung_nats_turns_readiness_false_and_publishes_fail_fast() {
         (200, json!(100)),
         "{body}"
     );
+    // Presence reads (its store is NATS too) fail at once as well, for the API
+    // and for a connected client.
+    for method in ["presence", "presence_stats"] {
+        let (status, body) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            gw.api().call(method, json!({"channel": "hung"})),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} answered without waiting on NATS"));
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (200, json!(100)),
+            "{method}: {body}"
+        );
+    }
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        c.call(json!({"presence_stats": {"channel": "hung"}})),
+    )
+    .await
+    .expect("the client's presence_stats answered without waiting on NATS");
+    assert_eq!(reply["error"]["code"], json!(100), "{reply}");
     let refused = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let upgrade = ws_handshake(gw.addr, refused, "").await;
     assert!(upgrade.is_err(), "a WebSocket accepted while NATS hangs");
