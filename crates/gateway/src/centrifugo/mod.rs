@@ -12,19 +12,6 @@
 //! - [`auth`]: connection and subscription tokens (JWT).
 //! - [`api`]: the Centrifugo-compatible server HTTP API.
 
-/// The connection as the shared subscription algorithm sees it, borrowed field
-/// by field so that the session's subscriptions can be borrowed beside it.
-macro_rules! member {
-    ($session:expr) => {
-        $crate::connection::subscriptions::Member {
-            node: &$session.front.node,
-            identity: &$session.identity,
-            format: $session.format,
-            outbound: &$session.outbound,
-        }
-    };
-}
-
 pub mod api;
 pub mod auth;
 mod commands;

@@ -20,6 +20,7 @@ use super::subscribe::Authority;
 use super::Centrifugo;
 use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
+use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::Subscriptions;
 use crate::connection::{Framing, Goodbye};
 use crate::node::UnauthenticatedSlot;
@@ -223,7 +224,7 @@ impl Session {
             return self.subscribe_command(id, req).await;
         }
         if let Some(req) = c.unsubscribe {
-            let member = member!(self);
+            let member = member!(self, self.format);
             self.subs.leave(&member, &req.channel).await;
             return reply(id, |r| r.unsubscribe = Some(pb::UnsubscribeResult {}));
         }
@@ -332,7 +333,7 @@ impl Session {
             }),
             ..Default::default()
         });
-        let member = member!(self);
+        let member = member!(self, self.format);
         for live in pending {
             self.subs.go_live(&member, live).await;
         }
@@ -398,7 +399,7 @@ impl crate::connection::Session for Session {
     async fn on_control(&mut self, control: Control) {
         match control {
             Control::Unsubscribe { channel } => {
-                let member = member!(self);
+                let member = member!(self, self.format);
                 if self.subs.leave(&member, &channel).await {
                     self.send(&pb::Reply {
                         push: Some(pb::Push {
@@ -486,7 +487,7 @@ impl crate::connection::Session for Session {
     }
 
     async fn close(&mut self) {
-        let member = member!(self);
+        let member = member!(self, self.format);
         self.subs.leave_all(&member).await;
         if self.connected.is_some() {
             self.front.node.registry.remove(&self.identity.client);

@@ -14,6 +14,7 @@ use super::auth::TokenError;
 use super::encode;
 use super::errors::error_code;
 use super::session::{error_reply, expiry, instant_of, reply, Outcome, Session};
+use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::{Pending, Positioning, Request};
 
 /// Who allows a subscription.
@@ -38,7 +39,7 @@ impl Session {
                     subscribe: Some(result),
                     ..Default::default()
                 });
-                let member = member!(self);
+                let member = member!(self, self.format);
                 self.subs.go_live(&member, live).await;
                 Outcome::Done
             }
@@ -89,7 +90,7 @@ impl Session {
             expires_at: token_exp.map(instant_of),
             user: None,
         };
-        let member = member!(self);
+        let member = member!(self, self.format);
         let (position, pending) = self
             .subs
             .prepare(&member, request)
@@ -162,7 +163,7 @@ impl Session {
                 ..Default::default()
             }));
         }
-        let member = member!(self);
+        let member = member!(self, self.format);
         self.subs.go_live(&member, live).await;
     }
 

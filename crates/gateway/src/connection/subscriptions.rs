@@ -89,6 +89,21 @@ pub struct Pending {
     user_joined: bool,
 }
 
+/// A session's [`Member`], borrowed field by field (so that its other fields stay
+/// free): `$session` has `front.node`, `identity` and `outbound`; `$format` is its
+/// hub format, wherever the protocol keeps it.
+macro_rules! member {
+    ($session:expr, $format:expr) => {
+        $crate::connection::subscriptions::Member {
+            node: &$session.front.node,
+            identity: &$session.identity,
+            format: $format,
+            outbound: &$session.outbound,
+        }
+    };
+}
+pub(crate) use member;
+
 /// What a connection subscribes with: its node, identity, wire format and queue.
 pub struct Member<'a> {
     pub node: &'a Node,

@@ -16,19 +16,6 @@
 //! - `errors`: disconnect reasons → Pusher close codes.
 //! - [`api`]: the signed HTTP API.
 
-/// The connection as the shared subscription algorithm sees it, borrowed field
-/// by field so that the session's subscriptions can be borrowed beside it.
-macro_rules! member {
-    ($session:expr) => {
-        $crate::connection::subscriptions::Member {
-            node: &$session.front.node,
-            identity: &$session.identity,
-            format: $session.front.format,
-            outbound: &$session.outbound,
-        }
-    };
-}
-
 pub mod api;
 mod channels;
 mod encode;

@@ -18,6 +18,7 @@ use super::encode::EVENT_TAG;
 use super::{errors, App, AppSlot, Pusher, Refusal};
 use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
+use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::Subscriptions;
 use crate::connection::{Framing, Goodbye};
 use crate::registry::{ConnHandle, Control, Mailbox};
@@ -206,7 +207,7 @@ impl Session {
         let Some(sub) = self.channels.remove(channel) else {
             return false;
         };
-        let member = member!(self);
+        let member = member!(self, self.front.format);
         self.subs.leave(&member, &sub.located.internal).await
     }
 
@@ -366,7 +367,7 @@ impl crate::connection::Session for Session {
     }
 
     async fn close(&mut self) {
-        let member = member!(self);
+        let member = member!(self, self.front.format);
         self.subs.leave_all(&member).await;
         self.channels.clear();
         if self.app.is_some() {

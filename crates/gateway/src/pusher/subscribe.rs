@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_core::hub::JoinLeave;
-use switchboard_core::{ClientInfo, PresenceStore};
+use switchboard_core::{BrokerError, ClientInfo, PresenceStore};
 use switchboard_protocol::pusher::auth;
 use switchboard_protocol::pusher::channel::Kind;
 use switchboard_protocol::pusher::events::{self, ChannelData, SubscribeData};
@@ -18,6 +18,7 @@ use super::channels::{locate, Located};
 use super::encode::{publication, user_info};
 use super::session::{server_to_user_allowed, Channel, Session};
 use super::App;
+use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::{Positioning, Request};
 use crate::node::ChannelError;
 
@@ -114,7 +115,7 @@ impl Session {
             expires_at: None,
             user: presence_user.clone(),
         };
-        let member = member!(self);
+        let member = member!(self, self.front.format);
         let (position, pending) = self
             .subs
             .prepare(&member, request)
@@ -123,7 +124,7 @@ impl Session {
         let data = match self.succeeded_data(&located).await {
             Ok(data) => data,
             Err(refused) => {
-                let member = member!(self);
+                let member = member!(self, self.front.format);
                 self.subs.leave(&member, &located.internal).await;
                 return Err(refused);
             }
@@ -142,7 +143,7 @@ impl Session {
                 presence_user,
             },
         );
-        let member = member!(self);
+        let member = member!(self, self.front.format);
         self.subs.go_live(&member, pending).await;
         Ok(())
     }
@@ -159,10 +160,7 @@ impl Session {
             .presence
             .get(&located.internal)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "presence read failed");
-                channel_refusal(ChannelError::Internal)
-            })?;
+            .map_err(presence_failed)?;
         Ok(members_data(present.into_values()))
     }
 
@@ -171,17 +169,11 @@ impl Session {
         let presence: &dyn PresenceStore = &*self.front.node.presence;
         let internal = &located.internal;
         let max = app.config.max_presence_members;
-        let stats = presence.stats(internal).await.map_err(|e| {
-            tracing::warn!(error = %e, "presence read failed");
-            channel_refusal(ChannelError::Internal)
-        })?;
+        let stats = presence.stats(internal).await.map_err(presence_failed)?;
         if (stats.num_users as usize) < max {
             return Ok(());
         }
-        let present = presence.get(internal).await.map_err(|e| {
-            tracing::warn!(error = %e, "presence read failed");
-            channel_refusal(ChannelError::Internal)
-        })?;
+        let present = presence.get(internal).await.map_err(presence_failed)?;
         if present.values().any(|c| c.user == user) {
             return Ok(());
         }
@@ -207,6 +199,13 @@ pub(super) fn members_data(present: impl Iterator<Item = ClientInfo>) -> String 
         .map(|(user, info)| (user.clone(), info.as_deref()))
         .collect();
     events::presence_data(&members)
+}
+
+/// A presence read that failed (logged): the subscription is refused with a
+/// server error.
+fn presence_failed(e: BrokerError) -> Refused {
+    tracing::warn!(error = %e, "presence read failed");
+    channel_refusal(ChannelError::Internal)
 }
 
 fn channel_refusal(e: ChannelError) -> Refused {
