@@ -70,21 +70,7 @@ fuzz_target!(|input: &[u8]| {
         session.close().await;
         drain(&outbound);
         drop(session);
-        assert_eq!(
-            node.registry.counts(),
-            (0, 0),
-            "a closed session is still registered"
-        );
-        let held: Vec<_> = node
-            .hub
-            .channels()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        assert!(
-            held.is_empty(),
-            "a closed session is still subscribed: {held:?}"
-        );
+        switchboard_fuzz::assert_nothing_left(&node);
     });
 });
 

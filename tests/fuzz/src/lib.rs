@@ -145,3 +145,23 @@ where
         f(node).await
     })
 }
+
+/// Panics unless `node` holds nothing of its closed sessions: no registered
+/// connection, no hub subscriber.
+pub fn assert_nothing_left(node: &Node) {
+    assert_eq!(
+        node.registry.counts(),
+        (0, 0),
+        "a closed session is still registered"
+    );
+    let held: Vec<_> = node
+        .hub
+        .channels()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        held.is_empty(),
+        "a closed session is still subscribed: {held:?}"
+    );
+}
