@@ -83,12 +83,34 @@ impl PresenceBucket {
         key: &str,
         value: Bytes,
     ) -> Result<bool, BrokerError> {
-        match self.members.store.create(key, value.clone()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                return self.put_raw(key, value).await.map(|()| false);
+        let store = &self.members.store;
+        let mut created = false;
+        for _ in 0..CAS_ATTEMPTS {
+            match store.create(key, value.clone()).await {
+                Ok(_) => {
+                    created = true;
+                    break;
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(unavailable(e)),
             }
-            Err(e) => return Err(unavailable(e)),
+            // Still there: refreshed by the revision read, not by a blind put. A
+            // sweeper may be expiring it right now; should its delete come first,
+            // the update fails and the member is created again, with its join,
+            // rather than put back with its leave announced and no join.
+            let Some(entry) = store.entry(key).await.map_err(unavailable)? else {
+                continue;
+            };
+            match store.update(key, value.clone(), entry.revision).await {
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        if !created {
+            return Err(BrokerError::Unavailable(format!(
+                "presence member {key} kept changing"
+            )));
         }
         let info = crate::envelope::presence_info::decode(&value)
             .map_err(|e| BrokerError::Internal(format!("a member's own value: {e}")))?;
