@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use switchboard_core::backoff::Backoff;
 use switchboard_core::BrokerError;
 
 use crate::history::{last_offset, prove_complete, range};
@@ -22,6 +23,16 @@ use crate::{envelope, Shared};
 
 /// Most messages read to fill one gap; larger gaps make subscribers recover.
 const MAX_FILL: usize = 10_000;
+
+/// How long a gap fill, or the check for missed messages after a reconnect,
+/// retries reads that fail for a while (the channel's stream electing a new leader
+/// after a NATS node died, which takes seconds) before the subscribers are reset.
+/// Meanwhile the channel's live messages wait behind the fill, in order.
+const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long one read of the check after a reconnect may take before it is tried
+/// again (see [`FILL_PATIENCE`]).
+const CHECK_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The window over which channel tasks check for missed messages after a reconnect.
 const RECONNECT_SPREAD: std::time::Duration = std::time::Duration::from_millis(500);
@@ -93,6 +104,11 @@ pub(crate) async fn run(shared: Arc<Shared>, name: String, mut subscriber: async
     }
 }
 
+/// A read that may work if tried again a moment later.
+fn temporary(e: &BrokerError) -> bool {
+    matches!(e, BrokerError::Unavailable(_) | BrokerError::Unconfirmed(_))
+}
+
 fn header_u64(m: &async_nats::Message, name: &str) -> Option<u64> {
     m.headers.as_ref()?.get_last(name)?.as_str().parse().ok()
 }
@@ -155,7 +171,21 @@ impl Channel {
     /// Delivers the channel's stored publications in (`after`, `upto`].
     async fn fill(&mut self, after: u64, upto: u64) {
         metrics::counter!("switchboard_broker_gaps_total", "result" => "detected").increment(1);
-        match self.try_fill(after, upto).await {
+        let deadline = tokio::time::Instant::now() + FILL_PATIENCE;
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        );
+        let filled = loop {
+            match self.try_fill(after, upto).await {
+                Err(e) if temporary(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(channel = self.name, error = %e, "gap fill failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                done => break done,
+            }
+        };
+        match filled {
             Ok(()) => {
                 metrics::counter!("switchboard_broker_gaps_total", "result" => "filled")
                     .increment(1);
@@ -202,15 +232,41 @@ impl Channel {
         if let Err(e) = self.shared.client.flush().await {
             tracing::debug!(error = %e, "flush after reconnect failed");
         }
+        // Each read is bounded: while the stream elects a leader (its old one on
+        // the node that went away) a JetStream request waits out its whole timeout,
+        // and the channel's live messages wait behind this check.
         let stream_name = self.shared.subjects.stream_of(&self.name);
-        if let Err(e) = self.shared.streams.refresh_epoch(&stream_name).await {
-            tracing::debug!(error = %e, "epoch refresh after reconnect failed");
+        let refreshed = tokio::time::timeout(
+            CHECK_ATTEMPT,
+            self.shared.streams.refresh_epoch(&stream_name),
+        );
+        match refreshed.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "epoch refresh after reconnect failed"),
+            Err(_) => tracing::debug!("epoch refresh after reconnect timed out"),
         }
         let (Some(last), Some(stream)) = (self.last, self.stream().cloned()) else {
             return;
         };
         let subject = self.shared.subjects.stored(&self.name);
-        match last_offset(&stream, &subject).await {
+        let deadline = tokio::time::Instant::now() + FILL_PATIENCE;
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        );
+        let top = loop {
+            let read = tokio::time::timeout(CHECK_ATTEMPT, last_offset(&stream, &subject));
+            let read = read
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+            match read {
+                Err(e) if temporary(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                done => break done,
+            }
+        };
+        match top {
             Ok(top) if top > last => self.fill(last, top).await,
             Ok(_) => {}
             Err(e) => {

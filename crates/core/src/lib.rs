@@ -19,11 +19,13 @@
 //!   front ends register their wire formats there at start-up.
 //! - [`disconnect`]: why a connection is closed, as reasons each protocol maps to its codes.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal the binaries stop on.
+//! - [`backoff`]: exponential backoff with jitter (start-up, retried reads).
 //! - [`startup`]: the binaries' start-up: backoff while NATS is not reached, announcements.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod backoff;
 pub mod broker;
 pub mod channel;
 pub mod disconnect;
