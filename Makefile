@@ -17,8 +17,8 @@ FUZZ_TARGETS ?=
 # executions. `FUZZ_FLAGS=--debug-assertions` brings it back.
 FUZZ_FLAGS ?= --sanitizer none --debug-assertions
 
-.PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling lint build \
-	build-deploy help bench bench-rolling bench-peers cluster cluster-down fuzz
+.PHONY: run test test-rust test-compat test-deploy validate-deploy test-rolling test-faults \
+	lint build build-deploy help bench bench-rolling bench-peers cluster cluster-down fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,13 +45,17 @@ test-compat: build ## The real centrifuge-js (JSON and protobuf), pusher-js, pus
 build-deploy:
 	$(CARGO) build $(DEPLOY_BINS)
 
-test-deploy: validate-deploy test-rolling ## Kubernetes manifests validated offline, and a rolling restart under load
+test-deploy: validate-deploy test-rolling test-faults ## Kubernetes manifests validated offline, a rolling restart and faults under load
 
 validate-deploy: build-deploy ## kustomize build of every overlay, kubernetes-validate, manifests vs binaries
 	CARGO_TARGET_DIR=$(TARGET_DIR) BIN_DIR=$(TARGET_DIR)/debug deploy/validate.sh
 
 test-rolling: build-deploy ## 300 clients through HAProxy while 3 gateways restart (SIGTERM, then kill -9): 0 lost, all back
 	BIN_DIR=$(TARGET_DIR)/debug deploy/local/rolling-restart.sh small
+
+test-faults: build-deploy ## 300 clients through HAProxy: the stream's NATS leader killed, a gateway frozen past the presence TTL; 0 lost, presence exact
+	[ -d tests/compat/node_modules/centrifuge ] || (cd tests/compat && $(NPM) ci --no-audit --no-fund --loglevel=error)
+	FAULTS="nats freeze" BIN_DIR=$(TARGET_DIR)/debug deploy/local/faults.sh small
 
 cluster: ## 3 NATS, 2 presence, 3 gateways and HAProxy on one port, as the manifests run them
 	$(CARGO) build --release $(DEPLOY_BINS)
@@ -60,9 +64,11 @@ cluster: ## 3 NATS, 2 presence, 3 gateways and HAProxy on one port, as the manif
 cluster-down: ## Stop what `make cluster` started
 	$(PYTHON) deploy/local/cluster.py down
 
-bench-rolling: ## Release build; rolling restarts of 3 gateways under 6,000 clients; updates BENCHMARKS.md
+bench-rolling: ## Release build; rolling restarts of 3 gateways and the fault runs under 6,000 clients; updates BENCHMARKS.md
 	$(CARGO) build --release $(DEPLOY_BINS)
+	[ -d tests/compat/node_modules/centrifuge ] || (cd tests/compat && $(NPM) ci --no-audit --no-fund --loglevel=error)
 	BIN_DIR=$(TARGET_DIR)/release deploy/local/rolling-restart.sh large
+	BIN_DIR=$(TARGET_DIR)/release deploy/local/faults.sh large
 
 bench: ## Release build, fresh standalone gateways, the standard load suite; updates BENCHMARKS.md
 	CARGO=$(CARGO) loadtest/bench/run.sh

@@ -15,6 +15,33 @@ pids, logs and the NATS stores live in the state directory (default .cluster/).
                                   with SIGTERM (drain) or --kill (kill -9), wait until
                                   it is ready again
 
+Faults (deploy/local/faults.sh drives them under load; numbers are 1-based):
+
+    cluster.py kill-nats N|--leader-of STREAM
+                                  kill -9 NATS node N, or the one leading STREAM
+    cluster.py restart-nats [N]   start it (default: every stopped node) again (same flags and store), wait until
+                                  its JetStream is up (/healthz?js-enabled-only=true)
+    cluster.py kill-presence N    kill -9 presence replica N; with --mid-sweep (N
+                                  optional), poll every replica's
+                                  switchboard_presence_expired_total every 20 ms and
+                                  kill the one whose counter rises (it holds the sweep
+                                  lease and is expiring members); exit 1 if no sweep
+                                  starts within --timeout (60 s)
+    cluster.py restart-presence [N]
+                                  start replica N (default: every stopped one), wait
+                                  until ready
+    cluster.py freeze-gateway N --seconds S
+                                  SIGSTOP gateway N, SIGCONT S seconds later, wait
+                                  until it is ready again
+    cluster.py check-presence --channel-prefix P --channels K --expect-clients C
+                                  poll presence_stats of P0..P{K-1} through HAProxy
+                                  until each counts exactly C clients on two polls a
+                                  second apart; exit 1 after --timeout (60 s), with
+                                  the last counts
+
+Fault commands print what they did on stderr and append it to events.jsonl in the
+state directory.
+
 Environment: CLUSTER_DIR (state directory), CLUSTER_PORT (HAProxy's port; 0 or unset:
 a free one), SWITCHBOARD_BIN_DIR (where the binaries are; default
 ${CARGO_TARGET_DIR:-target}/release), SWITCHBOARD_API_KEY, and any other
@@ -187,6 +214,12 @@ def stop(proc, sig=signal.SIGTERM, timeout=30.0):
         os.kill(pid, sig)
     except ProcessLookupError:
         return
+    if sig != signal.SIGKILL:
+        # A frozen (SIGSTOP) process acts on the signal only once continued.
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
@@ -305,6 +338,8 @@ def cmd_up(args):
             proc = {
                 "name": f"nats-{i}",
                 "port": client,
+                # Every port it binds: a restart waits until they are free.
+                "ports": [client, route, monitor],
                 "argv": ["nats-server", "-c", str(CONFIG / "nats.conf"), "-a", "127.0.0.1",
                          "-p", str(client), "-m", str(monitor),
                          "--cluster", f"nats://127.0.0.1:{route}", "--routes", routes,
@@ -324,6 +359,7 @@ def cmd_up(args):
             proc = {
                 "name": f"presence-{i + 1}",
                 "port": grpc,
+                "ports": [grpc, http],
                 "argv": [str(bins / "switchboard-presence"),
                          "--config", str(CONFIG / "presence.toml"),
                          "--listen", f"127.0.0.1:{grpc}", "--http-listen", f"127.0.0.1:{http}",
@@ -391,7 +427,11 @@ def stop_all(c):
     for group in ([c.get("haproxy")], c.get("gateways", []), c.get("presence", []), c.get("nats", [])):
         for p in group:
             if p and alive(p.get("pid")):
-                os.kill(p["pid"], signal.SIGTERM)
+                try:
+                    os.kill(p["pid"], signal.SIGTERM)
+                    os.kill(p["pid"], signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
         for p in group:
             if p:
                 stop(p, timeout=40.0)
@@ -430,17 +470,272 @@ def cmd_restart_gateway(args):
     if not 1 <= n <= len(gateways):
         raise ClusterError(f"gateway {n}: there are {len(gateways)}")
     g = gateways[n - 1]
+    # Its clients (each of the load tool's holds one presence member): a kill -9 leaves
+    # that many members for the presence sweep.
+    connections = metric(metrics_url(g), "switchboard_connections")
     started = time.monotonic()
     # SIGTERM: the gateway drains over drain_window (plus a 5 s grace) before exiting.
     stop(g, signal.SIGKILL if args.kill else signal.SIGTERM, timeout=60.0)
     stopped = time.monotonic()
+    record(state, "restart-gateway", gateway=n, kill=args.kill,
+           connections=None if connections is None else int(connections))
     wait_port_free(g["port"])
     spawn(g, state)
     save(state, c)
     wait_ready(g["name"], g["ready"], g["pid"], g["log"])
-    print(f"{g['name']} restarted ({'kill -9' if args.kill else 'SIGTERM'}): "
+    held = "?" if connections is None else f"{connections:.0f}"
+    print(f"{g['name']} restarted ({'kill -9' if args.kill else 'SIGTERM'}, {held} connections): "
           f"stopped in {stopped - started:.1f} s, ready {time.monotonic() - stopped:.1f} s later",
           file=sys.stderr)
+
+
+def record(state, event, **fields):
+    """Appends what a fault command did to events.jsonl (faults.sh reads it)."""
+    with open(state / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+
+
+def pick(c, group, n):
+    procs = c[group]
+    if not 1 <= n <= len(procs):
+        raise ClusterError(f"{group} {n}: there are {len(procs)} (1-based)")
+    return procs[n - 1]
+
+
+def metrics_url(proc):
+    """/metrics of a gateway or presence replica: the port of its ready URL."""
+    return proc["ready"].rsplit("/", 1)[0] + "/metrics"
+
+
+def metric(url, name, timeout=1.0):
+    """The sum of metric `name`'s samples (0 when not recorded yet); None when /metrics
+    does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            text = r.read().decode()
+    except (OSError, urllib.error.URLError):
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def kill9(proc, what):
+    try:
+        os.kill(proc["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while alive(proc["pid"]):
+        if time.monotonic() >= deadline:
+            raise ClusterError(f"{what} (pid {proc['pid']}) still alive 10 s after kill -9")
+        time.sleep(0.02)
+
+
+def start_again(state, c, proc):
+    """Starts a stopped process with its recorded argv once its ports are free."""
+    if alive(proc.get("pid")):
+        raise ClusterError(f"{proc['name']} (pid {proc['pid']}) is running")
+    started = time.monotonic()
+    for port in proc.get("ports", [proc["port"]]):
+        wait_port_free(port)
+    spawn(proc, state)
+    save(state, c)
+    wait_ready(proc["name"], proc["ready"], proc["pid"], proc["log"])
+    return time.monotonic() - started
+
+
+def stream_leader(c, stream):
+    """The server name (nats-0, …) of the leader of JetStream stream `stream`, as the
+    first NATS node that answers its monitoring /jsz says; None when none knows."""
+    for n in c["nats"]:
+        if not alive(n.get("pid")):
+            continue
+        url = n["ready"].split("/healthz", 1)[0] + "/jsz?streams=true&accounts=true"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                info = json.load(r)
+        except (OSError, ValueError):
+            continue
+        for account in info.get("account_details") or []:
+            for detail in account.get("stream_detail") or []:
+                leader = (detail.get("cluster") or {}).get("leader")
+                if detail.get("name") == stream and leader:
+                    return leader
+    return None
+
+
+def cmd_kill_nats(args):
+    state = state_dir(args)
+    c = load(state)
+    if args.leader_of:
+        leader = stream_leader(c, args.leader_of)
+        numbers = [i + 1 for i, n in enumerate(c["nats"]) if n["name"] == leader]
+        if not numbers:
+            raise ClusterError(f"no NATS node names itself leader of stream {args.leader_of}")
+        node = numbers[0]
+    elif args.node is not None:
+        node = args.node
+    else:
+        raise ClusterError("kill-nats: give a node number or --leader-of STREAM")
+    n = pick(c, "nats", node)
+    if not alive(n.get("pid")):
+        raise ClusterError(f"NATS node {node} ({n['name']}) is not running")
+    kill9(n, n["name"])
+    record(state, "kill-nats", node=node, pid=n["pid"], leader_of=args.leader_of)
+    what = f", leader of {args.leader_of}" if args.leader_of else ""
+    print(f"NATS node {node} ({n['name']}{what}, pid {n['pid']}) killed (kill -9)",
+          file=sys.stderr)
+
+
+def cmd_restart_nats(args):
+    state = state_dir(args)
+    c = load(state)
+    if args.node is not None:
+        targets = [(args.node, pick(c, "nats", args.node))]
+    else:
+        targets = [(i + 1, n) for i, n in enumerate(c["nats"]) if not alive(n.get("pid"))]
+        if not targets:
+            raise ClusterError("restart-nats: every node is running")
+    for node, n in targets:
+        took = start_again(state, c, n)
+        record(state, "restart-nats", node=node, pid=n["pid"], seconds=round(took, 2))
+        print(f"NATS node {node} ({n['name']}) restarted: JetStream up in {took:.1f} s",
+              file=sys.stderr)
+
+
+def expired(replica):
+    """A replica's switchboard_presence_expired_total (None: not answering)."""
+    return metric(metrics_url(replica), "switchboard_presence_expired_total", timeout=0.5)
+
+
+def cmd_kill_presence(args):
+    state = state_dir(args)
+    c = load(state)
+    if not args.mid_sweep:
+        if args.replica is None:
+            raise ClusterError("kill-presence: which replica? (N, or --mid-sweep)")
+        p = pick(c, "presence", args.replica)
+        if not alive(p.get("pid")):
+            raise ClusterError(f"{p['name']} is not running")
+        kill9(p, p["name"])
+        record(state, "kill-presence", replica=args.replica, pid=p["pid"])
+        print(f"{p['name']} (pid {p['pid']}) killed (kill -9)", file=sys.stderr)
+        return
+    watched = [(i + 1, p) for i, p in enumerate(c["presence"])
+               if alive(p.get("pid")) and args.replica in (None, i + 1)]
+    if not watched:
+        raise ClusterError("kill-presence --mid-sweep: no presence replica running")
+    # Expirations before now are not this sweep's: only a rise counts.
+    baseline = [expired(p) for _, p in watched]
+    started = time.monotonic()
+    deadline = started + args.timeout
+    while time.monotonic() < deadline:
+        # Each replica judged as soon as it answers: the sweep may last milliseconds.
+        for i, (n, p) in enumerate(watched):
+            now, base = expired(p), baseline[i]
+            if base is None:
+                baseline[i] = now
+            if now is None or base is None or now <= base:
+                continue
+            kill9(p, p["name"])
+            swept = int(now - base)
+            record(state, "kill-presence", replica=n, pid=p["pid"], mid_sweep=True,
+                   expired=swept, counter=now)
+            print(f"{p['name']} (pid {p['pid']}) killed (kill -9) as it swept, "
+                  f"{time.monotonic() - started:.1f} s after watching began: "
+                  f"switchboard_presence_expired_total {base:.0f} -> {now:.0f} "
+                  f"(it had expired {swept} in this sweep when last read)", file=sys.stderr)
+            return
+        time.sleep(0.02)
+    counters = ", ".join(f"{p['name']} {v}" for (_, p), v in zip(watched, baseline))
+    raise ClusterError(f"kill-presence --mid-sweep: no replica started expiring members within "
+                       f"{args.timeout:.0f} s (switchboard_presence_expired_total: {counters})")
+
+
+def cmd_restart_presence(args):
+    state = state_dir(args)
+    c = load(state)
+    if args.replica is not None:
+        targets = [(args.replica, pick(c, "presence", args.replica))]
+    else:
+        targets = [(i + 1, p) for i, p in enumerate(c["presence"]) if not alive(p.get("pid"))]
+        if not targets:
+            raise ClusterError("restart-presence: every replica is running")
+    for n, p in targets:
+        took = start_again(state, c, p)
+        record(state, "restart-presence", replica=n, pid=p["pid"], seconds=round(took, 2))
+        print(f"{p['name']} restarted: ready in {took:.1f} s", file=sys.stderr)
+
+
+def cmd_freeze_gateway(args):
+    state = state_dir(args)
+    c = load(state)
+    g = pick(c, "gateways", args.gateway)
+    if not alive(g.get("pid")):
+        raise ClusterError(f"{g['name']} is not running")
+    # A SIGTERM (the load tool giving up on the hook, a Ctrl-C) must not leave it frozen.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    os.kill(g["pid"], signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        # The fault itself: the gateway stays stopped this long.
+        time.sleep(args.seconds)
+    finally:
+        os.kill(g["pid"], signal.SIGCONT)
+    thawed = time.monotonic()
+    wait_ready(g["name"], g["ready"], g["pid"], g["log"])
+    record(state, "freeze-gateway", gateway=args.gateway, pid=g["pid"],
+           seconds=round(thawed - frozen, 2), ready_after=round(time.monotonic() - thawed, 2))
+    print(f"{g['name']} frozen (SIGSTOP) for {thawed - frozen:.1f} s, ready "
+          f"{time.monotonic() - thawed:.1f} s after SIGCONT", file=sys.stderr)
+
+
+def presence_stats(port, key, channel, timeout=2.0):
+    """num_clients of a channel through HAProxy; None when there is no answer."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/presence_stats",
+        data=json.dumps({"channel": channel}).encode(),
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())["result"]["num_clients"]
+    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cmd_check_presence(args):
+    state = state_dir(args)
+    c = load(state)
+    channels = [f"{args.channel_prefix}{i}" for i in range(args.channels)]
+    started = time.monotonic()
+    deadline = started + args.timeout
+    exact, first = 0, None
+    while True:
+        counts = [presence_stats(c["port"], c["api_key"], ch) for ch in channels]
+        # What the fault left (faults.sh reads it: members a killed sweeper left over).
+        first = first or counts
+        exact = exact + 1 if all(n == args.expect_clients for n in counts) else 0
+        # Two polls a second apart: a count passing through C on its way is not enough.
+        if exact == 2:
+            record(state, "check-presence", prefix=args.channel_prefix, channels=args.channels,
+                   clients=args.expect_clients, ok=True, first=first,
+                   seconds=round(time.monotonic() - started, 2))
+            at_first = "" if first == counts else f"; first poll: {', '.join(map(str, first))}"
+            print(f"presence exact: {args.channels} channels x {args.expect_clients} clients "
+                  f"({time.monotonic() - started:.1f} s{at_first})", file=sys.stderr)
+            return
+        if time.monotonic() + 1 > deadline:
+            break
+        time.sleep(1)
+    shown = ", ".join(f"{ch}={'no answer' if n is None else n}" for ch, n in zip(channels, counts))
+    record(state, "check-presence", prefix=args.channel_prefix, channels=args.channels,
+           clients=args.expect_clients, ok=False, first=first, counts=counts)
+    raise ClusterError(f"presence not exact after {args.timeout:.0f} s: expected "
+                       f"{args.expect_clients} clients per channel, last counts: {shown}")
 
 
 def main():
@@ -455,10 +750,35 @@ def main():
     r.add_argument("gateway", type=int, nargs="?", help="1-based gateway number")
     r.add_argument("--run", type=int, default=0, help="restart gateway (RUN mod 3) + 1")
     r.add_argument("--kill", action="store_true", help="kill -9 instead of SIGTERM")
+    n = sub.add_parser("kill-nats")
+    n.add_argument("node", type=int, nargs="?", help="1-based NATS node number")
+    n.add_argument("--leader-of", metavar="STREAM",
+                   help="kill the node that leads JetStream stream STREAM (e.g. sb-n_chat)")
+    n = sub.add_parser("restart-nats")
+    n.add_argument("node", type=int, nargs="?", help="1-based (default: every stopped one)")
+    k = sub.add_parser("kill-presence")
+    k.add_argument("replica", type=int, nargs="?", help="1-based replica number")
+    k.add_argument("--mid-sweep", action="store_true",
+                   help="kill the replica (of all, or N) that starts expiring members")
+    k.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for a sweep (--mid-sweep)")
+    p = sub.add_parser("restart-presence")
+    p.add_argument("replica", type=int, nargs="?", help="1-based (default: every stopped one)")
+    f = sub.add_parser("freeze-gateway")
+    f.add_argument("gateway", type=int, help="1-based gateway number")
+    f.add_argument("--seconds", type=float, required=True, help="how long it stays stopped")
+    cp = sub.add_parser("check-presence")
+    cp.add_argument("--channel-prefix", required=True)
+    cp.add_argument("--channels", type=int, required=True)
+    cp.add_argument("--expect-clients", type=int, required=True)
+    cp.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     try:
         {"up": cmd_up, "down": cmd_down, "status": cmd_status,
-         "restart-gateway": cmd_restart_gateway}[args.command](args)
+         "restart-gateway": cmd_restart_gateway, "kill-nats": cmd_kill_nats,
+         "restart-nats": cmd_restart_nats, "kill-presence": cmd_kill_presence,
+         "restart-presence": cmd_restart_presence, "freeze-gateway": cmd_freeze_gateway,
+         "check-presence": cmd_check_presence}[args.command](args)
     except ClusterError as e:
         print(f"cluster.py: {e}", file=sys.stderr)
         sys.exit(1)
