@@ -4,8 +4,9 @@
 //!   (each a base64url token), valued with the member's client info. Gateways
 //!   re-put their members well inside the presence TTL; a member not refreshed
 //!   within it belongs to a gateway that died: the [`sweeper`] deletes it and
-//!   announces its leave. The bucket keeps entries for twice the TTL, a
-//!   backstop should no sweeper run.
+//!   announces its leave. The bucket keeps entries for four times the TTL, a
+//!   backstop should no sweeper run (long enough for a sweeper that takes over
+//!   from one that died to announce every leave first).
 //! - `<prefix>-presence-users` holds one key per user present in a channel,
 //!   `<channel>.<user>`, valued with the ids of the user's connections there,
 //!   changed only by compare-and-set.

@@ -15,6 +15,9 @@ use crate::envelope::Kind;
 use crate::subject::Subjects;
 use crate::{unavailable, NatsError};
 
+/// The members bucket's max age, in presence TTLs: a backstop should no sweeper run.
+const BACKSTOP_TTLS: u32 = 4;
+
 /// The presence buckets: stateless operations any replica can serve.
 pub struct PresenceBucket {
     pub(super) members: Bucket,
@@ -33,7 +36,17 @@ impl PresenceBucket {
         ttl: Duration,
         replicas: usize,
     ) -> Result<PresenceBucket, NatsError> {
-        let members = Bucket::open(js, format!("{prefix}-presence"), ttl * 2, replicas).await?;
+        // The backstop age leaves a sweeper that takes the lease over from one that
+        // died (after half a TTL, on top of the TTL) time to announce every leave:
+        // at twice the TTL, the bucket itself dropped the members of a dead gateway
+        // before the second sweeper reached them, and their leaves were never sent.
+        let members = Bucket::open(
+            js,
+            format!("{prefix}-presence"),
+            ttl * BACKSTOP_TTLS,
+            replicas,
+        )
+        .await?;
         let users = Users::open(js, prefix, replicas).await?;
         Ok(PresenceBucket {
             members,
