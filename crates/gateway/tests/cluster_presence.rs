@@ -452,19 +452,17 @@ async fn a_killed_gateways_members_leave_once_through_the_presence_service() {
         "{stats}"
     );
 
-    // Two more sweeps after the leave, then nothing else may have arrived.
+    // Two more sweeps after the leave, then no second leave may have arrived. (Two
+    // sweepers may both announce it, a lease handing over: the gateway delivers one
+    // per departure id. The counters are the test process's, shared with the other
+    // tests, so only the sweeps are counted, and only upwards.)
     let sweeps = |m: &str| counter(m, "switchboard_presence_sweeps_total");
     let (_, before) = get(survivor.addr, "/metrics").await;
-    let now = eventually_some("two more sweeps", PATIENCE, async || {
+    eventually_some("two more sweeps", PATIENCE, async || {
         let (_, now) = get(survivor.addr, "/metrics").await;
         (sweeps(&now) >= sweeps(&before) + 2.0).then_some(now)
     })
     .await;
-    assert_eq!(
-        counter(&now, "switchboard_presence_leaves_emitted_total"),
-        1.0,
-        "{now}"
-    );
     let r = watcher.call(json!({"ping": {}})).await;
     assert!(r.get("error").is_none());
     while let Some(push) = watcher.try_next_push() {
