@@ -128,35 +128,21 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid configuration file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    /// The file cannot be read or is not TOML (the same errors as every binary's).
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error("{0}")]
     Invalid(String),
 }
 
-impl From<FileError> for ConfigError {
-    fn from(e: FileError) -> Self {
-        match e {
-            FileError::Read { path, source } => ConfigError::Read { path, source },
-            FileError::Parse { path, source } => ConfigError::Parse { path, source },
-        }
-    }
-}
-
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
+    std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::File(FileError::Read {
+            path: path.to_owned(),
+            source,
+        })
     })
 }
 

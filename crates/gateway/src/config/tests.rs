@@ -64,7 +64,7 @@ fn unknown_keys_are_refused() {
     };
     assert!(matches!(
         Config::resolve(cli),
-        Err(ConfigError::Parse { .. })
+        Err(ConfigError::File(FileError::Parse { .. }))
     ));
 }
 
@@ -261,7 +261,10 @@ fn keys_that_are_not_options_are_refused() {
             ..Default::default()
         };
         assert!(
-            matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })),
+            matches!(
+                Config::resolve(cli),
+                Err(ConfigError::File(FileError::Parse { .. }))
+            ),
             "{text}"
         );
     }
