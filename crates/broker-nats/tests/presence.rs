@@ -293,6 +293,22 @@ async fn overdue(replica: &PresenceBucket, client: &str) -> switchboard_broker_n
     .await
 }
 
+/// Joins and departs `marker` through `replica` and waits for its leave: on the
+/// same connection, it arrives after everything `replica` announced before.
+async fn after_marker(replica: &PresenceBucket, events: &Events, marker: &ClientInfo) {
+    replica.join("room", marker.clone()).await.unwrap();
+    replica.depart("room", marker.clone()).await.unwrap();
+    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
+        let seen = changes(events);
+        if seen.iter().any(|(_, c, _)| *c == marker.client) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
 /// Every join and leave received so far: ("join"/"leave", client, user_changed).
 fn changes(events: &Events) -> Vec<(&'static str, String, bool)> {
     events.collect(|e| match e {
@@ -320,17 +336,7 @@ async fn a_sweeper_killed_between_its_leave_and_its_delete_leaves_no_ghost_and_n
     // A marker after the second announcement, on the same connection (so it
     // arrives after it): another member departs through replica 1.
     let marker = member(2, 1);
-    replicas[1].join("room", marker.clone()).await.unwrap();
-    replicas[1].depart("room", marker.clone()).await.unwrap();
-    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
-        let seen = changes(&events);
-        if seen.iter().any(|(_, c, _)| *c == marker.client) {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    after_marker(&replicas[1], &events, &marker).await;
     assert_eq!(
         changes(&events),
         vec![
@@ -391,17 +397,7 @@ async fn a_member_expired_while_its_gateway_was_away_joins_again_on_its_lapsed_r
     assert_eq!((stats.num_clients, stats.num_users), (2, 2));
     // A marker on the same connection, after the rejoins.
     let marker = member(6, 1);
-    replicas[0].join("room", marker.clone()).await.unwrap();
-    replicas[0].depart("room", marker.clone()).await.unwrap();
-    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
-        let seen = changes(&events);
-        if seen.iter().any(|(_, c, _)| *c == marker.client) {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    after_marker(&replicas[0], &events, &marker).await;
     assert_eq!(
         changes(&events),
         vec![

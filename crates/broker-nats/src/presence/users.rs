@@ -96,10 +96,7 @@ impl Users {
         user: &str,
         client: &str,
     ) -> Result<bool, BrokerError> {
-        if user.is_empty() {
-            return Ok(true);
-        }
-        self.edit(channel, user, |clients| Edit::add(clients, client))
+        self.edit_named(channel, user, |clients| Edit::add(clients, client))
             .await
     }
 
@@ -112,10 +109,7 @@ impl Users {
         user: &str,
         client: &str,
     ) -> Result<bool, BrokerError> {
-        if user.is_empty() {
-            return Ok(true);
-        }
-        self.edit(channel, user, |clients| Edit::remove(clients, client))
+        self.edit_named(channel, user, |clients| Edit::remove(clients, client))
             .await
     }
 
@@ -128,14 +122,25 @@ impl Users {
         user: &str,
         client: &str,
     ) -> Result<bool, BrokerError> {
-        if user.is_empty() {
-            return Ok(true);
-        }
-        self.edit(channel, user, |clients| match clients {
+        self.edit_named(channel, user, |clients| match clients {
             None => Edit::Answer(true),
             clients => Edit::remove(clients, client),
         })
         .await
+    }
+
+    /// [`Users::edit`] for a named user; an anonymous connection is its own user,
+    /// so every change to it is its user's (the answer is always true).
+    async fn edit_named(
+        &self,
+        channel: &str,
+        user: &str,
+        edit: impl Fn(Option<Vec<String>>) -> Edit,
+    ) -> Result<bool, BrokerError> {
+        if user.is_empty() {
+            return Ok(true);
+        }
+        self.edit(channel, user, edit).await
     }
 
     /// The compare-and-set loop every change of a user's key goes through: reads
