@@ -41,6 +41,12 @@ pub async fn route(
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/connection/websocket") => routes.centrifugo.websocket(req),
+        (&Method::POST, "/connection/http_stream") => routes.centrifugo.http_stream(req).await,
+        (&Method::GET | &Method::POST, "/connection/sse") => routes.centrifugo.sse(req).await,
+        (&Method::POST, "/emulation") => routes.centrifugo.emulation(req).await,
+        (&Method::OPTIONS, "/connection/http_stream" | "/connection/sse" | "/emulation") => {
+            routes.centrifugo.preflight(&req)
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if node.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

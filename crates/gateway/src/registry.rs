@@ -1,5 +1,7 @@
 //! The connections of this node, by client id and by user, for the control
-//! plane's commands and for the node's counts.
+//! plane's commands and for the node's counts; and the streams of the
+//! HTTP-streaming transports by their session, for the commands their clients
+//! send apart (`POST /emulation`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -35,17 +37,44 @@ pub enum Control {
 #[derive(Debug, Default)]
 pub struct Mailbox {
     requests: Mutex<Vec<Control>>,
+    /// Client messages that came apart from the connection (emulation POSTs).
+    messages: Mutex<Vec<Bytes>>,
 }
 
 /// Requests waiting at most; a connection with more is stuck, and refusing tells
 /// the caller so.
 const MAILBOX_LIMIT: usize = 16;
 
+/// Client messages waiting at most: a client posting faster than its session
+/// runs them is refused (and its command rate limit closes it soon after).
+const MESSAGES_LIMIT: usize = 32;
+
 impl Mailbox {
     /// Everything requested so far, oldest first.
     pub fn take(&self) -> Vec<Control> {
         std::mem::take(&mut *self.requests.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// The client messages posted so far, oldest first.
+    pub fn take_messages(&self) -> Vec<Bytes> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Why a posted client message did not reach its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// No stream of that session on this node (it ended, or never was).
+    NoSession,
+    /// The stream has [`MESSAGES_LIMIT`] messages waiting already.
+    Busy,
+}
+
+/// How a posted message reaches one stream: its mailbox and its task's wake-up.
+#[derive(Debug, Clone)]
+pub struct StreamHandle {
+    pub outbound: Arc<Outbound>,
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// How the rest of the node reaches one connection.
@@ -89,6 +118,8 @@ type UserKey = (Option<Arc<str>>, String);
 struct Inner {
     clients: HashMap<Arc<str>, ConnHandle>,
     users: HashMap<UserKey, HashSet<Arc<str>>>,
+    /// By session: a secret of the stream, unlike the client id others may see.
+    streams: HashMap<Arc<str>, StreamHandle>,
 }
 
 fn key_of(handle: &ConnHandle) -> UserKey {
@@ -158,6 +189,35 @@ impl Registry {
             .filter(|c| client.is_none_or(|want| &***c == want))
             .filter_map(|c| inner.clients.get(c).cloned())
             .collect()
+    }
+
+    /// A stream of an HTTP-streaming transport, open from now on.
+    pub fn add_stream(&self, session: Arc<str>, handle: StreamHandle) {
+        self.lock().streams.insert(session, handle);
+    }
+
+    pub fn remove_stream(&self, session: &str) {
+        self.lock().streams.remove(session);
+    }
+
+    /// Hands a client message to the stream of `session`, whose task runs it as
+    /// if it had come on the connection itself.
+    pub fn post(&self, session: &str, message: Bytes) -> Result<(), Undelivered> {
+        let Some(stream) = self.lock().streams.get(session).cloned() else {
+            return Err(Undelivered::NoSession);
+        };
+        let mut messages = stream
+            .mailbox
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if messages.len() >= MESSAGES_LIMIT {
+            return Err(Undelivered::Busy);
+        }
+        messages.push(message);
+        drop(messages);
+        stream.outbound.wake();
+        Ok(())
     }
 
     /// Every connection (for shutdown).

@@ -1,10 +1,58 @@
 //! HTTP responses every route builds from: the body type and plain answers.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::mpsc;
 
-pub type Body = Full<Bytes>;
+/// A response body: the whole of it at once, or a stream of chunks a task sends
+/// while the client keeps the response open (the HTTP-streaming transports).
+/// The stream ends when the sender is dropped; a client that goes away drops
+/// the receiver, which the sender sees.
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    pub fn full(bytes: Bytes) -> Body {
+        Body::Full(Some(bytes))
+    }
+
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(chunks) => chunks.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// A plain-text answer.
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -17,7 +65,7 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// An answer with `body` of `content_type`.
 pub fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

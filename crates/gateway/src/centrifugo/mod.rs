@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - [`Centrifugo`]: the front end's state (token verifier, hub formats) and its
-//!   WebSocket endpoint.
+//!   WebSocket endpoint (its HTTP-stream endpoints are in `streams`).
 //! - [`session`]: the protocol state machine of one connection (connect, refresh, dispatch).
+//! - `streams`: the HTTP-streaming and SSE endpoints, `/emulation`, CORS.
 //! - `subscribe`: permissions and replies around the shared subscription algorithm.
 //! - `commands`: publish, presence, presence stats, history.
 //! - [`encode`]: core events → protocol pushes, one hub format per encoding.
@@ -18,6 +19,7 @@ mod commands;
 pub mod encode;
 pub mod errors;
 pub mod session;
+mod streams;
 mod subscribe;
 
 use std::sync::Arc;
@@ -95,7 +97,7 @@ impl Centrifugo {
                         req,
                         subprotocol,
                         move |outbound, mailbox| {
-                            Session::new(front, encoding, outbound, mailbox, Some(slot))
+                            Session::new(front, encoding, outbound, mailbox, Some(slot), None)
                         },
                     );
                 }
@@ -114,7 +116,7 @@ impl Centrifugo {
             self.node.clone(),
             req,
             subprotocol,
-            move |outbound, mailbox| Session::new(front, encoding, outbound, mailbox, None),
+            move |outbound, mailbox| Session::new(front, encoding, outbound, mailbox, None, None),
         )
     }
 }

@@ -39,6 +39,21 @@ pub(super) fn instant_of(exp: u64) -> Instant {
         .unwrap_or_else(never)
 }
 
+/// How long a connection or subscription may outlive its token: centrifuge-js
+/// asks for a new token when the old one expires, and its refresh must have time
+/// to arrive (Centrifugo's `client_expired_close_delay`, 25 s by default).
+const EXPIRED_CLOSE_DELAY: Duration = Duration::from_secs(25);
+
+/// When a connection or subscription whose token expires at `exp` is closed: at
+/// once when it has expired already, else [`EXPIRED_CLOSE_DELAY`] after `exp`.
+pub(super) fn close_at(exp: u64) -> Instant {
+    if exp <= now_secs() {
+        return Instant::now();
+    }
+    let at = instant_of(exp);
+    at.checked_add(EXPIRED_CLOSE_DELAY).unwrap_or(at)
+}
+
 /// Whether a token's expiry is set, and its seconds from now, as replies carry them.
 pub(super) fn expiry(exp: Option<u64>) -> (bool, u32) {
     match exp {
@@ -65,6 +80,9 @@ pub struct Session {
     pong_deadline: Option<Instant>,
     /// Counted as not authenticated until the connect command succeeds.
     unauthenticated: Option<UnauthenticatedSlot>,
+    /// Over an HTTP stream: the session its client names in emulation requests,
+    /// told in the connect reply.
+    stream: Option<Arc<str>>,
 }
 
 /// What a command handler returns: the reply to send, or a disconnect.
@@ -125,6 +143,7 @@ impl Session {
         outbound: Arc<Outbound>,
         mailbox: Arc<Mailbox>,
         unauthenticated: Option<UnauthenticatedSlot>,
+        stream: Option<Arc<str>>,
     ) -> Session {
         let rate = front.node.config.limits.max_commands_per_second;
         Session {
@@ -140,6 +159,7 @@ impl Session {
             opened: Instant::now(),
             pong_deadline: None,
             unauthenticated,
+            stream,
         }
     }
 
@@ -285,7 +305,7 @@ impl Session {
         };
         self.identity.user = user.clone();
         self.identity.conn_info = conn_info;
-        self.connected = Some(expires_at.map(instant_of));
+        self.connected = Some(expires_at.map(close_at));
         self.unauthenticated = None;
         self.front.node.registry.add(
             self.identity.client.clone(),
@@ -329,6 +349,7 @@ impl Session {
                 ping: self.front.node.config.ping_interval.as_secs() as u32,
                 pong: true,
                 node: self.front.node.id.clone(),
+                session: self.stream.as_deref().unwrap_or_default().to_owned(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -355,7 +376,7 @@ impl Session {
         if token.user != self.identity.user {
             return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
         }
-        *connected = token.expires_at.map(instant_of);
+        *connected = token.expires_at.map(close_at);
         if token.info.is_some() {
             self.identity.conn_info = token.info;
         }
@@ -484,6 +505,23 @@ impl crate::connection::Session for Session {
 
     fn goodbye(disconnect: &Disconnect) -> Goodbye {
         errors::goodbye(disconnect)
+    }
+
+    /// A disconnect push: code, reason and advice, as the close frame would carry them.
+    fn farewell(&self, disconnect: &Disconnect) -> Option<Bytes> {
+        let goodbye = errors::goodbye(disconnect);
+        let push = pb::Reply {
+            push: Some(pb::Push {
+                disconnect: Some(pb::Disconnect {
+                    code: goodbye.code.into(),
+                    reason: disconnect.message.to_string(),
+                    reconnect: goodbye.reconnect,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.encoding.encode_reply(&push).ok()
     }
 
     async fn close(&mut self) {

@@ -13,7 +13,7 @@ use switchboard_protocol::centrifugo::pb;
 use super::auth::TokenError;
 use super::encode;
 use super::errors::error_code;
-use super::session::{error_reply, expiry, instant_of, reply, Outcome, Session};
+use super::session::{close_at, error_reply, expiry, reply, Outcome, Session};
 use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::{Pending, Positioning, Request};
 
@@ -87,7 +87,7 @@ impl Session {
                 last: false,
             },
             chan_info,
-            expires_at: token_exp.map(instant_of),
+            expires_at: token_exp.map(close_at),
             user: None,
         };
         let member = member!(self, self.format);
@@ -227,7 +227,7 @@ impl Session {
         let Some(entry) = self.subs.get_mut(&req.channel) else {
             return error_reply(id, ErrorCode::PERMISSION_DENIED);
         };
-        entry.expires_at = token.expires_at.map(instant_of);
+        entry.expires_at = token.expires_at.map(close_at);
         let (expires, ttl) = expiry(token.expires_at);
         reply(id, |r| {
             r.sub_refresh = Some(pb::SubRefreshResult { expires, ttl })

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_core::{channel, Disconnect, StreamPosition};
 
-use super::command::{Answer, Command};
+use super::command::{Answer, Command, Posted};
 use super::nodes::NodeInfo;
 use crate::node::Node;
-use crate::registry::{ConnHandle, Control};
+use crate::registry::{ConnHandle, Control, Undelivered};
 
 /// Runs `command` here. Its arguments were checked by the gateway that took the
 /// API call.
@@ -85,6 +86,19 @@ pub async fn apply(node: &Node, command: Command) -> Answer {
         Command::Info => Answer::Node {
             node: NodeInfo::of(node),
         },
+        Command::Post { session, data } => {
+            let Ok(data) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                return Answer::Failed {
+                    error: "post data is not base64".into(),
+                };
+            };
+            let posted = match node.registry.post(&session, Bytes::from(data)) {
+                Ok(()) => Posted::Delivered,
+                Err(Undelivered::NoSession) => Posted::NoSession,
+                Err(Undelivered::Busy) => Posted::Busy,
+            };
+            Answer::Posted { posted }
+        }
     }
 }
 

@@ -66,6 +66,20 @@ pub enum Command {
     Channels { pattern: Option<String> },
     /// The node's counts now.
     Info,
+    /// Hand a client message (base64) to the stream of `session` on this node:
+    /// a command of an HTTP-streaming client that reached another gateway.
+    Post { session: String, data: String },
+}
+
+/// What became of a message posted to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Posted {
+    Delivered,
+    /// The node has no stream of that session (any more).
+    NoSession,
+    /// The stream has too many messages waiting.
+    Busy,
 }
 
 impl Command {
@@ -78,6 +92,7 @@ impl Command {
             Command::Refresh { .. } => "refresh",
             Command::Channels { .. } => "channels",
             Command::Info => "info",
+            Command::Post { .. } => "post",
         }
     }
 }
@@ -92,6 +107,8 @@ pub enum Answer {
     Channels { channels: BTreeMap<String, usize> },
     /// The node as it is now.
     Node { node: NodeInfo },
+    /// What became of a [`Command::Post`].
+    Posted { posted: Posted },
     /// Not run: why.
     Failed { error: String },
 }

@@ -81,6 +81,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub log: String,
     pub namespaces: Namespaces,
+    /// Origins allowed to use the HTTP transports from a browser (`*`: any).
+    pub allowed_origins: Vec<String>,
     /// The Pusher apps served at `/app/{key}` and `/apps/{id}/*`.
     pub pusher_apps: Vec<PusherApp>,
     /// Cluster mode over NATS; `None`: standalone with the in-memory broker.
@@ -228,6 +230,13 @@ impl Config {
             shutdown_delay: secs(o.shutdown_delay),
             log: defaulted(o.log),
             namespaces,
+            allowed_origins: o
+                .allowed_origins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             pusher_apps,
             nats: o
                 .nats_url

@@ -140,6 +140,12 @@ switchboard_options::layered! {
         /// Seconds over which clients are told to reconnect on shutdown.
         #[arg(long, default_value = "10")]
         pub drain_window: Option<u64>,
+        /// Origins browser pages may use the HTTP transports (HTTP-streaming, SSE and
+        /// /emulation) from, comma-separated, exact (`https://app.example`) or `*` for any;
+        /// they get CORS answers. Empty: pages of the gateway's own origin only; requests
+        /// from other origins are refused with 403.
+        #[arg(long, value_delimiter = ',')]
+        pub allowed_origins: Option<Vec<String>>,
         /// Log filter, e.g. "info" or "switchboard_gateway=debug".
         #[arg(long, default_value = "info")]
         pub log: Option<String>,

@@ -1,8 +1,8 @@
 //! What every client connection has, whatever its protocol and transport.
 //!
-//! A protocol (Centrifugo, later Pusher) implements [`Session`]: messages in,
-//! timers, control requests, goodbye and close. A transport (WebSocket, later SSE
-//! and HTTP-streaming) drives any `Session` and never knows the protocol. The
+//! A protocol (Centrifugo, Pusher) implements [`Session`]: messages in,
+//! timers, control requests, goodbye and close. A transport (WebSocket, the HTTP
+//! streams) drives any `Session` and never knows the protocol. The
 //! subscription algorithm ([`subscriptions`]: subscribe → broker interest →
 //! position and recovery → presence → reply → live → join, and the leave) is
 //! written once here on core types, so both protocols share its ordering.
@@ -79,6 +79,13 @@ pub trait Session: Send + 'static {
     /// The close code and advice for `disconnect` in this protocol (a pure
     /// mapping: the transport uses it while the session is busy).
     fn goodbye(disconnect: &Disconnect) -> Goodbye;
+
+    /// The record that says goodbye inside the stream, for transports without a
+    /// close frame (the HTTP streams); `None`: the stream just ends.
+    fn farewell(&self, disconnect: &Disconnect) -> Option<Bytes> {
+        let _ = disconnect;
+        None
+    }
 
     /// Leaves every channel and forgets the connection.
     fn close(&mut self) -> impl Future<Output = ()> + Send;

@@ -35,6 +35,7 @@ use switchboard_core::Disconnect;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
+use super::panicked;
 use crate::connection::Session;
 use crate::node::{ConnectionSlot, Node};
 use crate::registry::Mailbox;
@@ -303,15 +304,6 @@ async fn linger(io: &mut Socket, reader: &mut FrameReader) {
             return;
         }
     }
-}
-
-/// The disconnect of a connection whose session panicked on `what` (a bug: the
-/// panic message is in the log). The connection still leaves its channels and
-/// the node.
-fn panicked(what: &str) -> Disconnect {
-    metrics::counter!("switchboard_session_panics_total").increment(1);
-    tracing::error!("a session panicked on {what}; closing the connection");
-    Disconnect::SERVER_ERROR
 }
 
 fn violation(e: FrameError) -> Disconnect {

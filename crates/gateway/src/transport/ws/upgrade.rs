@@ -1,11 +1,9 @@
-//! The WebSocket upgrade: admission (draining, broker health, connection
-//! limit), the handshake, and the hand-over of the socket to [`super::serve`].
+//! The WebSocket upgrade: admission ([`crate::transport::admit`]), the
+//! handshake, and the hand-over of the socket to [`super::serve`].
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use switchboard_core::queue::Outbound;
 
@@ -41,20 +39,9 @@ where
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
     }
-    if node.is_draining() {
-        refused("shutting_down");
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
-    if !node.broker.is_healthy() {
-        refused("broker_unavailable");
-        return text(StatusCode::SERVICE_UNAVAILABLE, "broker unavailable\n");
-    }
-    let Some(slot) = node.try_acquire_connection() else {
-        refused("connection_limit");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit reached\n",
-        );
+    let slot = match crate::transport::admit(&node) {
+        Ok(slot) => slot,
+        Err(message) => return crate::transport::refusal(message),
     };
     let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
@@ -89,5 +76,5 @@ where
         };
         super::serve(node, socket, make, slot).await;
     });
-    response.map(|_| Full::new(Bytes::new()))
+    response.map(|_| Body::empty())
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::Encoding;
-use crate::centrifugo::pb::{Command, Reply};
+use crate::centrifugo::pb::{Command, EmulationRequest, Reply};
 
 /// A frame the client sent could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,8 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("a frame holds more than {0} commands")]
     TooManyCommands(usize),
+    #[error("an emulation request's data is not a string of commands")]
+    EmulationData,
 }
 
 /// A reply or push could not be encoded for this connection's encoding.
@@ -76,6 +78,37 @@ impl Encoding {
     }
 }
 
+impl Encoding {
+    /// Decodes a bidirectional-emulation request (the body of `POST /emulation`).
+    /// In JSON, `data` is the client's commands as one string (as centrifuge-js
+    /// sends them) or, from a hand-written client, the command object itself.
+    pub fn decode_emulation(self, body: &[u8]) -> Result<EmulationRequest, DecodeError> {
+        match self {
+            Encoding::Json => {
+                #[derive(serde::Deserialize)]
+                struct Json {
+                    #[serde(default)]
+                    node: String,
+                    session: String,
+                    data: serde_json::Value,
+                }
+                let request: Json = serde_json::from_slice(body)?;
+                let data = match request.data {
+                    serde_json::Value::String(s) => Bytes::from(s),
+                    v @ serde_json::Value::Object(_) => Bytes::from(serde_json::to_vec(&v)?),
+                    _ => return Err(DecodeError::EmulationData),
+                };
+                Ok(EmulationRequest {
+                    node: request.node,
+                    session: request.session,
+                    data,
+                })
+            }
+            Encoding::Protobuf => Ok(EmulationRequest::decode(body)?),
+        }
+    }
+}
+
 /// True for the command a client sends in answer to a server ping: no id, no method.
 pub fn is_pong(command: &Command) -> bool {
     *command == Command::default()
@@ -96,6 +129,33 @@ mod tests {
             &commands[1].publish.as_ref().unwrap().data[..],
             b"{\"x\":[1,2]}"
         );
+    }
+
+    #[test]
+    fn emulation_requests_carry_the_commands_as_the_client_encoded_them() {
+        let body = br#"{"session":"s1","node":"n1","data":"{\"id\":2,\"ping\":{}}"}"#;
+        let request = Encoding::Json.decode_emulation(body).unwrap();
+        assert_eq!((&*request.session, &*request.node), ("s1", "n1"));
+        assert_eq!(&request.data[..], br#"{"id":2,"ping":{}}"#);
+        let object = br#"{"session":"s1","data":{"id":3}}"#;
+        let request = Encoding::Json.decode_emulation(object).unwrap();
+        assert_eq!(&request.data[..], br#"{"id":3}"#);
+        assert!(Encoding::Json
+            .decode_emulation(br#"{"session":"s1","data":7}"#)
+            .is_err());
+        assert!(Encoding::Json
+            .decode_emulation(br#"{"data":"{}"}"#)
+            .is_err());
+
+        let encoded = EmulationRequest {
+            node: "n1".into(),
+            session: "s1".into(),
+            data: Bytes::from_static(&[2, 8, 1]),
+        }
+        .encode_to_vec();
+        let request = Encoding::Protobuf.decode_emulation(&encoded).unwrap();
+        assert_eq!(&request.data[..], &[2, 8, 1]);
+        assert!(Encoding::Protobuf.decode_emulation(&[0xff, 0xff]).is_err());
     }
 
     #[test]
