@@ -45,7 +45,14 @@ fn is_protobuf(headers: &HeaderMap) -> bool {
 }
 
 fn emulation_result(result: &'static str) {
-    metrics::counter!("switchboard_emulation_requests_total", "result" => result).increment(1);
+    emulation_counted(result, "none");
+}
+
+/// `route`: `local` (the stream is on this node), `forwarded` (on another), or
+/// `none` (refused before).
+fn emulation_counted(result: &'static str, route: &'static str) {
+    metrics::counter!("switchboard_emulation_requests_total", "result" => result, "route" => route)
+        .increment(1);
 }
 
 impl Centrifugo {
@@ -250,7 +257,9 @@ impl Centrifugo {
             emulation_result("too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, "commands too large");
         }
-        let posted = if request.node.is_empty() || request.node == self.node.id {
+        let local = request.node.is_empty() || request.node == self.node.id;
+        let route = if local { "local" } else { "forwarded" };
+        let posted = if local {
             match self.node.registry.post(&request.session, request.data) {
                 Ok(()) => Posted::Delivered,
                 Err(Undelivered::NoSession) => Posted::NoSession,
@@ -292,13 +301,13 @@ impl Centrifugo {
         };
         match posted {
             Posted::Delivered => {
-                emulation_result("delivered");
+                emulation_counted("delivered", route);
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
             Posted::NoSession => {
-                emulation_result("no_session");
+                emulation_counted("no_session", route);
                 // 204 as centrifuge-js expects for a session that ended: its
                 // stream ends (or has), and the client reconnects then.
                 let mut r = Response::new(Body::empty());
@@ -308,7 +317,7 @@ impl Centrifugo {
                 r
             }
             Posted::Busy => {
-                emulation_result("busy");
+                emulation_counted("busy", route);
                 error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many commands waiting for this session",
