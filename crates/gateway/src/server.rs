@@ -31,6 +31,7 @@ use crate::config::Limits;
 use crate::connection::identity::Peer;
 use crate::http::Routes;
 use crate::node::Node;
+use crate::transport::deadline::WriteDeadline;
 
 /// Connections the kernel queues before `accept`: tokio's default (128)
 /// overflows under a reconnect storm, and dropped SYNs retry only after 1 s.
@@ -260,7 +261,7 @@ impl Http {
         let conn = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(WriteDeadline::new(stream)), service)
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {

@@ -3,20 +3,27 @@
 //!
 //! # Layout
 //! - here: [`admit`], the admission every new connection passes.
+//! - [`deadline`]: the write deadline under every HTTP connection.
 //! - [`ws`]: WebSocket (upgrade, frame reader, vectored writer, the connection task).
 //! - [`stream`]: the HTTP streams (HTTP-streaming and server-sent events), whose
 //!   clients post their messages apart.
 
+pub mod deadline;
 pub mod stream;
 pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use switchboard_core::Disconnect;
 
 use crate::node::{ConnectionSlot, Node};
 use crate::response::{refused, text, Body};
+
+/// A client that takes nothing we write for this long stopped reading: its
+/// connection is dropped so that it holds nothing longer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A slot for a new connection, or why not (the text of a 503 answer): the
 /// node is draining, its broker is unreachable (the load balancer sends the

@@ -25,13 +25,11 @@ use tokio::sync::futures::Notified;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::WRITE_TIMEOUT;
 use crate::connection::{delivery, Framing, Session};
 use crate::node::{ConnectionSlot, Node};
 use crate::registry::{Mailbox, StreamHandle};
 use crate::response::Body;
-
-/// A client that takes nothing of its stream for this long stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest the end of a stream may take to write what is queued and the farewell.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);

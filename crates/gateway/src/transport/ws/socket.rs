@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConnection;
 
+use crate::transport::deadline::WriteDeadline;
+
 /// A client's socket: plain TCP, or TCP with TLS terminated here.
 pub enum Socket {
     Plain(TcpStream),
@@ -53,13 +55,16 @@ impl Socket {
     /// client sent behind its handshake. `None` for an I/O type this gateway did
     /// not create.
     pub fn from_upgraded(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return Some((Socket::Plain(parts.io.into_inner()), parts.read_buf)),
+        let upgraded = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+            Ok(parts) => {
+                let tcp = parts.io.into_inner().into_inner();
+                return Some((Socket::Plain(tcp), parts.read_buf));
+            }
             Err(upgraded) => upgraded,
         };
-        type TlsIo = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
+        type TlsIo = TokioIo<WriteDeadline<tokio_rustls::server::TlsStream<TcpStream>>>;
         let parts = upgraded.downcast::<TlsIo>().ok()?;
-        let (tcp, conn) = parts.io.into_inner().into_inner();
+        let (tcp, conn) = parts.io.into_inner().into_inner().into_inner();
         Some((Socket::Tls(Box::new(Tls { tcp, conn })), parts.read_buf))
     }
 

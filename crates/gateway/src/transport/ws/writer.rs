@@ -18,9 +18,7 @@ use super::frames;
 use super::socket::Socket;
 use crate::connection::{delivery, Framing, Goodbye};
 
-/// A socket that takes nothing for this long means the client stopped reading:
-/// the connection is dropped so that it holds nothing longer.
-pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub use crate::transport::WRITE_TIMEOUT;
 
 /// Records written with one vectored write, each its own slice; a bigger batch
 /// is joined into one buffer first.
