@@ -32,8 +32,9 @@ pub enum TokenAlgorithm {
 const ABOUT: &str = "The Switchboard gateway: WebSocket connections (Centrifugo protocol, JSON \
                      and protobuf; Pusher Channels protocol 7), the server APIs, metrics.";
 const LONG_ABOUT: &str = "The Switchboard gateway: WebSocket connections (Centrifugo protocol, JSON \
-                          and protobuf, at /connection/websocket; Pusher Channels protocol 7 at \
-                          /app/{key}), the server HTTP APIs (/api/<method>; Pusher's at \
+                          and protobuf, at /connection/websocket, and over HTTP-streaming and SSE \
+                          at /connection/http_stream and /connection/sse with /emulation; Pusher \
+                          Channels protocol 7 at /app/{key}), the server HTTP APIs (/api/<method>; Pusher's at \
                           /apps/{id}/*), /metrics, /healthz and /readyz.\n\nEvery option can also \
                           be set in the TOML file given by --config or in the environment variable \
                           shown; flags win over the environment, the environment over the file, the \
@@ -100,7 +101,8 @@ switchboard_options::layered! {
         /// hides them).
         #[arg(long, default_value = "0")]
         pub max_unauthenticated_per_address: Option<usize>,
-        /// Largest WebSocket message a client may send, in bytes.
+        /// Largest WebSocket message a client may send, in bytes (also the largest connect
+        /// command of an HTTP stream, and the commands of one /emulation request).
         #[arg(long, default_value = "65536")]
         pub max_frame_bytes: Option<usize>,
         /// Subscriptions one connection may hold.
