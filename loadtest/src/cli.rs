@@ -168,6 +168,17 @@ impl Scenario {
             Scenario::Api { common, .. } => (common, None),
             Scenario::Presence { .. } | Scenario::Floor { .. } | Scenario::Worker => return None,
         };
+        if common.protocol == ProtocolName::Sse {
+            if common.protobuf {
+                return Some("--protobuf does not go with --protocol sse: server-sent events carry text (JSON)");
+            }
+            if matches!(self, Scenario::Failover { .. }) {
+                return Some(
+                    "failover resubscribes over WebSocket connections: it needs --protocol centrifugo",
+                );
+            }
+            return None;
+        }
         if common.protocol != ProtocolName::Pusher {
             return None;
         }
@@ -373,6 +384,7 @@ impl Common {
             ProtocolName::Pusher => Protocol::Pusher {
                 app_key: self.pusher.app_key.clone(),
             },
+            ProtocolName::Sse => Protocol::Sse,
         }
     }
 
@@ -389,7 +401,7 @@ impl Common {
     pub fn channel_prefix(&self, given: Option<&str>) -> String {
         match (given, self.protocol) {
             (Some(prefix), _) => prefix.to_owned(),
-            (None, ProtocolName::Centrifugo) => "chat:lt".to_owned(),
+            (None, ProtocolName::Centrifugo | ProtocolName::Sse) => "chat:lt".to_owned(),
             (None, ProtocolName::Pusher) => "lt-".to_owned(),
         }
     }
@@ -401,6 +413,9 @@ pub enum ProtocolName {
     Centrifugo,
     /// Pusher Channels protocol 7, as pusher-js speaks it.
     Pusher,
+    /// The Centrifugo protocol (JSON) over server-sent events, as centrifuge-js's `sse`
+    /// transport speaks it: /connection/sse and /emulation on the --url's address.
+    Sse,
 }
 
 /// The Pusher app a `--protocol pusher` run connects to and publishes through;

@@ -4,6 +4,7 @@
 //!
 //! - [`centrifugo`]: the Centrifugo protocol, JSON or protobuf ([`Client`]).
 //! - [`pusher`]: Pusher Channels protocol 7 ([`PusherClient`]).
+//! - [`sse`]: the Centrifugo protocol (JSON) over server-sent events ([`SseClient`]).
 //! - `upgrade`: the WebSocket opening handshake both use; `lean`: the Centrifugo
 //!   JSON reader of the hot path.
 //!
@@ -22,10 +23,12 @@ use crate::target::Target;
 pub mod centrifugo;
 mod lean;
 pub mod pusher;
+pub mod sse;
 mod upgrade;
 
 pub use centrifugo::Client;
 pub use pusher::PusherClient;
+pub use sse::SseClient;
 
 /// Why a client operation failed; [`ClientError::reason`] is the label reports group by.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,9 @@ pub enum Protocol {
     Centrifugo { protobuf: bool },
     /// Pusher Channels protocol 7, to the app with this key.
     Pusher { app_key: String },
+    /// Centrifugo's in JSON over server-sent events (`/connection/sse`), commands
+    /// through `/emulation`.
+    Sse,
 }
 
 impl Protocol {
@@ -82,6 +88,7 @@ impl Protocol {
             Protocol::Centrifugo { protobuf: false } => "json",
             Protocol::Centrifugo { protobuf: true } => "protobuf",
             Protocol::Pusher { .. } => "pusher",
+            Protocol::Sse => "sse",
         }
     }
 }
@@ -110,6 +117,7 @@ pub struct Position {
 pub enum Connection {
     Centrifugo(Box<Client>),
     Pusher(Box<PusherClient>),
+    Sse(Box<SseClient>),
 }
 
 impl Connection {
@@ -128,6 +136,7 @@ impl Connection {
             Protocol::Pusher { app_key } => {
                 Connection::Pusher(Box::new(PusherClient::open(target, app_key, opts).await?))
             }
+            Protocol::Sse => Connection::Sse(Box::new(SseClient::open(target, opts).await?)),
         })
     }
 
@@ -145,6 +154,10 @@ impl Connection {
                 c.subscribe(channel).await?;
                 Ok(Position::default())
             }
+            Connection::Sse(c) => {
+                let (epoch, offset) = c.subscribe(channel).await?;
+                Ok(Position { epoch, offset })
+            }
         }
     }
 
@@ -158,6 +171,7 @@ impl Connection {
         match self {
             Connection::Centrifugo(c) => c.next_publications(each).await,
             Connection::Pusher(c) => c.next_publications(each).await,
+            Connection::Sse(c) => c.next_publications(each).await,
         }
     }
 
@@ -166,6 +180,7 @@ impl Connection {
         match self {
             Connection::Centrifugo(c) => c.close().await,
             Connection::Pusher(c) => c.close().await,
+            Connection::Sse(c) => c.close().await,
         }
     }
 }

@@ -211,7 +211,7 @@ fn publish_spec(common: &Common, args: &FanoutArgs, channels: &Channels) -> Publ
                 addrs,
                 app: common.pusher_app(),
             },
-            (Via::Api, ProtocolName::Centrifugo) => publisher::Via::Api {
+            (Via::Api, ProtocolName::Centrifugo | ProtocolName::Sse) => publisher::Via::Api {
                 addrs,
                 key: args.api_key.clone(),
             },
