@@ -8,8 +8,8 @@
 #
 # Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
-# space-separated: idle fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch
-# cluster-many cluster-failover presence).
+# space-separated: idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k
+# cluster-10k cluster-1ch cluster-many cluster-failover presence).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
 set -euo pipefail
@@ -19,7 +19,7 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
+ONLY=${BENCH_ONLY:-idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
 PRESENCE=$TARGET_DIR/release/switchboard-presence
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
@@ -151,6 +151,17 @@ run fanout-10k "Fan-out efficiency: one channel, 10,000 subscribers" \
     --via api --duration 15 --concurrency 200 \
     --target 'cpu_us_per_delivery<=1' --target 'lost<=0' --target 'duplicates<=0' \
     --target 'out_of_order<=0'
+
+# The same two runs with Centrifugo clients over server-sent events (the fallback
+# centrifuge-js takes when WebSockets are blocked), next to the WebSocket rows.
+run sse-idle "Idle: 19,000 SSE connections on one gateway" \
+    connect --protocol sse --connections 19000 --connect-rate 20000 --concurrency 200 --duration 10 \
+    --target 'success_rate_percent>=100'
+
+run sse-fanout-10k "Fan-out efficiency over SSE: one channel, 10,000 subscribers" \
+    fanout --protocol sse --channels 1 --subscribers 10000 --publishers 1 --rate 60 --payload 100 \
+    --via api --duration 15 --concurrency 200 \
+    --target 'lost<=0' --target 'duplicates<=0' --target 'out_of_order<=0'
 
 run api-5k "5,000 subscribers, 20 messages/s, 100-byte payload, HTTP API" \
     fanout --channels 1 --subscribers 5000 --publishers 1 --rate 20 --payload 100 \

@@ -11,11 +11,12 @@
 //! gateway that has not reached NATS yet answers on its listener with the probes
 //! alone ([`starting`]).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,6 +32,7 @@ use crate::config::Limits;
 use crate::connection::identity::Peer;
 use crate::http::Routes;
 use crate::node::Node;
+use crate::response::Body;
 use crate::transport::deadline::WriteDeadline;
 
 /// Connections the kernel queues before `accept`: tokio's default (128)
@@ -170,6 +172,7 @@ impl<'a> Accept<'a> {
                             match tls {
                                 None => http.serve(stream).await,
                                 Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => http.serve_h2(stream).await,
                                     Ok(Ok(stream)) => http.serve(stream).await,
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -238,30 +241,17 @@ struct Http {
 }
 
 impl Http {
+    /// Serves HTTP/1.1 on `stream`, with upgrades (WebSocket).
     async fn serve<S>(self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Http {
-            front,
-            peer,
-            drain,
-            header_timeout,
-        } = self;
-        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            let front = front.clone();
-            async move {
-                match front {
-                    Front::Routes(routes) => crate::http::route(routes, req).await,
-                    Front::Starting(metrics) => Ok(crate::http::starting(&metrics, &req)),
-                }
-            }
-        });
+        let header_timeout = self.header_timeout;
+        let drain = self.drain.clone();
         let conn = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(WriteDeadline::new(stream)), service)
+            .serve_connection(TokioIo::new(WriteDeadline::new(stream)), self.service())
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
@@ -278,4 +268,53 @@ impl Http {
         }
         let _ = conn.await;
     }
+
+    /// Serves HTTP/2 on `stream` (TLS that chose `h2`): many requests at once on
+    /// one connection, the HTTP streams among them; no upgrades.
+    async fn serve_h2<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let drain = self.drain.clone();
+        let conn = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .serve_connection(TokioIo::new(WriteDeadline::new(stream)), self.service());
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }
+
+    /// The requests' service: the routes, or the probes of a node still starting.
+    fn service(
+        self,
+    ) -> impl hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<Body>,
+        Error = Infallible,
+        Future = Answer,
+    > + Clone {
+        let Http { front, peer, .. } = self;
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            let front = front.clone();
+            Box::pin(async move {
+                match front {
+                    Front::Routes(routes) => crate::http::route(routes, req).await,
+                    Front::Starting(metrics) => Ok(crate::http::starting(&metrics, &req)),
+                }
+            }) as Answer
+        })
+    }
 }
+
+/// The answer to one request.
+type Answer =
+    std::pin::Pin<Box<dyn Future<Output = Result<hyper::Response<Body>, Infallible>> + Send>>;

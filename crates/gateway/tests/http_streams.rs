@@ -143,3 +143,112 @@ async fn a_client_that_stops_reading_its_stream_is_closed_as_slow_and_let_go() {
     }
     drop(stream);
 }
+
+/// A gateway with TLS on a self-signed certificate for `localhost`, and a client
+/// configuration that trusts it and offers `alpn`.
+async fn tls_gateway(alpn: &[&[u8]]) -> (Gateway, tokio_rustls::TlsConnector) {
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let acceptor = switchboard_gateway::tls::acceptor(&cert_path, &key_path).unwrap();
+    let gw = Gateway::start_tls(config(), Some(acceptor)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (
+        gw,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+    )
+}
+
+#[tokio::test]
+async fn over_tls_a_stream_and_its_emulation_requests_share_one_http2_connection() {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let (gw, connector) = tls_gateway(&[b"h2", b"http/1.1"]).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str, body: String| {
+        hyper::Request::post(format!("https://localhost{path}"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let response = sender
+        .send_request(request(
+            "/connection/http_stream",
+            r#"{"id":1,"connect":{}}"#.into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let mut stream = Stream {
+        body: response.into_body(),
+        buffer: BytesMut::new(),
+        session: String::new(),
+        node: String::new(),
+        _conn: tokio::spawn(async {}),
+    };
+    let connected = stream.line().await.unwrap();
+    let session = connected["connect"]["session"].as_str().unwrap().to_owned();
+    let node = connected["connect"]["node"].as_str().unwrap().to_owned();
+
+    // The subscribe goes on the same connection, while the stream stays open on it.
+    let subscribe = json!({"id": 2, "subscribe": {"channel": "h2"}}).to_string();
+    let posted = sender
+        .send_request(request(
+            "/emulation",
+            json!({"session": session, "node": node, "data": subscribe}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 204);
+    assert_eq!(stream.line().await.unwrap()["id"], 2);
+    gw.node
+        .publish("h2", Bytes::from("7"), None, None)
+        .await
+        .unwrap();
+    let push = stream.line().await.unwrap();
+    assert_eq!(push["push"]["pub"]["data"], json!(7), "{push}");
+}
+
+#[tokio::test]
+async fn over_tls_a_client_that_offers_only_http1_still_gets_it() {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let (gw, connector) = tls_gateway(&[b"http/1.1"]).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/healthz")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_11);
+    assert_eq!(response.status(), 200);
+}
