@@ -2,12 +2,13 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// A response body: the whole of it at once, or a stream of chunks a task sends
 /// while the client keeps the response open (the HTTP-streaming transports).
@@ -51,6 +52,35 @@ impl hyper::body::Body for Body {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+/// An HTTP connection's place under `max_http_connections` (counted in
+/// `switchboard_http_connections`), shared with its requests. The connection holds
+/// it until it closes or upgrades; a request whose response becomes a client
+/// connection (an HTTP stream, counted by `max_connections` from then on) gives
+/// it back at once.
+#[derive(Clone)]
+pub struct HttpPlace(Arc<Mutex<Option<Permit>>>);
+
+struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_http_connections").decrement(1.0);
+    }
+}
+
+impl HttpPlace {
+    pub fn new(permit: OwnedSemaphorePermit) -> HttpPlace {
+        metrics::gauge!("switchboard_http_connections").increment(1.0);
+        HttpPlace(Arc::new(Mutex::new(Some(Permit(permit)))))
+    }
+
+    /// Gives the place back (once; later calls do nothing).
+    pub fn release(&self) {
+        let permit = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(permit);
     }
 }
 

@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,7 +32,7 @@ use crate::config::Limits;
 use crate::connection::identity::Peer;
 use crate::http::Routes;
 use crate::node::Node;
-use crate::response::Body;
+use crate::response::{Body, HttpPlace};
 use crate::transport::deadline::WriteDeadline;
 
 /// Connections the kernel queues before `accept`: tokio's default (128)
@@ -167,8 +167,8 @@ impl<'a> Accept<'a> {
                         let (front, tls, drain) = (front.clone(), self.tls.clone(), drain.clone());
                         let header_timeout = self.header_timeout;
                         tasks.spawn(async move {
-                            let _pending = Pending::new(permit);
-                            let http = Http { front, peer, drain, header_timeout };
+                            let place = HttpPlace::new(permit);
+                            let http = Http { front, peer, drain, header_timeout, place };
                             match tls {
                                 None => http.serve(stream).await,
                                 Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
@@ -191,22 +191,6 @@ impl<'a> Accept<'a> {
                 _ = &mut stop => return,
             }
         }
-    }
-}
-
-/// An HTTP connection not upgraded (yet): counted in `switchboard_http_connections`.
-struct Pending(#[allow(dead_code)] OwnedSemaphorePermit);
-
-impl Pending {
-    fn new(permit: OwnedSemaphorePermit) -> Pending {
-        metrics::gauge!("switchboard_http_connections").increment(1.0);
-        Pending(permit)
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        metrics::gauge!("switchboard_http_connections").decrement(1.0);
     }
 }
 
@@ -238,6 +222,9 @@ struct Http {
     peer: std::net::SocketAddr,
     drain: CancellationToken,
     header_timeout: Duration,
+    /// Its place under `max_http_connections`, until it closes, upgrades, or a
+    /// request of it becomes a stream.
+    place: HttpPlace,
 }
 
 impl Http {
@@ -301,9 +288,12 @@ impl Http {
         Error = Infallible,
         Future = Answer,
     > + Clone {
-        let Http { front, peer, .. } = self;
+        let Http {
+            front, peer, place, ..
+        } = self;
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(Peer(peer));
+            req.extensions_mut().insert(place.clone());
             let front = front.clone();
             Box::pin(async move {
                 match front {

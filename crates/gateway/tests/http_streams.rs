@@ -252,3 +252,20 @@ async fn over_tls_a_client_that_offers_only_http1_still_gets_it() {
     assert_eq!(response.version(), hyper::Version::HTTP_11);
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn open_streams_do_not_hold_places_among_http_connections() {
+    // Two HTTP connections at once at most: yet three streams open (each a client
+    // connection, under max_connections), and the node still answers requests.
+    let mut c = config();
+    c.limits.max_http_connections = 2;
+    let gw = Gateway::start(c).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(Stream::open(&gw).await);
+    }
+    assert_eq!(gw.node.connection_count(), 3);
+    assert_eq!(common::get(gw.addr, "/healthz").await.0, 200);
+    assert_eq!(streams[2].post(&gw, json!({"id": 2, "ping": {}})).await, 204);
+    assert_eq!(streams[2].line().await.unwrap()["id"], 2);
+}

@@ -21,7 +21,7 @@ use crate::cluster::command::Posted;
 use crate::cluster::{Answer, Command};
 use crate::connection::identity::Peer;
 use crate::registry::Undelivered;
-use crate::response::{refused, with_type, Body};
+use crate::response::{refused, with_type, Body, HttpPlace};
 use crate::transport::stream::{self, Kind};
 use switchboard_broker_nats::control::ControlError;
 
@@ -139,6 +139,7 @@ impl Centrifugo {
             Err(OriginRefused) => return error(StatusCode::FORBIDDEN, "origin not allowed"),
         };
         let address = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        let place = req.extensions().get::<HttpPlace>().cloned();
         let limit = self.node.config.limits.max_frame_bytes;
         let first = if req.method() == Method::GET {
             let connect = req.uri().query().and_then(|q| {
@@ -181,6 +182,11 @@ impl Centrifugo {
                 );
             }
         };
+        // From here the connection is a client connection, counted by
+        // max_connections: its place among HTTP connections goes back.
+        if let Some(place) = &place {
+            place.release();
+        }
         let front = self.clone();
         let mut response = stream::open(
             &self.node,

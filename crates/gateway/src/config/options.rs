@@ -132,7 +132,8 @@ switchboard_options::layered! {
         #[arg(long, default_value = "0")]
         pub shutdown_delay: Option<u64>,
         /// HTTP connections not upgraded to WebSocket (handshakes under way, API
-        /// keep-alives) held at once; more are closed as soon as they are accepted.
+        /// keep-alives, emulation requests) held at once; more are closed as soon as they
+        /// are accepted. One whose request opened an HTTP stream leaves this count.
         #[arg(long, default_value = "10000")]
         pub max_http_connections: Option<usize>,
         /// Seconds a client has to send a request's headers, and an idle kept-alive HTTP
