@@ -45,37 +45,51 @@ struct Channel {
     departures: Departures,
 }
 
-/// How long a sweeper's departure id is remembered: a sweeper that takes over
-/// from one killed mid-sweep repeats its leaves within about a presence TTL.
+/// How long a delivered leave is remembered: a sweeper that takes over from one
+/// killed mid-sweep repeats its leaves within about a presence TTL, and a gateway
+/// frozen past the TTL announces its own when it continues.
 const DEPARTURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(300);
-/// Departure ids remembered per channel at most.
+/// Leaves remembered per channel at most.
 const MAX_DEPARTURES: usize = 100_000;
 
-/// The departure ids of the leaves delivered lately (`Envelope.departure`), so
-/// that a leave a second sweeper announces again is delivered once.
+/// The clients whose leave was delivered lately and who have not joined since, so
+/// that a leave announced twice is delivered once: by two sweepers (one repeating
+/// what one killed mid-sweep did), or by a sweeper and the member's own gateway
+/// (frozen past the presence TTL, then continued: its connections' ends announce
+/// leaves the sweep already did). A client id names one connection, so a second
+/// leave with no join between is the same departure.
 #[derive(Default)]
 struct Departures {
     order: std::collections::VecDeque<(std::time::Instant, String)>,
-    seen: std::collections::HashSet<String>,
+    gone: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl Departures {
-    /// Whether `id` was not seen lately; remembers it.
-    fn first(&mut self, id: &str) -> bool {
+    /// Whether a leave of `client` is the first since it joined; remembers it.
+    fn first_leave(&mut self, client: &str) -> bool {
         let now = std::time::Instant::now();
         while let Some((at, _)) = self.order.front() {
             if now.duration_since(*at) < DEPARTURE_MEMORY && self.order.len() < MAX_DEPARTURES {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
+            if let Some((at, old)) = self.order.pop_front() {
+                // Only its own entry: the client may have joined and left again since.
+                if self.gone.get(&old) == Some(&at) {
+                    self.gone.remove(&old);
+                }
             }
         }
-        if !self.seen.insert(id.to_owned()) {
+        if self.gone.contains_key(client) {
             return false;
         }
-        self.order.push_back((now, id.to_owned()));
+        self.gone.insert(client.to_owned(), now);
+        self.order.push_back((now, client.to_owned()));
         true
+    }
+
+    /// `client` joined (again): its next leave is a new one.
+    fn joined(&mut self, client: &str) {
+        self.gone.remove(client);
     }
 }
 
@@ -143,9 +157,17 @@ impl Channel {
                 return;
             }
         };
-        if !envelope.departure.is_empty() && !self.departures.first(&envelope.departure) {
-            metrics::counter!("switchboard_presence_repeated_leaves_total").increment(1);
-            return;
+        if let Some(client) = envelope.info.as_ref().map(|i| i.client.as_str()) {
+            match envelope::Kind::try_from(envelope.kind) {
+                Ok(envelope::Kind::Join) if !client.is_empty() => self.departures.joined(client),
+                Ok(envelope::Kind::Leave)
+                    if !client.is_empty() && !self.departures.first_leave(client) =>
+                {
+                    metrics::counter!("switchboard_presence_repeated_leaves_total").increment(1);
+                    return;
+                }
+                _ => {}
+            }
         }
         let Some(offset) = header_u64(&m, "Nats-Sequence") else {
             // Not stored: a channel without history, or a join/leave.
@@ -285,13 +307,13 @@ mod tests {
     use super::Departures;
 
     #[test]
-    fn a_departure_is_delivered_once() {
+    fn a_leave_is_delivered_once_until_the_client_joins_again() {
         let mut d = Departures::default();
-        assert!(d.first("room.u.c@7"));
-        assert!(!d.first("room.u.c@7"));
-        assert!(
-            d.first("room.u.c@9"),
-            "another departure of the same member"
-        );
+        assert!(d.first_leave("c1"));
+        assert!(!d.first_leave("c1"), "the same departure, announced twice");
+        assert!(d.first_leave("c2"), "another client");
+        d.joined("c1");
+        assert!(d.first_leave("c1"), "a leave after a new join");
+        assert!(!d.first_leave("c1"));
     }
 }

@@ -408,3 +408,65 @@ async fn a_member_expired_while_its_gateway_was_away_joins_again_on_its_lapsed_r
         "the expired member's leave, then its join; nothing for the one still there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_its_gateway_ends_after_the_sweep_announced_it_leaves_once() {
+    let (_nats, replicas, broker, events) = two_replicas_and_a_listener().await;
+    let frozen = member(4, 1);
+    assert!(replicas[0].join("room", frozen.clone()).await.unwrap());
+    // Its gateway is frozen past the TTL: the sweep announces the leave.
+    let found = overdue(&replicas[0], &frozen.client).await;
+    assert!(replicas[0].expire(found).await.unwrap());
+    // The gateway continues and the connection ends before any refresh: it leaves
+    // (gone already, so not its user's last) and announces a leave of its own.
+    assert!(!replicas[1].leave("room", &frozen).await.unwrap());
+    let own = switchboard_core::PresenceChange {
+        info: frozen.clone(),
+        user_changed: false,
+    };
+    broker.publish_leave("room", own).await.unwrap();
+    // A marker behind it on the same connection.
+    let marker = member(5, 1);
+    let marker_leave = switchboard_core::PresenceChange {
+        info: marker.clone(),
+        user_changed: true,
+    };
+    broker.publish_leave("room", marker_leave).await.unwrap();
+    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
+        let seen = changes(&events);
+        if seen.iter().any(|(_, c, _)| *c == marker.client) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        changes(&events),
+        vec![
+            ("leave", frozen.client.clone(), true),
+            ("leave", marker.client.clone(), true)
+        ],
+        "one leave for the connection"
+    );
+    // Should it join again (its gateway's lapsed refresh), its next leave counts.
+    let rejoin = switchboard_core::PresenceChange {
+        info: frozen.clone(),
+        user_changed: true,
+    };
+    broker.publish_join("room", rejoin.clone()).await.unwrap();
+    broker.publish_leave("room", rejoin).await.unwrap();
+    eventually_ok(
+        "the leave after the join",
+        Duration::from_secs(10),
+        async || {
+            let seen = changes(&events);
+            if seen.len() == 4 && seen[3] == ("leave", frozen.client.clone(), true) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+}

@@ -266,6 +266,9 @@ async fn open_streams_do_not_hold_places_among_http_connections() {
     }
     assert_eq!(gw.node.connection_count(), 3);
     assert_eq!(common::get(gw.addr, "/healthz").await.0, 200);
-    assert_eq!(streams[2].post(&gw, json!({"id": 2, "ping": {}})).await, 204);
+    assert_eq!(
+        streams[2].post(&gw, json!({"id": 2, "ping": {}})).await,
+        204
+    );
     assert_eq!(streams[2].line().await.unwrap()["id"], 2);
 }
