@@ -18,7 +18,7 @@
 # the observer saw no leave twice and never dropped, and the channels are empty once
 # the load has gone.
 #
-#   faults.sh small   a few hundred clients (make test-faults runs nats and freeze)
+#   faults.sh small   a few hundred clients (make test-faults)
 #   faults.sh large   thousands of clients; the numbers go into BENCHMARKS.md
 #                     (make bench-rolling)
 #
