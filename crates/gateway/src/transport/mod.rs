@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - here: [`admit`], the admission every new connection passes.
+//! - [`clock`]: the timers every connection task keeps (pings, deadline, drain, stall).
 //! - [`deadline`]: the write deadline under every HTTP connection.
 //! - [`ws`]: WebSocket (upgrade, frame reader, vectored writer, the connection task).
 //! - [`stream`]: the HTTP streams (HTTP-streaming and server-sent events), whose
 //!   clients post their messages apart.
 
+pub mod clock;
 pub mod deadline;
 pub mod stream;
 pub mod ws;

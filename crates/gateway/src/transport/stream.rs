@@ -10,7 +10,7 @@
 //! stream ([`Session::farewell`]), then the end of the response.
 
 use std::future::{poll_fn, Future};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -25,7 +25,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::WRITE_TIMEOUT;
+use super::clock::{Clock, Due};
 use crate::connection::{delivery, Framing, Session};
 use crate::node::{ConnectionSlot, Node};
 use crate::registry::{Mailbox, StreamHandle};
@@ -178,10 +178,8 @@ impl Task {
         let drain_token = self.node.drain.clone();
         let drain = drain_token.cancelled();
         tokio::pin!(drain);
-        let ping_interval = self.node.config.ping_interval;
-        let mut next_ping = Instant::now() + ping_interval;
-        let mut drain_at: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(next_ping);
+        let mut clock = Clock::new(self.node.config.ping_interval);
+        let timer = tokio::time::sleep_until(clock.first(session.deadline()));
         tokio::pin!(timer);
 
         let mut end = self
@@ -224,51 +222,25 @@ impl Task {
                 Flow::Gone => break End::Gone,
             }
 
-            let session_deadline = session.deadline();
-            let mut wake = next_ping.min(session_deadline);
-            if let Some(at) = drain_at {
-                wake = wake.min(at);
-            }
-            if let Some(since) = self.stalled_since {
-                wake = wake.min(since + WRITE_TIMEOUT);
-            }
-            let fired = timer.is_elapsed();
-            if fired || timer.deadline() != wake {
-                let floor = Instant::now() + Duration::from_millis(10);
-                timer
-                    .as_mut()
-                    .reset(if fired { wake.max(floor) } else { wake });
-            }
+            clock.arm(timer.as_mut(), session.deadline(), self.stalled_since);
             let blocked = self.pending.is_some();
             tokio::select! {
                 biased;
                 () = self.chunks.closed() => end = Some(End::Gone),
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if self.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
-                        outbound.close(Disconnect::WRITE_ERROR, false);
-                        end = Some(End::Gone);
-                    } else if drain_at.is_some_and(|at| now >= at) {
-                        end = Some(End::Disconnect(Disconnect::SHUTDOWN));
-                    } else {
-                        if now >= next_ping {
-                            next_ping = now + ping_interval;
-                            let ticked = catch_unwind(AssertUnwindSafe(|| session.on_ping_tick()));
-                            if let Err(d) = ticked.unwrap_or_else(|_| Err(super::panicked("a ping"))) {
-                                end = Some(End::Disconnect(d));
-                            }
+                    let deadline = session.deadline();
+                    match clock.fired(&mut session, deadline, self.stalled_since) {
+                        Due::Stalled => {
+                            outbound.close(Disconnect::WRITE_ERROR, false);
+                            end = Some(End::Gone);
                         }
-                        if end.is_none() && now >= session.deadline() {
-                            let fired = catch_unwind(AssertUnwindSafe(|| session.on_deadline()));
-                            if let Err(d) = fired.unwrap_or_else(|_| Err(super::panicked("a deadline"))) {
-                                end = Some(End::Disconnect(d));
-                            }
-                        }
+                        Due::Shutdown => end = Some(End::Disconnect(Disconnect::SHUTDOWN)),
+                        Due::Disconnect(d) => end = Some(End::Disconnect(d)),
+                        Due::Nothing => {}
                     }
                 }
-                () = &mut drain, if drain_at.is_none() => {
-                    let jitter = self.node.config.drain_window.mul_f64(fastrand::f64());
-                    drain_at = Some(Instant::now() + jitter);
+                () = &mut drain, if !clock.is_draining() => {
+                    clock.drain_within(self.node.config.drain_window);
                 }
                 () = queue_changed(&outbound, changed.as_mut()), if !blocked => {}
                 permit = self.chunks.reserve(), if blocked => match permit {

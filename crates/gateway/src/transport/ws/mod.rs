@@ -21,7 +21,7 @@ pub mod writer;
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -35,13 +35,14 @@ use switchboard_core::Disconnect;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
+use super::clock::{Clock, Due};
 use super::panicked;
 use crate::connection::Session;
 use crate::node::{ConnectionSlot, Node};
 use crate::registry::Mailbox;
 use frames::{Event, FrameError, FrameReader};
 use socket::Socket;
-use writer::{Flow, Writer, WRITE_TIMEOUT};
+use writer::{Flow, Writer};
 
 /// The longest a connection's end may take to write what is queued and the
 /// close frame (each write still gives up after [`WRITE_TIMEOUT`] without progress).
@@ -94,11 +95,9 @@ pub async fn serve<S, F>(
     let mut writer = Writer::new(session.framing());
     let mut events = Vec::new();
 
-    let ping_interval = node.config.ping_interval;
-    let mut next_ping = Instant::now() + ping_interval;
+    let mut clock = Clock::new(node.config.ping_interval);
     let mut session_deadline = session.deadline();
-    let mut drain_at: Option<Instant> = None;
-    let timer = tokio::time::sleep_until(next_ping.min(session_deadline));
+    let timer = tokio::time::sleep_until(clock.first(session_deadline));
     tokio::pin!(timer);
     let drain = node.drain.cancelled();
     tokio::pin!(drain);
@@ -169,55 +168,23 @@ pub async fn serve<S, F>(
         }
 
         // Then wait for the next thing to do.
-        let mut wake = next_ping.min(session_deadline);
-        if let Some(at) = drain_at {
-            wake = wake.min(at);
-        }
-        if let Some(since) = writer.stalled_since {
-            wake = wake.min(since + WRITE_TIMEOUT);
-        }
-        let fired = timer.is_elapsed();
-        if fired || timer.deadline() != wake {
-            // A deadline that passed without ending anything would fire at once
-            // again and again: look again a little later instead.
-            let floor = Instant::now() + Duration::from_millis(10);
-            timer
-                .as_mut()
-                .reset(if fired { wake.max(floor) } else { wake });
-        }
+        clock.arm(timer.as_mut(), session_deadline, writer.stalled_since);
         let blocked = writer.stalled_since.is_some();
         tokio::select! {
             biased;
             () = &mut timer => {
-                let now = Instant::now();
-                if writer.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
-                    outbound.close(Disconnect::WRITE_ERROR, false);
-                    end = Some(End::Gone);
-                } else if drain_at.is_some_and(|at| now >= at) {
-                    end = Some(End::Disconnect(Disconnect::SHUTDOWN));
-                } else {
-                    if now >= next_ping {
-                        next_ping = now + ping_interval;
-                        let ticked = catch_unwind(AssertUnwindSafe(|| session.on_ping_tick()));
-                        if let Err(d) = ticked.unwrap_or_else(|_| Err(panicked("a ping"))) {
-                            end = Some(End::Disconnect(d));
-                        }
+                match clock.fired(&mut session, session_deadline, writer.stalled_since) {
+                    Due::Stalled => {
+                        outbound.close(Disconnect::WRITE_ERROR, false);
+                        end = Some(End::Gone);
                     }
-                    if end.is_none() && now >= session_deadline {
-                        let fired = catch_unwind(AssertUnwindSafe(|| session.on_deadline()));
-                        if let Err(d) = fired.unwrap_or_else(|_| Err(panicked("a deadline"))) {
-                            end = Some(End::Disconnect(d));
-                        }
-                    }
-                    session_deadline = session.deadline();
+                    Due::Shutdown => end = Some(End::Disconnect(Disconnect::SHUTDOWN)),
+                    Due::Disconnect(d) => end = Some(End::Disconnect(d)),
+                    Due::Nothing => {}
                 }
+                session_deadline = session.deadline();
             }
-            () = &mut drain, if drain_at.is_none() => {
-                // Spread reconnects over the drain window so that the other nodes
-                // are not hit by every client of this one at once.
-                let jitter = node.config.drain_window.mul_f64(fastrand::f64());
-                drain_at = Some(Instant::now() + jitter);
-            }
+            () = &mut drain, if !clock.is_draining() => clock.drain_within(node.config.drain_window),
             () = more_to_write(&io, blocked, &outbound, changed.as_mut()) => {}
             // A client sending without pause keeps `read_again` set: the budget
             // makes the task yield to the others on its thread now and then.
