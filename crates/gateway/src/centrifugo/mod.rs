@@ -10,7 +10,7 @@
 //! - `commands`: publish, presence, presence stats, history.
 //! - [`encode`]: core events → protocol pushes, one hub format per encoding.
 //! - [`errors`]: disconnect reasons → close codes, channel errors → reply codes.
-//! - [`auth`]: connection and subscription tokens (JWT).
+//! - [`auth`]: connection and subscription tokens (JWT); `expiry`: when they end.
 //! - [`api`]: the Centrifugo-compatible server HTTP API.
 
 pub mod api;
@@ -18,6 +18,7 @@ pub mod auth;
 mod commands;
 pub mod encode;
 pub mod errors;
+mod expiry;
 pub mod session;
 mod streams;
 mod subscribe;

@@ -13,7 +13,8 @@ use switchboard_protocol::centrifugo::pb;
 use super::auth::TokenError;
 use super::encode;
 use super::errors::error_code;
-use super::session::{close_at, error_reply, expiry, reply, Outcome, Session};
+use super::expiry::{close_at, expiry};
+use super::session::{error_reply, reply, Outcome, Session};
 use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::{Pending, Positioning, Request};
 
