@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const { startGateway, result } = require('../lib/gateway');
 const { startNats } = require('../lib/nats');
 const { startProxy } = require('../lib/proxy');
-const { connect, uniqueChannel } = require('../lib/clients');
+const { connect, subscribe, uniqueChannel } = require('../lib/clients');
 const { connectionToken } = require('../lib/tokens');
 const { waitEvent, record, eventually } = require('../lib/events');
 const { STREAMS, newStreamClient, base } = require('../lib/streams');
@@ -29,12 +29,6 @@ after(async () => {
   await nats?.stop();
 });
 
-async function subscribed(client, channel) {
-  const sub = client.newSubscription(channel);
-  const done = waitEvent(sub, 'subscribed', { failOn: ['unsubscribed'] });
-  sub.subscribe();
-  return { sub, ctx: await done };
-}
 
 /** The gateway's count of emulation requests it delivered to a stream on another node. */
 async function forwarded(gw) {
@@ -53,8 +47,8 @@ for (const stream of STREAMS) {
       const alice = newStreamClient(t, gwA, stream, { emulation: gwB, token: connectionToken('alice') });
       const bob = newStreamClient(t, gwA, stream, { emulation: gwB, token: connectionToken('bob') });
       await Promise.all([connect(alice), connect(bob)]);
-      const { sub: aliceSub } = await subscribed(alice, channel);
-      const { sub: bobSub } = await subscribed(bob, channel);
+      const { sub: aliceSub } = await subscribe(alice, channel);
+      const { sub: bobSub } = await subscribe(bob, channel);
 
       const fromApi = waitEvent(bobSub, 'publication');
       const published = result(await gwB.api('publish', { channel, data: { via: 'B' } }));
@@ -83,7 +77,7 @@ for (const stream of STREAMS) {
       const channel = uniqueChannel('', 'cluster-stream-order');
       const client = newStreamClient(t, gwA, stream, { emulation: gwB });
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
       const got = record(sub, 'publication');
       const offsets = [];
       for (let n = 0; n < 1000; n++) {
@@ -101,7 +95,7 @@ for (const stream of STREAMS) {
       t.after(() => proxy.close());
       const client = newStreamClient(t, proxy, stream, { emulation: gwB, ...RECONNECT });
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
 
       const connecting = waitEvent(client, 'connecting');
       proxy.hold();

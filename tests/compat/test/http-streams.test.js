@@ -6,7 +6,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startGateway, result } = require('../lib/gateway');
-const { connect, uniqueChannel } = require('../lib/clients');
+const { connect, subscribe, uniqueChannel } = require('../lib/clients');
 const { connectionToken } = require('../lib/tokens');
 const { startProxy } = require('../lib/proxy');
 const { waitEvent, record, eventually } = require('../lib/events');
@@ -21,12 +21,6 @@ before(async () => {
 });
 after(() => gw?.stop());
 
-async function subscribed(client, channel, options) {
-  const sub = client.newSubscription(channel, options);
-  const done = waitEvent(sub, 'subscribed', { failOn: ['unsubscribed'] });
-  sub.subscribe();
-  return { sub, ctx: await done };
-}
 
 for (const stream of STREAMS) {
   const { transport, enc } = stream;
@@ -43,8 +37,8 @@ for (const stream of STREAMS) {
       const alice = newStreamClient(t, gw, stream);
       const bob = newStreamClient(t, gw, stream);
       await Promise.all([connect(alice), connect(bob)]);
-      const { sub: aliceSub } = await subscribed(alice, channel);
-      const { sub: bobSub } = await subscribed(bob, channel);
+      const { sub: aliceSub } = await subscribe(alice, channel);
+      const { sub: bobSub } = await subscribe(bob, channel);
 
       const fromApi = waitEvent(bobSub, 'publication');
       const published = result(await gw.api('publish', { channel, data: { from: 'api' } }));
@@ -61,7 +55,7 @@ for (const stream of STREAMS) {
       const channel = uniqueChannel('', 'stream-order');
       const client = newStreamClient(t, gw, stream);
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
       const got = record(sub, 'publication');
       for (let n = 0; n < 100; n++) result(await gw.api('publish', { channel, data: { n } }));
       const pubs = await got.until(100, { timeout: 10_000 });
@@ -72,7 +66,7 @@ for (const stream of STREAMS) {
       const channel = uniqueChannel('chat:', 'stream-reads');
       const client = newStreamClient(t, gw, stream, { token: connectionToken('carol') });
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
       result(await gw.api('publish', { channel, data: { n: 1 } }));
       result(await gw.api('publish', { channel, data: { n: 2 } }));
 
@@ -91,7 +85,7 @@ for (const stream of STREAMS) {
       // The stream goes through the proxy; the emulation POSTs straight to the gateway.
       const client = newStreamClient(t, proxy, stream, { emulation: gw, ...RECONNECT });
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
 
       const connecting = waitEvent(client, 'connecting');
       proxy.hold();
@@ -123,7 +117,7 @@ for (const stream of STREAMS) {
       });
       await connect(client);
       const interrupted = record(client, 'connecting');
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
       await eventually(() => assert.ok(refreshed >= 1, 'getToken was not called'), { timeout: 10_000 });
       // Past the first token's expiry (and the server's check of it), still connected.
       await eventually(() => assert.ok(Date.now() > expiry + 1_500), { timeout: 10_000 });
@@ -137,7 +131,7 @@ for (const stream of STREAMS) {
       const channel = uniqueChannel('', 'stream-leave');
       const client = newStreamClient(t, gw, stream);
       await connect(client);
-      const { sub } = await subscribed(client, channel);
+      const { sub } = await subscribe(client, channel);
       const presence = async () => Object.keys(result(await gw.api('presence', { channel })).presence);
       assert.equal((await presence()).length, 1);
       const unsubscribed = waitEvent(sub, 'unsubscribed');
