@@ -298,6 +298,11 @@ async fn overdue(replica: &PresenceBucket, client: &str) -> switchboard_broker_n
 async fn after_marker(replica: &PresenceBucket, events: &Events, marker: &ClientInfo) {
     replica.join("room", marker.clone()).await.unwrap();
     replica.depart("room", marker.clone()).await.unwrap();
+    marker_seen(events, marker).await;
+}
+
+/// Waits until an event of `marker` was received.
+async fn marker_seen(events: &Events, marker: &ClientInfo) {
     eventually_ok("the marker's leave", Duration::from_secs(10), async || {
         let seen = changes(events);
         if seen.iter().any(|(_, c, _)| *c == marker.client) {
@@ -432,15 +437,7 @@ async fn a_connection_its_gateway_ends_after_the_sweep_announced_it_leaves_once(
         user_changed: true,
     };
     broker.publish_leave("room", marker_leave).await.unwrap();
-    eventually_ok("the marker's leave", Duration::from_secs(10), async || {
-        let seen = changes(&events);
-        if seen.iter().any(|(_, c, _)| *c == marker.client) {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
+    marker_seen(&events, &marker).await;
     assert_eq!(
         changes(&events),
         vec![
