@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::Connection;
 use hyper_util::rt::TokioIo;
+use switchboard_protocol::centrifugo::codec::is_ping;
 use switchboard_protocol::centrifugo::pb::{Command, ConnectRequest, Reply, SubscribeRequest};
 use switchboard_protocol::centrifugo::Encoding;
 use tokio::net::TcpStream;
@@ -179,7 +180,7 @@ impl SseClient {
         loop {
             let event = self.next_event().await?;
             let reply = Encoding::Json.decode_reply(&event).map_err(undecodable)?;
-            if reply == Reply::default() {
+            if is_ping(&reply) {
                 self.post(&Command::default()).await?;
                 continue;
             }
