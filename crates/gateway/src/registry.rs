@@ -61,6 +61,19 @@ impl Mailbox {
     }
 }
 
+/// Queues `item` for a connection's task, unless `limit` wait already, and wakes
+/// the task; false when refused.
+fn deliver<T>(queue: &Mutex<Vec<T>>, limit: usize, item: T, outbound: &Outbound) -> bool {
+    let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+    if queue.len() >= limit {
+        return false;
+    }
+    queue.push(item);
+    drop(queue);
+    outbound.wake();
+    true
+}
+
 /// Why a posted client message did not reach its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Undelivered {
@@ -91,18 +104,12 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// Asks the connection's task to do `control`; false when its mailbox is full.
     pub fn request(&self, control: Control) -> bool {
-        let mut requests = self
-            .mailbox
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if requests.len() >= MAILBOX_LIMIT {
-            return false;
-        }
-        requests.push(control);
-        drop(requests);
-        self.outbound.wake();
-        true
+        deliver(
+            &self.mailbox.requests,
+            MAILBOX_LIMIT,
+            control,
+            &self.outbound,
+        )
     }
 }
 
@@ -206,18 +213,16 @@ impl Registry {
         let Some(stream) = self.lock().streams.get(session).cloned() else {
             return Err(Undelivered::NoSession);
         };
-        let mut messages = stream
-            .mailbox
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if messages.len() >= MESSAGES_LIMIT {
-            return Err(Undelivered::Busy);
+        if deliver(
+            &stream.mailbox.messages,
+            MESSAGES_LIMIT,
+            message,
+            &stream.outbound,
+        ) {
+            Ok(())
+        } else {
+            Err(Undelivered::Busy)
         }
-        messages.push(message);
-        drop(messages);
-        stream.outbound.wake();
-        Ok(())
     }
 
     /// Every connection (for shutdown).
