@@ -54,6 +54,7 @@ PORT_KEYS = {
     "switchboard-gateway": {"listen": "http"},
     "switchboard-presence": {"listen": "grpc", "http_listen": "http"},
 }
+ENV_PORTS = {"switchboard-gateway": {"SWITCHBOARD_GRPC_API_LISTEN": "grpc-api"}}
 # Named port that serves HTTP probes and /metrics.
 HTTP_PORT = {"switchboard-gateway": "http", "switchboard-presence": "http"}
 # Keys of the gateway's file that are not flags.
@@ -199,6 +200,12 @@ def check_switchboard_container(where, docs, w, c, binary, grace, dockerfile):
             problem(where, f"{config_path} sets no {key}; container port {port_name} cannot be checked")
         elif ports.get(port_name) != port_of(config[key]):
             problem(where, f"container port {port_name}={ports.get(port_name)} but {key} = {config[key]}")
+    # Listeners set by the Deployment rather than the shared file (the local cluster
+    # gives each gateway its own port instead).
+    for var, port_name in ENV_PORTS.get(binary.name, {}).items():
+        value = env.get(var, {}).get("value")
+        if value is not None and ports.get(port_name) != port_of(value):
+            problem(where, f"container port {port_name}={ports.get(port_name)} but {var} = {value}")
     http = HTTP_PORT[binary.name]
     for probe in ("readinessProbe", "livenessProbe"):
         get = c.get(probe, {}).get("httpGet")

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchboard_core::startup;
+use switchboard_gateway::centrifugo::api;
 use switchboard_gateway::config::{Cli, Config};
 use switchboard_gateway::http::Routes;
 use switchboard_gateway::node::Node;
@@ -37,6 +38,15 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    // Bound now, so that a taken port stops the start; served once the node is.
+    let grpc_listener = match config.grpc_api_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (gRPC API): {e}"))?,
+        ),
+        None => None,
+    };
     let mode = if config.nats.is_some() {
         "cluster"
     } else {
@@ -67,6 +77,21 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let routes = Routes::new(node.clone())?;
     tokio::spawn(metrics::upkeep(node.metrics.clone()));
+    // Before the listening line: whoever waits for it finds the gRPC port too.
+    let grpc = grpc_listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = api::grpc::serve(node.clone(), listener, stop.clone().cancelled_owned());
+        let task = tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "the gRPC API stopped");
+            }
+        });
+        if let Some(addr) = addr {
+            startup::announce(&format!("switchboard-gateway gRPC API on {addr}"));
+        }
+        (stop, task)
+    });
     let addr = node.config.listen;
     // Scripts and tests read this line to learn the port when listening on port 0.
     startup::announce(&format!("switchboard-gateway listening on {addr}"));
@@ -75,6 +100,11 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("insecure: clients connect without tokens and skip channel permissions");
     }
     server::run(listener, routes, tls, signal).await;
+    // The API serves backends through the drain; it stops with the clients.
+    if let Some((stop, task)) = grpc {
+        stop.cancel();
+        let _ = task.await;
+    }
     if let Err(e) = node.presence.node_gone().await {
         tracing::warn!(error = %e, "presence cleanup on shutdown failed");
     }

@@ -11,6 +11,8 @@ const DEFAULT_BIN = path.resolve(COMPAT_DIR, '../../target/debug/switchboard-gat
 const API_KEY = 'test-api-key';
 const STARTUP_DEADLINE_MS = 10_000;
 const LISTENING_RE = /^switchboard-gateway listening on 127\.0\.0\.1:(\d+)$/;
+// Printed before the listening line when --grpc-api-listen is given.
+const GRPC_RE = /^switchboard-gateway gRPC API on (127\.0\.0\.1:\d+)$/;
 
 function gatewayBinary() {
   const fromEnv = process.env.SWITCHBOARD_GATEWAY_BIN;
@@ -57,8 +59,8 @@ async function startGateway({ args = [] } = {}) {
     if (process.env.COMPAT_GATEWAY_LOG) process.stderr.write(chunk);
   });
 
+  let stdout = '';
   const port = await new Promise((resolve, reject) => {
-    let stdout = '';
     let settled = false;
     const fail = (why) => {
       if (settled) return;
@@ -96,8 +98,11 @@ async function startGateway({ args = [] } = {}) {
   });
 
   const base = `http://127.0.0.1:${port}`;
+  const grpc = stdout.split('\n').map((l) => GRPC_RE.exec(l.trim())).find(Boolean);
   return {
     port,
+    /** host:port of the gRPC API, when started with --grpc-api-listen. */
+    grpcAddress: grpc ? grpc[1] : undefined,
     wsUrl: `ws://127.0.0.1:${port}/connection/websocket`,
     httpUrl: base,
     stderr: () => stderr,

@@ -65,6 +65,8 @@ pub struct Config {
     /// The node's name in `info`; `None`: the host name, else the listen address.
     pub name: Option<String>,
     pub api_key: Option<String>,
+    /// Where the gRPC server API listens, if anywhere.
+    pub grpc_api_listen: Option<std::net::SocketAddr>,
     /// Centrifugo's development mode: anonymous connections without a token, and no
     /// channel permission checks for clients.
     pub insecure: bool,
@@ -192,10 +194,17 @@ impl Config {
             o.namespaces.unwrap_or_default(),
         )?;
         pusher::register(&pusher_apps, &mut namespaces).map_err(ConfigError::Invalid)?;
+        let api_key = o.api_key.filter(|k| !k.is_empty());
+        if o.grpc_api_listen.is_some() && api_key.is_none() {
+            return Err(ConfigError::Invalid(
+                "--grpc-api-listen needs --api-key: the gRPC API would refuse every call".into(),
+            ));
+        }
         let config = Config {
             listen: defaulted(o.listen),
             name: o.name.filter(|n| !n.trim().is_empty()),
-            api_key: o.api_key.filter(|k| !k.is_empty()),
+            api_key,
+            grpc_api_listen: o.grpc_api_listen,
             insecure: defaulted(o.insecure),
             allow_anonymous_connect_without_token: defaulted(
                 o.allow_anonymous_connect_without_token,

@@ -64,6 +64,10 @@ switchboard_options::layered! {
         /// disabled.
         #[arg(long, hide_env_values = true)]
         pub api_key: Option<String>,
+        /// Address to serve the server API over gRPC on (Centrifugo's api.proto, the key as
+        /// `authorization: apikey <key>` metadata). None: no gRPC API. Needs --api-key.
+        #[arg(long)]
+        pub grpc_api_listen: Option<SocketAddr>,
         /// Development mode, as Centrifugo's: connections without a token (anonymous user ""),
         /// and no channel permission checks for clients (subscribe to any channel, publish,
         /// presence, history). Never in production.

@@ -115,6 +115,25 @@ fn mismatched_token_settings_are_refused() {
     assert!(matches!(Config::resolve(cli), Err(ConfigError::Invalid(_))));
 }
 
+#[test]
+fn a_grpc_api_needs_an_api_key() {
+    let addr = Some("127.0.0.1:0".parse().unwrap());
+    let without = Cli {
+        grpc_api_listen: addr,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Config::resolve(without),
+        Err(ConfigError::Invalid(m)) if m.contains("--api-key")
+    ));
+    let with = Cli {
+        grpc_api_listen: addr,
+        api_key: Some("k".into()),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(with).unwrap().grpc_api_listen, addr);
+}
+
 const DEV_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/dev.toml");
 const DEPLOY_TOML: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

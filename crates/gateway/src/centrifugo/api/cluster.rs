@@ -6,110 +6,110 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use switchboard_core::channel;
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
-use super::{channel_error, error, result, Since};
-use crate::cluster::{self, command::Farewell, Answer, Command, NodeInfo, Outcome};
+use super::{Answer, ApiError, Reply, Since};
+use crate::cluster::{self, command::Farewell, Answer as NodeAnswer, Command, NodeInfo, Outcome};
 use crate::node::Node;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct UnsubscribeReq {
-    channel: String,
-    user: String,
+pub(in crate::centrifugo) struct UnsubscribeReq {
+    pub(super) channel: String,
+    pub(super) user: String,
     #[serde(default)]
-    client: Option<String>,
+    pub(super) client: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct DisconnectSpec {
-    code: u16,
+pub(in crate::centrifugo) struct DisconnectSpec {
+    pub(super) code: u16,
     #[serde(default)]
-    reason: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DisconnectReq {
-    user: String,
-    #[serde(default)]
-    client: Option<String>,
-    #[serde(default)]
-    disconnect: Option<DisconnectSpec>,
+    pub(super) reason: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SubscribeReq {
-    user: String,
-    channel: String,
+pub(in crate::centrifugo) struct DisconnectReq {
+    pub(super) user: String,
     #[serde(default)]
-    client: Option<String>,
+    pub(super) client: Option<String>,
     #[serde(default)]
-    info: Option<Box<RawValue>>,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-    #[serde(default)]
-    recover_since: Option<Since>,
+    pub(super) disconnect: Option<DisconnectSpec>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RefreshReq {
-    user: String,
+pub(in crate::centrifugo) struct SubscribeReq {
+    pub(super) user: String,
+    pub(super) channel: String,
     #[serde(default)]
-    client: Option<String>,
+    pub(super) client: Option<String>,
+    #[serde(default, deserialize_with = "json_text")]
+    pub(super) info: Option<String>,
+    #[serde(default, deserialize_with = "json_text")]
+    pub(super) data: Option<String>,
     #[serde(default)]
-    expired: bool,
+    pub(super) recover_since: Option<Since>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::centrifugo) struct RefreshReq {
+    pub(super) user: String,
     #[serde(default)]
-    expire_at: Option<u64>,
+    pub(super) client: Option<String>,
     #[serde(default)]
-    info: Option<Box<RawValue>>,
+    pub(super) expired: bool,
+    #[serde(default)]
+    pub(super) expire_at: Option<u64>,
+    #[serde(default, deserialize_with = "json_text")]
+    pub(super) info: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ChannelsReq {
+pub(in crate::centrifugo) struct ChannelsReq {
     #[serde(default)]
-    pattern: Option<String>,
+    pub(super) pattern: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Empty {}
 
-/// A cluster-wide answer: the result, and when some live node did not confirm,
-/// also an error naming them (temporary: the call can be repeated).
-fn cluster_answer(outcome: &Outcome, value: Value) -> Value {
-    if outcome.unconfirmed.is_empty() {
-        return result(value);
-    }
-    let names: Vec<String> = outcome
-        .unconfirmed
-        .iter()
-        .map(|n| format!("{} ({}): {}", n.name, n.id, n.why))
-        .collect();
-    let nodes: Vec<Value> = outcome
-        .unconfirmed
-        .iter()
-        .map(|n| json!({"uid": n.id, "name": n.name, "reason": n.why}))
-        .collect();
-    json!({
-        "error": {
-            "code": ErrorCode::INTERNAL.code,
-            "message": format!("not confirmed by {} node(s): {}", names.len(), names.join("; ")),
-            "temporary": true,
-            "nodes": nodes,
-        },
-        "result": value,
-    })
+/// JSON text of a value as it was written (null included).
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(|raw| Some(raw.get().to_owned()))
 }
 
-pub(super) async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value {
+/// A cluster-wide answer: the result, and when some live node did not confirm,
+/// also an error naming them (temporary: the call can be repeated).
+fn cluster_answer(outcome: Outcome, reply: Reply) -> Answer {
+    let mut answer = Answer::ok(reply);
+    if !outcome.unconfirmed.is_empty() {
+        let names: Vec<String> = outcome
+            .unconfirmed
+            .iter()
+            .map(|n| format!("{} ({}): {}", n.name, n.id, n.why))
+            .collect();
+        answer.error = Some(ApiError {
+            code: ErrorCode::INTERNAL.code,
+            message: format!(
+                "not confirmed by {} node(s): {}",
+                names.len(),
+                names.join("; ")
+            ),
+            unconfirmed: outcome.unconfirmed,
+        });
+    }
+    answer
+}
+
+pub(super) async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Answer {
     if let Err(e) = node.channel_options(&req.channel) {
-        return channel_error(e);
+        return Answer::channel_error(e);
     }
     let command = Command::Unsubscribe {
         user: req.user,
@@ -117,10 +117,10 @@ pub(super) async fn unsubscribe(node: &Arc<Node>, req: UnsubscribeReq) -> Value 
         channel: req.channel,
     };
     let outcome = node.cluster.run(node, command).await;
-    cluster_answer(&outcome, json!({}))
+    cluster_answer(outcome, Reply::Done)
 }
 
-pub(super) async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
+pub(super) async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Answer {
     let farewell = match req.disconnect {
         None => None,
         Some(spec) if (3000..5000).contains(&spec.code) && spec.reason.len() <= 123 => {
@@ -129,7 +129,7 @@ pub(super) async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
                 reason: spec.reason,
             })
         }
-        Some(_) => return error(ErrorCode::BAD_REQUEST),
+        Some(_) => return Answer::error(ErrorCode::BAD_REQUEST),
     };
     let command = Command::Disconnect {
         app: None,
@@ -138,48 +138,43 @@ pub(super) async fn disconnect(node: &Arc<Node>, req: DisconnectReq) -> Value {
         farewell,
     };
     let outcome = node.cluster.run(node, command).await;
-    cluster_answer(&outcome, json!({}))
+    cluster_answer(outcome, Reply::Done)
 }
 
-/// JSON text of an optional raw value.
-fn text(raw: Option<Box<RawValue>>) -> Option<String> {
-    raw.map(|r| r.get().to_owned())
-}
-
-pub(super) async fn subscribe(node: &Arc<Node>, req: SubscribeReq) -> Value {
+pub(super) async fn subscribe(node: &Arc<Node>, req: SubscribeReq) -> Answer {
     if let Err(e) = node.channel_options(&req.channel) {
-        return channel_error(e);
+        return Answer::channel_error(e);
     }
     let command = Command::Subscribe {
         user: req.user,
         client: req.client,
         channel: req.channel,
-        info: text(req.info),
-        data: text(req.data),
+        info: req.info,
+        data: req.data,
         recover_since: req.recover_since.map(|s| cluster::command::Since {
             offset: s.offset,
             epoch: s.epoch,
         }),
     };
     let outcome = node.cluster.run(node, command).await;
-    cluster_answer(&outcome, json!({}))
+    cluster_answer(outcome, Reply::Done)
 }
 
-pub(super) async fn refresh(node: &Arc<Node>, req: RefreshReq) -> Value {
+pub(super) async fn refresh(node: &Arc<Node>, req: RefreshReq) -> Answer {
     let command = Command::Refresh {
         user: req.user,
         client: req.client,
         expired: req.expired,
         expire_at: req.expire_at.filter(|&at| at > 0),
-        info: text(req.info),
+        info: req.info,
     };
     let outcome = node.cluster.run(node, command).await;
-    cluster_answer(&outcome, json!({}))
+    cluster_answer(outcome, Reply::Done)
 }
 
 /// Every live node with its counts as it answers now; a node that does not
 /// answer in time is listed as last announced, and named in the error.
-pub(super) async fn info(node: &Arc<Node>, _: Empty) -> Value {
+pub(super) async fn info(node: &Arc<Node>) -> Answer {
     let outcome = node.cluster.run(node, Command::Info).await;
     // This node answers for itself (always, in process); the others as announced
     // unless they answered.
@@ -190,29 +185,15 @@ pub(super) async fn info(node: &Arc<Node>, _: Empty) -> Value {
         .map(|n| (n.id.clone(), n))
         .collect();
     for answer in &outcome.answers {
-        if let Answer::Node { node } = answer {
+        if let NodeAnswer::Node { node } = answer {
             nodes.insert(node.id.clone(), node.clone());
         }
     }
-    let nodes: Vec<Value> = nodes
-        .into_values()
-        .map(|n| {
-            json!({
-                "uid": n.id,
-                "name": n.name,
-                "version": n.version,
-                "num_clients": n.clients,
-                "num_users": n.users,
-                "num_channels": n.channels,
-                "num_subs": n.subscriptions,
-                "uptime": n.uptime(),
-            })
-        })
-        .collect();
-    cluster_answer(&outcome, json!({ "nodes": nodes }))
+    let nodes = nodes.into_values().collect();
+    cluster_answer(outcome, Reply::Nodes(nodes))
 }
 
-pub(super) async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
+pub(super) async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Answer {
     let outcome = node
         .cluster
         .run(
@@ -224,7 +205,7 @@ pub(super) async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
         .await;
     let mut merged: BTreeMap<String, usize> = BTreeMap::new();
     for answer in &outcome.answers {
-        if let Answer::Channels { channels } = answer {
+        if let NodeAnswer::Channels { channels } = answer {
             // Pusher apps' channels are another channel space.
             let visible = channels
                 .iter()
@@ -234,9 +215,5 @@ pub(super) async fn channels(node: &Arc<Node>, req: ChannelsReq) -> Value {
             }
         }
     }
-    let channels: BTreeMap<String, Value> = merged
-        .into_iter()
-        .map(|(name, n)| (name, json!({ "num_clients": n })))
-        .collect();
-    cluster_answer(&outcome, json!({ "channels": channels }))
+    cluster_answer(outcome, Reply::Channels(merged))
 }

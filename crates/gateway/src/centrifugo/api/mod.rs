@@ -1,62 +1,231 @@
-//! The server API: Centrifugo-compatible HTTP methods for backends,
-//! `POST /api/<method>` with a JSON body, authenticated by `X-API-Key` or
-//! `Authorization: apikey <key>`.
+//! The server API: Centrifugo-compatible methods for backends, over HTTP
+//! (`POST /api/<method>` with a JSON body, authenticated by `X-API-Key` or
+//! `Authorization: apikey <key>`) and over gRPC (Centrifugo's `api.proto`, the
+//! key as `authorization: apikey <key>` metadata, on `grpc_api_listen`).
 //!
 //! Calls that act on connections or ask about them (disconnect, unsubscribe,
 //! subscribe, refresh, channels, info) act on the whole cluster ([`crate::cluster`]).
 //!
-//! Replies are `{"result": {...}}` or `{"error": {"code": N, "message": "..."}}`
-//! with status 200, as Centrifugo's server SDKs expect; a wrong key is a 401, a
-//! body that is not the method's JSON a 400, an unknown method a 404.
+//! HTTP replies are `{"result": {...}}` or `{"error": {"code": N, "message":
+//! "..."}}` with status 200, as Centrifugo's server SDKs expect; a wrong key is a
+//! 401, a body that is not the method's JSON a 400, an unknown method a 404.
+//!
+//! Both APIs parse into one [`Call`], run it through [`run`], and render its
+//! [`Answer`] in their own encoding: the methods exist once.
 //!
 //! # Layout
-//! - here: authorization, the method table, request parsing, reply shapes.
+//! - here: authorization, the calls, answers and replies, the HTTP entry.
+//! - `json`: answers as the HTTP API writes them.
+//! - `grpc`: the gRPC service: its messages to calls, answers to its messages.
 //! - `publish`: `publish` and `broadcast`.
 //! - `reads`: `presence`, `presence_stats`, `history`.
 //! - `cluster`: the cluster-wide methods (`disconnect`, `unsubscribe`, `subscribe`,
 //!   `refresh`, `info`, `channels`).
 
 mod cluster;
+pub mod grpc;
+mod json;
 mod publish;
 mod reads;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use switchboard_core::{ClientInfo, HistoryResult, PresenceStats, StreamPosition};
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
 use super::errors::error_code;
+use crate::cluster::{NodeInfo, Unconfirmed};
 use crate::node::Node;
-use cluster::{channels, disconnect, info, refresh, subscribe, unsubscribe};
-use publish::{broadcast, publish};
-use reads::{history, presence, presence_stats};
+use cluster::{ChannelsReq, DisconnectReq, RefreshReq, SubscribeReq, UnsubscribeReq};
+use publish::{BroadcastReq, PublishReq};
+use reads::{ChannelReq, HistoryReq};
 
-/// An API answer: HTTP status and JSON body.
+/// An API answer over HTTP: status and JSON body.
 pub struct ApiResponse {
     pub status: StatusCode,
     pub body: Bytes,
 }
 
-pub(super) fn respond(status: StatusCode, body: Value) -> ApiResponse {
-    ApiResponse {
-        status,
-        body: Bytes::from(body.to_string()),
+/// Why a method failed, as both encodings carry it.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    code: u32,
+    message: String,
+    /// Live gateways that did not confirm a cluster-wide method (the error is
+    /// then temporary: the call can be repeated).
+    unconfirmed: Vec<Unconfirmed>,
+}
+
+impl ApiError {
+    fn of(code: ErrorCode) -> ApiError {
+        ApiError {
+            code: code.code,
+            message: code.message.to_owned(),
+            unconfirmed: Vec::new(),
+        }
+    }
+
+    fn bad_request(message: String) -> ApiError {
+        ApiError {
+            message,
+            ..ApiError::of(ErrorCode::BAD_REQUEST)
+        }
     }
 }
 
-pub(super) fn error(code: ErrorCode) -> Value {
-    json!({"error": {"code": code.code, "message": code.message}})
+/// What a method answers: a result, an error, or both (a cluster-wide method
+/// that some live gateway did not confirm: what the others did, and who).
+pub(super) struct Answer {
+    result: Option<Reply>,
+    error: Option<ApiError>,
 }
 
-pub(super) fn channel_error(e: crate::node::ChannelError) -> Value {
-    error(error_code(e))
+impl Answer {
+    fn ok(reply: Reply) -> Answer {
+        Answer {
+            result: Some(reply),
+            error: None,
+        }
+    }
+
+    fn error(code: ErrorCode) -> Answer {
+        Answer::failed(ApiError::of(code))
+    }
+
+    fn failed(error: ApiError) -> Answer {
+        Answer {
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    fn channel_error(e: crate::node::ChannelError) -> Answer {
+        Answer::error(error_code(e))
+    }
 }
 
-pub(super) fn result(value: Value) -> Value {
-    json!({ "result": value })
+/// A method's result.
+pub(super) enum Reply {
+    /// `publish`: where the publication went.
+    Position(StreamPosition),
+    /// `broadcast`: one answer per channel, in the request's order.
+    Broadcast(Vec<Answer>),
+    Presence(HashMap<String, ClientInfo>),
+    PresenceStats(PresenceStats),
+    History(HistoryResult),
+    /// `subscribe`, `unsubscribe`, `disconnect`, `refresh`: done, nothing to say.
+    Done,
+    /// `info`: every live gateway.
+    Nodes(Vec<NodeInfo>),
+    /// `channels`: active channels and their subscriber counts.
+    Channels(BTreeMap<String, usize>),
+}
+
+/// The methods this API serves, by their HTTP names.
+pub const METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "presence",
+    "presence_stats",
+    "history",
+    "unsubscribe",
+    "disconnect",
+    "subscribe",
+    "refresh",
+    "info",
+    "channels",
+];
+
+/// One method's request, checked: how the HTTP and gRPC APIs both reach the
+/// methods.
+pub(super) enum Call {
+    Publish(PublishReq),
+    Broadcast(BroadcastReq),
+    Presence(ChannelReq),
+    PresenceStats(ChannelReq),
+    History(HistoryReq),
+    Unsubscribe(UnsubscribeReq),
+    Disconnect(DisconnectReq),
+    Subscribe(SubscribeReq),
+    Refresh(RefreshReq),
+    Info,
+    Channels(ChannelsReq),
+}
+
+impl Call {
+    /// Parses the JSON body of `POST /api/<method>`: `Ok(None)` for a method
+    /// this API does not serve.
+    fn from_json(method: &str, body: &[u8]) -> Result<Option<Call>, String> {
+        // An empty body means no parameters (info, channels).
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            body
+        };
+        Ok(Some(match method {
+            "publish" => Call::Publish(parse(body)?),
+            "broadcast" => Call::Broadcast(parse(body)?),
+            "presence" => Call::Presence(parse(body)?),
+            "presence_stats" => Call::PresenceStats(parse(body)?),
+            "history" => Call::History(parse(body)?),
+            "unsubscribe" => Call::Unsubscribe(parse(body)?),
+            "disconnect" => Call::Disconnect(parse(body)?),
+            "subscribe" => Call::Subscribe(parse(body)?),
+            "refresh" => Call::Refresh(parse(body)?),
+            "info" => {
+                parse::<cluster::Empty>(body)?;
+                Call::Info
+            }
+            "channels" => Call::Channels(parse(body)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            Call::Publish(_) => "publish",
+            Call::Broadcast(_) => "broadcast",
+            Call::Presence(_) => "presence",
+            Call::PresenceStats(_) => "presence_stats",
+            Call::History(_) => "history",
+            Call::Unsubscribe(_) => "unsubscribe",
+            Call::Disconnect(_) => "disconnect",
+            Call::Subscribe(_) => "subscribe",
+            Call::Refresh(_) => "refresh",
+            Call::Info => "info",
+            Call::Channels(_) => "channels",
+        }
+    }
+}
+
+/// Runs one method; `via` names the API it came through, for the metrics.
+pub(super) async fn run(node: &Arc<Node>, call: Call, via: &'static str) -> Answer {
+    let method = call.method();
+    let answer = match call {
+        Call::Publish(req) => publish::publish(node, req).await,
+        Call::Broadcast(req) => publish::broadcast(node, req).await,
+        Call::Presence(req) => reads::presence(node, req).await,
+        Call::PresenceStats(req) => reads::presence_stats(node, req).await,
+        Call::History(req) => reads::history(node, req).await,
+        Call::Unsubscribe(req) => cluster::unsubscribe(node, req).await,
+        Call::Disconnect(req) => cluster::disconnect(node, req).await,
+        Call::Subscribe(req) => cluster::subscribe(node, req).await,
+        Call::Refresh(req) => cluster::refresh(node, req).await,
+        Call::Info => cluster::info(node).await,
+        Call::Channels(req) => cluster::channels(node, req).await,
+    };
+    count(method, via, answer.error.is_none());
+    answer
+}
+
+fn count(method: &'static str, via: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!("switchboard_api_requests_total", "method" => method, "result" => result, "via" => via)
+        .increment(1);
 }
 
 /// Whether the request carries the configured API key.
@@ -81,75 +250,30 @@ fn same_key(offered: &str, key: &str) -> bool {
 }
 
 #[derive(Deserialize)]
-pub(super) struct Since {
+pub(in crate::centrifugo) struct Since {
     #[serde(default)]
     pub(super) offset: u64,
     #[serde(default)]
     pub(super) epoch: String,
 }
 
-/// The methods this API serves.
-pub const METHODS: &[&str] = &[
-    "publish",
-    "broadcast",
-    "presence",
-    "presence_stats",
-    "history",
-    "unsubscribe",
-    "disconnect",
-    "subscribe",
-    "refresh",
-    "info",
-    "channels",
-];
-
-/// Runs one API method on an already authorized request.
+/// Runs one method of the HTTP API on an already authorized request.
 pub async fn call(node: &Arc<Node>, method: &str, body: &[u8]) -> ApiResponse {
-    if !METHODS.contains(&method) {
-        return respond(StatusCode::NOT_FOUND, error(ErrorCode::METHOD_NOT_FOUND));
+    let (status, value) = match Call::from_json(method, body) {
+        Ok(Some(call)) => (StatusCode::OK, json::render(&run(node, call, "http").await)),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            json::render(&Answer::error(ErrorCode::METHOD_NOT_FOUND)),
+        ),
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            json::render(&Answer::failed(ApiError::bad_request(message))),
+        ),
+    };
+    ApiResponse {
+        status,
+        body: Bytes::from(value.to_string()),
     }
-    // An empty body means no parameters (info, channels).
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    macro_rules! run {
-        ($handler:ident) => {
-            match parse(body) {
-                Ok(req) => Ok($handler(node, req).await),
-                Err(message) => Err(message),
-            }
-        };
-    }
-    let outcome: Result<Value, String> = match method {
-        "publish" => run!(publish),
-        "broadcast" => run!(broadcast),
-        "presence" => run!(presence),
-        "presence_stats" => run!(presence_stats),
-        "history" => run!(history),
-        "unsubscribe" => run!(unsubscribe),
-        "disconnect" => run!(disconnect),
-        "subscribe" => run!(subscribe),
-        "refresh" => run!(refresh),
-        "info" => run!(info),
-        _ => run!(channels),
-    };
-    let (status, value) = match outcome {
-        Err(message) => {
-            let body = json!({"error": {"code": ErrorCode::BAD_REQUEST.code, "message": message}});
-            (StatusCode::BAD_REQUEST, body)
-        }
-        Ok(value) => (StatusCode::OK, value),
-    };
-    let result = if value.get("error").is_some() {
-        "error"
-    } else {
-        "ok"
-    };
-    metrics::counter!("switchboard_api_requests_total", "method" => method.to_owned(), "result" => result)
-        .increment(1);
-    respond(status, value)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
@@ -166,6 +290,18 @@ mod tests {
         for wrong in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
             assert!(!same_key(wrong, "s3cret"), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn every_method_listed_is_parsed_and_no_other() {
+        for method in METHODS {
+            let parsed = Call::from_json(method, b"{}");
+            assert!(!matches!(parsed, Ok(None)), "{method} not parsed");
+            if let Ok(Some(call)) = parsed {
+                assert_eq!(call.method(), *method);
+            }
+        }
+        assert!(matches!(Call::from_json("history_remove", b"{}"), Ok(None)));
     }
 
     #[tokio::test]

@@ -8,11 +8,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use switchboard_core::PublishOptions;
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 
-use super::{channel_error, error, result};
+use super::{Answer, Reply};
 use crate::node::Node;
 
 /// The body of `publish` and `broadcast`: the fields Centrifugo's PublishRequest and
@@ -20,28 +19,28 @@ use crate::node::Node;
 /// `channels`). Any of them may be null, as Centrifugo's decoding allows.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublicationBody {
-    channel: Option<String>,
-    channels: Option<Vec<String>>,
-    /// JSON `null` is data too: absent is not.
+pub(super) struct PublicationBody {
+    pub(super) channel: Option<String>,
+    pub(super) channels: Option<Vec<String>>,
+    /// JSON `null` is data too: absent is not. (Over gRPC the bytes as they are.)
     #[serde(default, deserialize_with = "present")]
-    data: Option<Box<RawValue>>,
-    b64data: Option<String>,
-    skip_history: Option<bool>,
-    tags: Option<BTreeMap<String, String>>,
-    idempotency_key: Option<String>,
+    pub(super) data: Option<Bytes>,
+    pub(super) b64data: Option<String>,
+    pub(super) skip_history: Option<bool>,
+    pub(super) tags: Option<BTreeMap<String, String>>,
+    pub(super) idempotency_key: Option<String>,
     // Accepted and ignored (docs/compatibility.md): delta compression and
     // document versions.
     #[serde(rename = "delta")]
-    _delta: Option<bool>,
+    pub(super) _delta: Option<bool>,
     #[serde(rename = "version")]
-    _version: Option<u64>,
+    pub(super) _version: Option<u64>,
     #[serde(rename = "version_epoch")]
-    _version_epoch: Option<String>,
+    pub(super) _version_epoch: Option<String>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(|raw| Some(Bytes::copy_from_slice(raw.get().as_bytes())))
 }
 
 /// A publication as `publish` and `broadcast` asked for it, checked.
@@ -58,7 +57,7 @@ impl PublicationBody {
         // Centrifugo's SDKs may send the empty string for "none".
         let b64data = self.b64data.filter(|d| !d.is_empty());
         let data = match (self.data, b64data) {
-            (Some(json), None) => raw_bytes(&json),
+            (Some(data), None) => data,
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map(Bytes::from)
@@ -80,7 +79,7 @@ impl PublicationBody {
 
 #[derive(Deserialize)]
 #[serde(try_from = "PublicationBody")]
-pub(super) struct PublishReq {
+pub(in crate::centrifugo) struct PublishReq {
     channel: String,
     publication: Outgoing,
 }
@@ -102,7 +101,7 @@ impl TryFrom<PublicationBody> for PublishReq {
 
 #[derive(Deserialize)]
 #[serde(try_from = "PublicationBody")]
-pub(super) struct BroadcastReq {
+pub(in crate::centrifugo) struct BroadcastReq {
     channels: Vec<String>,
     publication: Outgoing,
 }
@@ -122,11 +121,7 @@ impl TryFrom<PublicationBody> for BroadcastReq {
     }
 }
 
-fn raw_bytes(raw: &RawValue) -> Bytes {
-    Bytes::copy_from_slice(raw.get().as_bytes())
-}
-
-pub(super) async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
+pub(super) async fn publish(node: &Arc<Node>, req: PublishReq) -> Answer {
     let Outgoing {
         data,
         options,
@@ -138,29 +133,18 @@ pub(super) async fn publish(node: &Arc<Node>, req: PublishReq) -> Value {
     {
         Ok(position) => {
             metrics::counter!("switchboard_publications_total", "source" => "api").increment(1);
-            result(position_json(position.offset, &position.epoch))
+            Answer::ok(Reply::Position(position))
         }
-        Err(e) => channel_error(e),
+        Err(e) => Answer::channel_error(e),
     }
 }
 
-fn position_json(offset: u64, epoch: &str) -> Value {
-    let mut v = serde_json::Map::new();
-    if offset > 0 {
-        v.insert("offset".into(), json!(offset));
-    }
-    if !epoch.is_empty() {
-        v.insert("epoch".into(), json!(epoch));
-    }
-    Value::Object(v)
-}
-
-pub(super) async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
+pub(super) async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Answer {
     if req.channels.is_empty() {
-        return error(ErrorCode::BAD_REQUEST);
+        return Answer::error(ErrorCode::BAD_REQUEST);
     }
     let publication = &req.publication;
-    let mut responses = Vec::with_capacity(req.channels.len());
+    let mut answers = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
         let mut options = publication.options.clone();
         // One key per channel: a retried broadcast is deduplicated channel by channel.
@@ -169,10 +153,10 @@ pub(super) async fn broadcast(node: &Arc<Node>, req: BroadcastReq) -> Value {
         let published = node
             .publish_with(channel, data, None, options, publication.skip_history)
             .await;
-        responses.push(match published {
-            Ok(p) => result(position_json(p.offset, &p.epoch)),
-            Err(e) => channel_error(e),
+        answers.push(match published {
+            Ok(p) => Answer::ok(Reply::Position(p)),
+            Err(e) => Answer::channel_error(e),
         });
     }
-    result(json!({ "responses": responses }))
+    Answer::ok(Reply::Broadcast(answers))
 }
