@@ -46,6 +46,18 @@ pub struct NamespaceOptions {
     /// clients all speak protobuf); JSON connections can neither subscribe nor
     /// read history here, since they could not read what they would get.
     pub binary_data: bool,
+    /// The application backend decides whether a client subscribes without a
+    /// subscription token (the subscribe proxy), at `subscribe_proxy_endpoint` or
+    /// the gateway's global one.
+    pub proxy_subscribe: bool,
+    /// The application backend decides (and may rewrite) every client
+    /// publication (the publish proxy), at `publish_proxy_endpoint` or the
+    /// gateway's global one.
+    pub proxy_publish: bool,
+    /// This namespace's subscribe proxy, instead of the global one.
+    pub subscribe_proxy_endpoint: Option<String>,
+    /// This namespace's publish proxy, instead of the global one.
+    pub publish_proxy_endpoint: Option<String>,
 }
 
 /// A named namespace, as written in the configuration file.

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod backend;
 pub mod centrifugo;
 pub mod cluster;
 pub mod config;

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use switchboard_broker_nats::{KvPresence, NatsBroker, NatsError};
 
+use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::presence_client::{Discovery, RemotePresence, Resolve, SystemResolver};
@@ -47,6 +48,8 @@ pub struct Node {
     pub presence: Arc<dyn PresenceStore>,
     pub hub: Arc<Hub>,
     pub registry: Registry,
+    /// Calls to the application backend (the proxies).
+    pub backend: Backend,
     /// The way to the other nodes: cluster-wide commands and the node registry.
     pub cluster: Cluster,
     pub metrics: PrometheusHandle,
@@ -71,6 +74,7 @@ impl Node {
         // Front ends register their formats with the hub when they start.
         let hub = Arc::new(Hub::new());
         broker.set_sink(hub.clone());
+        let backend = Backend::new(config.proxies.max_in_flight, config.proxies.timeout);
         Arc::new(Node {
             id: uuid::Uuid::new_v4().to_string(),
             config,
@@ -78,6 +82,7 @@ impl Node {
             presence,
             hub,
             registry: Registry::default(),
+            backend,
             cluster: Cluster::default(),
             metrics: crate::metrics::install(),
             drain: CancellationToken::new(),

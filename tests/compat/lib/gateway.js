@@ -34,15 +34,16 @@ for (const [signal, number] of [['SIGINT', 2], ['SIGTERM', 15]]) {
 
 /**
  * Spawns the gateway and resolves once it printed its listening line on stdout.
- * `args` are extra CLI arguments after the usual ones, e.g. ['--nats-url', url].
+ * `args` are extra CLI arguments after the usual ones, e.g. ['--nats-url', url];
+ * `config` another configuration file than gateway.toml.
  * Set COMPAT_GATEWAY_LOG=1 to forward the gateway's stderr to ours.
  */
-async function startGateway({ args = [] } = {}) {
+async function startGateway({ args = [], config = CONFIG_PATH } = {}) {
   const bin = gatewayBinary();
   if (!fs.existsSync(bin)) {
     throw new Error(`gateway binary not found at ${bin} (set SWITCHBOARD_GATEWAY_BIN)`);
   }
-  const child = spawn(bin, ['--config', CONFIG_PATH, '--listen', '127.0.0.1:0', ...args], {
+  const child = spawn(bin, ['--config', config, '--listen', '127.0.0.1:0', ...args], {
     cwd: COMPAT_DIR,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -159,4 +160,4 @@ function result(reply) {
   return reply.result;
 }
 
-module.exports = { startGateway, result, API_KEY };
+module.exports = { startGateway, result, API_KEY, CONFIG_PATH };

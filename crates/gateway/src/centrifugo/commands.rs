@@ -21,21 +21,43 @@ impl Session {
             Ok(o) => o,
             Err(e) => return error_reply(id, error_code(e)),
         };
-        let subscribed = self.subs.get(&req.channel);
-        let allowed = self.front.node.config.insecure
-            || (self.within_user_boundary(&req.channel)
-                && (options.allow_publish_for_client
-                    || (options.allow_publish_for_subscriber && subscribed.is_some())));
-        if !allowed {
-            return error_reply(id, ErrorCode::PERMISSION_DENIED);
-        }
-        let info = self
-            .identity
-            .client_info(subscribed.and_then(|s| s.chan_info.clone()));
+        let proxy = self.front.node.config.proxies.publish_endpoint(options);
+        let (data, skip_history) = match proxy.ok().flatten() {
+            // The publish proxy decides, within the user boundary.
+            Some(endpoint) if self.within_user_boundary(&req.channel) => {
+                match self.publish_by_proxy(id, &endpoint, &req).await {
+                    Ok(decided) => decided,
+                    Err(outcome) => return outcome,
+                }
+            }
+            Some(_) => return error_reply(id, ErrorCode::PERMISSION_DENIED),
+            None => {
+                let subscribed = self.subs.get(&req.channel).is_some();
+                let allowed = self.front.node.config.insecure
+                    || (self.within_user_boundary(&req.channel)
+                        && (options.allow_publish_for_client
+                            || (options.allow_publish_for_subscriber && subscribed)));
+                if !allowed {
+                    return error_reply(id, ErrorCode::PERMISSION_DENIED);
+                }
+                (req.data, false)
+            }
+        };
+        let chan_info = self
+            .subs
+            .get(&req.channel)
+            .and_then(|s| s.chan_info.clone());
+        let info = self.identity.client_info(chan_info);
         let published = self
             .front
             .node
-            .publish(&req.channel, req.data, Some(info), None)
+            .publish_with(
+                &req.channel,
+                data,
+                Some(info),
+                Default::default(),
+                skip_history,
+            )
             .await;
         match published {
             Ok(_) => {

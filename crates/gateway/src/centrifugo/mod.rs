@@ -16,9 +16,12 @@
 pub mod api;
 pub mod auth;
 mod commands;
+mod connect;
+mod delegate;
 pub mod encode;
 pub mod errors;
 mod expiry;
+pub mod proxy;
 pub mod session;
 mod streams;
 mod subscribe;
@@ -39,6 +42,7 @@ use crate::response::{text, Body};
 use crate::transport::ws::upgrade::{offered_subprotocols, upgrade};
 use auth::{KeyError, Verifier};
 use encode::CentrifugeEncoder;
+use proxy::ClientRequest;
 use session::Session;
 
 /// The Centrifugo front end of one node.
@@ -88,6 +92,7 @@ impl Centrifugo {
         };
         let subprotocol = offered.iter().any(|p| p == chosen).then_some(chosen);
         let address = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        let request = ClientRequest::new(&self.node.config.proxies, "websocket", req.headers());
         if fastwebsockets::upgrade::is_upgrade_request(&req) {
             // Only for what would be upgraded: a plain GET is answered 400 below.
             match self.node.try_acquire_unauthenticated(address) {
@@ -98,7 +103,15 @@ impl Centrifugo {
                         req,
                         subprotocol,
                         move |outbound, mailbox| {
-                            Session::new(front, encoding, outbound, mailbox, Some(slot), None)
+                            Session::new(
+                                front,
+                                encoding,
+                                outbound,
+                                mailbox,
+                                Some(slot),
+                                None,
+                                request,
+                            )
                         },
                     );
                 }
@@ -117,7 +130,9 @@ impl Centrifugo {
             self.node.clone(),
             req,
             subprotocol,
-            move |outbound, mailbox| Session::new(front, encoding, outbound, mailbox, None, None),
+            move |outbound, mailbox| {
+                Session::new(front, encoding, outbound, mailbox, None, None, request)
+            },
         )
     }
 }

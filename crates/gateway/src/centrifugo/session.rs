@@ -1,7 +1,6 @@
 //! The Centrifugo protocol state machine of one connection: commands in,
 //! replies out. Driven by a transport through [`crate::connection::Session`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,10 +12,9 @@ use switchboard_protocol::centrifugo::codes::{ErrorCode, UNSUBSCRIBE_SERVER};
 use switchboard_protocol::centrifugo::{pb, Encoding};
 use tokio::time::Instant;
 
-use super::auth::TokenError;
 use super::errors;
-use super::expiry::{close_at, expiry, instant_of, never};
-use super::subscribe::Authority;
+use super::expiry::{instant_of, never};
+use super::proxy::ClientRequest;
 use super::Centrifugo;
 use crate::connection::identity::Identity;
 use crate::connection::limits::CommandRate;
@@ -24,7 +22,7 @@ use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::Subscriptions;
 use crate::connection::{Framing, Goodbye};
 use crate::node::UnauthenticatedSlot;
-use crate::registry::{ConnHandle, Control, Mailbox};
+use crate::registry::{Control, Mailbox};
 
 pub struct Session {
     pub(super) front: Arc<Centrifugo>,
@@ -32,18 +30,20 @@ pub struct Session {
     pub(super) format: FormatId,
     pub(super) outbound: Arc<Outbound>,
     pub(super) identity: Identity,
-    mailbox: Arc<Mailbox>,
+    pub(super) mailbox: Arc<Mailbox>,
     /// Set once the connect command succeeded: when the credentials expire.
-    connected: Option<Option<Instant>>,
+    pub(super) connected: Option<Option<Instant>>,
     pub(super) subs: Subscriptions,
     rate: CommandRate,
     opened: Instant,
     pong_deadline: Option<Instant>,
     /// Counted as not authenticated until the connect command succeeds.
-    unauthenticated: Option<UnauthenticatedSlot>,
+    pub(super) unauthenticated: Option<UnauthenticatedSlot>,
     /// Over an HTTP stream: the session its client names in emulation requests,
     /// told in the connect reply.
-    stream: Option<Arc<str>>,
+    pub(super) stream: Option<Arc<str>>,
+    /// The transport and forwarded headers, for the proxies.
+    pub(super) request: ClientRequest,
 }
 
 /// What a command handler returns: the reply to send, or a disconnect.
@@ -93,7 +93,7 @@ fn method_of(c: &pb::Command) -> &'static str {
     }
 }
 
-fn refuse(reason: &'static str) {
+pub(super) fn refuse(reason: &'static str) {
     metrics::counter!("switchboard_connections_refused_total", "reason" => reason).increment(1);
 }
 
@@ -105,6 +105,7 @@ impl Session {
         mailbox: Arc<Mailbox>,
         unauthenticated: Option<UnauthenticatedSlot>,
         stream: Option<Arc<str>>,
+        request: ClientRequest,
     ) -> Session {
         let rate = front.node.config.limits.max_commands_per_second;
         Session {
@@ -121,6 +122,7 @@ impl Session {
             pong_deadline: None,
             unauthenticated,
             stream,
+            request,
         }
     }
 
@@ -187,9 +189,10 @@ impl Session {
     async fn dispatch(&mut self, c: pb::Command) -> Outcome {
         let id = c.id;
         if let Some(send) = c.send {
-            // An asynchronous message needs a handler; none is configured.
-            let _ = send;
-            return Outcome::Disconnect(Disconnect::NOT_AVAILABLE);
+            if self.connected.is_none() {
+                return Outcome::Disconnect(Disconnect::BAD_REQUEST);
+            }
+            return self.send_message(send).await;
         }
         if id == 0 {
             // Every command but send and pong expects a reply, so needs an id.
@@ -230,127 +233,10 @@ impl Session {
         if let Some(req) = c.sub_refresh {
             return self.sub_refresh(id, req);
         }
-        if c.rpc.is_some() {
-            return error_reply(id, ErrorCode::NOT_AVAILABLE);
+        if let Some(req) = c.rpc {
+            return self.rpc(id, req).await;
         }
         error_reply(id, ErrorCode::METHOD_NOT_FOUND)
-    }
-
-    async fn connect(&mut self, id: u32, req: pb::ConnectRequest) -> Outcome {
-        if self.connected.is_some() {
-            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
-        }
-        let (user, conn_info, expires_at, channels) = if req.token.is_empty() {
-            if !self.front.node.config.anonymous_connect() {
-                refuse("no_token");
-                return error_reply(id, ErrorCode::UNAUTHORIZED);
-            }
-            (String::new(), None, None, Vec::new())
-        } else {
-            let Some(verifier) = &self.front.verifier else {
-                refuse("invalid_token");
-                return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
-            };
-            match verifier.connection(&req.token) {
-                Ok(t) => (t.user, t.info, t.expires_at, t.channels),
-                Err(TokenError::Expired) => {
-                    refuse("token_expired");
-                    return error_reply(id, ErrorCode::TOKEN_EXPIRED);
-                }
-                Err(TokenError::Invalid(e)) => {
-                    tracing::debug!(error = %e, "connection token refused");
-                    refuse("invalid_token");
-                    return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
-                }
-            }
-        };
-        self.identity.user = user.clone();
-        self.identity.conn_info = conn_info;
-        self.connected = Some(expires_at.map(close_at));
-        self.unauthenticated = None;
-        self.front.node.registry.add(
-            self.identity.client.clone(),
-            ConnHandle {
-                app: None,
-                user,
-                outbound: self.outbound.clone(),
-                mailbox: self.mailbox.clone(),
-            },
-        );
-        metrics::counter!("switchboard_connections_accepted_total").increment(1);
-
-        // Server-side subscriptions from the token; the client may ask to recover them.
-        let mut subs = HashMap::new();
-        let mut pending = Vec::new();
-        for channel in channels {
-            let mut sub_req = req.subs.get(&channel).cloned().unwrap_or_default();
-            sub_req.channel = channel.clone();
-            match self
-                .prepare_subscription(&sub_req, Authority::Server(None))
-                .await
-            {
-                Ok((result, live)) => {
-                    subs.insert(channel, result);
-                    pending.push(live);
-                }
-                Err(code) => {
-                    tracing::debug!(channel, code = code.code, "server-side subscription failed")
-                }
-            }
-        }
-        let (expires, ttl) = expiry(expires_at);
-        self.send(&pb::Reply {
-            id,
-            connect: Some(pb::ConnectResult {
-                client: self.identity.client.to_string(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                expires,
-                ttl,
-                subs,
-                ping: self.front.node.config.ping_interval.as_secs() as u32,
-                pong: true,
-                node: self.front.node.id.clone(),
-                session: self.stream.as_deref().unwrap_or_default().to_owned(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let member = member!(self, self.format);
-        for live in pending {
-            self.subs.go_live(&member, live).await;
-        }
-        Outcome::Done
-    }
-
-    fn refresh(&mut self, id: u32, req: pb::RefreshRequest) -> Outcome {
-        let Some(verifier) = &self.front.verifier else {
-            return error_reply(id, ErrorCode::NOT_AVAILABLE);
-        };
-        let token = match verifier.connection(&req.token) {
-            Ok(t) => t,
-            Err(TokenError::Expired) => return error_reply(id, ErrorCode::TOKEN_EXPIRED),
-            Err(TokenError::Invalid(_)) => return Outcome::Disconnect(Disconnect::INVALID_TOKEN),
-        };
-        let Some(connected) = self.connected.as_mut() else {
-            return Outcome::Disconnect(Disconnect::BAD_REQUEST);
-        };
-        if token.user != self.identity.user {
-            return Outcome::Disconnect(Disconnect::INVALID_TOKEN);
-        }
-        *connected = token.expires_at.map(close_at);
-        if token.info.is_some() {
-            self.identity.conn_info = token.info;
-        }
-        let (expires, ttl) = expiry(token.expires_at);
-        let client = self.identity.client.to_string();
-        reply(id, |r| {
-            r.refresh = Some(pb::RefreshResult {
-                client,
-                version: env!("CARGO_PKG_VERSION").into(),
-                expires,
-                ttl,
-            })
-        })
     }
 }
 

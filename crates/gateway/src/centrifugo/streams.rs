@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use switchboard_protocol::centrifugo::Encoding;
 
+use super::proxy::ClientRequest;
 use super::session::Session;
 use super::Centrifugo;
 use crate::cluster::command::Posted;
@@ -140,6 +141,11 @@ impl Centrifugo {
         };
         let address = req.extensions().get::<Peer>().map(|p| p.0.ip());
         let place = req.extensions().get::<HttpPlace>().cloned();
+        let transport = match kind.0 {
+            Kind::Chunked => "http_stream",
+            Kind::EventStream => "sse",
+        };
+        let request = ClientRequest::new(&self.node.config.proxies, transport, req.headers());
         let limit = self.node.config.limits.max_frame_bytes;
         let first = if req.method() == Method::GET {
             let connect = req.uri().query().and_then(|q| {
@@ -201,6 +207,7 @@ impl Centrifugo {
                     mailbox,
                     Some(unauthenticated),
                     Some(secret),
+                    request,
                 )
             },
         );

@@ -33,8 +33,26 @@ impl Session {
         id: u32,
         req: pb::SubscribeRequest,
     ) -> Outcome {
-        match self.prepare_subscription(&req, Authority::Client).await {
-            Ok((result, live)) => {
+        // The subscribe proxy decides for a client without a subscription token.
+        let mut authority = Authority::Client;
+        let mut data = None;
+        if let Some(endpoint) = self.subscribe_proxy(&req) {
+            if let Err(code) = self.admissible(&req.channel) {
+                return error_reply(id, code);
+            }
+            match self.subscribe_by_proxy(id, &endpoint, &req).await {
+                Ok((info, reply_data)) => {
+                    authority = Authority::Server(info);
+                    data = reply_data;
+                }
+                Err(outcome) => return outcome,
+            }
+        }
+        match self.prepare_subscription(&req, authority).await {
+            Ok((mut result, live)) => {
+                if let Some(data) = data {
+                    result.data = data;
+                }
                 self.send(&pb::Reply {
                     id,
                     subscribe: Some(result),
@@ -166,6 +184,31 @@ impl Session {
         }
         let member = member!(self, self.format);
         self.subs.go_live(&member, live).await;
+    }
+
+    /// The subscribe proxy to ask about `req`, if its namespace has one and the
+    /// client brings no token. A user-limited channel needs no backend to say
+    /// whose it is.
+    fn subscribe_proxy(&self, req: &pb::SubscribeRequest) -> Option<http::Uri> {
+        if !req.token.is_empty() || channel::user_allowed(&req.channel, self.user()).is_some() {
+            return None;
+        }
+        let node = &self.front.node;
+        let options = node.channel_options(&req.channel).ok()?;
+        node.config
+            .proxies
+            .subscribe_endpoint(options)
+            .ok()
+            .flatten()
+    }
+
+    /// What is checked before the backend is asked: the namespace, the
+    /// encoding, room for the subscription.
+    fn admissible(&self, channel: &str) -> Result<(), ErrorCode> {
+        let node = &self.front.node;
+        let options = node.channel_options(channel).map_err(error_code)?;
+        self.readable(options)?;
+        self.subs.admit(node, channel).map_err(error_code)
     }
 
     /// Refuses a JSON connection a namespace whose data may be any bytes.

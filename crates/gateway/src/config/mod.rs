@@ -5,6 +5,7 @@
 //! - here: [`Config`], what the rest of the gateway reads, resolved from the options.
 
 mod options;
+pub mod proxy;
 pub mod pusher;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use switchboard_core::namespace::{NamespaceError, Namespaces};
 use switchboard_options::FileError;
 
 pub use options::{Cli, TokenAlgorithm};
+pub use proxy::Proxies;
 pub use pusher::PusherApp;
 
 /// Commands in one frame.
@@ -65,6 +67,8 @@ pub struct Config {
     /// The node's name in `info`; `None`: the host name, else the listen address.
     pub name: Option<String>,
     pub api_key: Option<String>,
+    /// The proxies to the application backend.
+    pub proxies: Proxies,
     /// Where the gRPC server API listens, if anywhere.
     pub grpc_api_listen: Option<std::net::SocketAddr>,
     /// Centrifugo's development mode: anonymous connections without a token, and no
@@ -189,10 +193,13 @@ impl Config {
                 ))
             }
         }
-        let mut namespaces = Namespaces::new(
+        let (channel, named) = (
             o.channel.unwrap_or_default(),
             o.namespaces.unwrap_or_default(),
-        )?;
+        );
+        let proxies = Proxies::resolve(o.proxy.unwrap_or_default(), &channel, &named)
+            .map_err(ConfigError::Invalid)?;
+        let mut namespaces = Namespaces::new(channel, named)?;
         pusher::register(&pusher_apps, &mut namespaces).map_err(ConfigError::Invalid)?;
         let api_key = o.api_key.filter(|k| !k.is_empty());
         if o.grpc_api_listen.is_some() && api_key.is_none() {
@@ -205,6 +212,7 @@ impl Config {
             name: o.name.filter(|n| !n.trim().is_empty()),
             api_key,
             grpc_api_listen: o.grpc_api_listen,
+            proxies,
             insecure: defaulted(o.insecure),
             allow_anonymous_connect_without_token: defaulted(
                 o.allow_anonymous_connect_without_token,

@@ -11,6 +11,7 @@ use switchboard_broker_nats::{NatsConfig, Storage};
 use switchboard_core::namespace::{Namespace, NamespaceOptions};
 use switchboard_options::value_name;
 
+use super::proxy::ProxySection;
 use super::pusher::PusherSection;
 
 /// The algorithm connection and subscription tokens must be signed with.
@@ -216,6 +217,9 @@ switchboard_options::layered! {
         /// In the file only: the named namespaces, `[[namespaces]]`.
         #[arg(skip)]
         pub namespaces: Option<Vec<Namespace>>,
+        /// In the file only: the proxies to the application backend, `[proxy]`.
+        #[arg(skip)]
+        pub proxy: Option<ProxySection>,
     }
 }
 

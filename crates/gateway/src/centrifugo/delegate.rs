@@ -1,0 +1,99 @@
+//! The commands the application backend answers through the proxies
+//! (`proxy.rs`): a connect without a token, `rpc`, `send`, and the subscribe
+//! and publish of namespaces that ask for it. Each turns the backend's verdict
+//! into the command's outcome.
+
+use bytes::Bytes;
+use http::Uri;
+use switchboard_core::Disconnect;
+use switchboard_protocol::centrifugo::codes::ErrorCode;
+use switchboard_protocol::centrifugo::pb;
+
+use super::proxy::{self, Caller, Connected, Verdict};
+use super::session::{error_reply, reply, Outcome, Session};
+
+/// A refusal as the reply carries it.
+pub(super) fn refused(id: u32, error: pb::Error) -> Outcome {
+    Outcome::Reply(Box::new(pb::Reply {
+        id,
+        error: Some(error),
+        ..Default::default()
+    }))
+}
+
+impl Session {
+    pub(super) fn caller(&self) -> Caller<'_> {
+        Caller {
+            client: &self.identity.client,
+            user: &self.identity.user,
+            encoding: self.encoding,
+            request: &self.request,
+        }
+    }
+
+    /// The connect proxy's verdict on a client that sent no token.
+    pub(super) async fn connect_by_proxy(
+        &self,
+        id: u32,
+        endpoint: &Uri,
+        req: &pb::ConnectRequest,
+    ) -> Result<Connected, Outcome> {
+        match proxy::connect(&self.front.node, endpoint, &self.caller(), req).await {
+            Verdict::Allow(connected) => Ok(connected),
+            Verdict::Refuse(error) => Err(refused(id, error)),
+            Verdict::Disconnect(d) => Err(Outcome::Disconnect(d)),
+        }
+    }
+
+    /// `rpc`: the backend answers it, or nobody (108).
+    pub(super) async fn rpc(&self, id: u32, req: pb::RpcRequest) -> Outcome {
+        let Some(endpoint) = &self.front.node.config.proxies.rpc else {
+            return error_reply(id, ErrorCode::NOT_AVAILABLE);
+        };
+        match proxy::rpc(&self.front.node, endpoint, &self.caller(), &req).await {
+            Verdict::Allow(data) => reply(id, |r| r.rpc = Some(pb::RpcResult { data })),
+            Verdict::Refuse(error) => refused(id, error),
+            Verdict::Disconnect(d) => Outcome::Disconnect(d),
+        }
+    }
+
+    /// `send`: to the backend, without a reply; with nowhere to send it, the
+    /// connection is closed (3508), as Centrifugo does without a handler.
+    pub(super) async fn send_message(&self, req: pb::SendRequest) -> Outcome {
+        let Some(endpoint) = &self.front.node.config.proxies.send else {
+            return Outcome::Disconnect(Disconnect::NOT_AVAILABLE);
+        };
+        match proxy::send(&self.front.node, endpoint, &self.caller(), &req).await {
+            Some(d) => Outcome::Disconnect(d),
+            None => Outcome::Done,
+        }
+    }
+
+    /// The subscribe proxy's verdict: the channel info and the reply's data.
+    pub(super) async fn subscribe_by_proxy(
+        &self,
+        id: u32,
+        endpoint: &Uri,
+        req: &pb::SubscribeRequest,
+    ) -> Result<(Option<Bytes>, Option<Bytes>), Outcome> {
+        match proxy::subscribe(&self.front.node, endpoint, &self.caller(), req).await {
+            Verdict::Allow(s) => Ok((s.info, s.data)),
+            Verdict::Refuse(error) => Err(refused(id, error)),
+            Verdict::Disconnect(d) => Err(Outcome::Disconnect(d)),
+        }
+    }
+
+    /// The publish proxy's verdict: the data to publish and `skip_history`.
+    pub(super) async fn publish_by_proxy(
+        &self,
+        id: u32,
+        endpoint: &Uri,
+        req: &pb::PublishRequest,
+    ) -> Result<(Bytes, bool), Outcome> {
+        match proxy::publish(&self.front.node, endpoint, &self.caller(), req).await {
+            Verdict::Allow(p) => Ok((p.data, p.skip_history)),
+            Verdict::Refuse(error) => Err(refused(id, error)),
+            Verdict::Disconnect(d) => Err(Outcome::Disconnect(d)),
+        }
+    }
+}
