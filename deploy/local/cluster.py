@@ -707,6 +707,50 @@ def presence_stats(port, key, channel, timeout=2.0):
         return None
 
 
+def presence_members(port, key, channel, timeout=2.0):
+    """The members of a channel (client id -> user) through HAProxy; {} when no answer."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/presence",
+        data=json.dumps({"channel": channel}).encode(),
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return {c: m.get("user", "") for c, m in json.loads(r.read())["result"]["presence"].items()}
+    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+# What a failed presence check prints, to tell where members left behind come from: a
+# gateway still holding (and refreshing) them, or a sweep that does not run.
+GATEWAY_GAUGES = ["switchboard_connections", "switchboard_presence_local_members",
+                  "switchboard_presence_lapsed_rounds_total",
+                  "switchboard_presence_client_retries_total"]
+PRESENCE_GAUGES = ["switchboard_presence_members", "switchboard_presence_sweeps_total",
+                   "switchboard_presence_expired_total"]
+
+
+def diagnose_presence(c, channels):
+    print("presence diagnostics:", file=sys.stderr)
+    for group, names in (("gateways", GATEWAY_GAUGES), ("presence", PRESENCE_GAUGES)):
+        for p in c.get(group, []):
+            values = ", ".join(f"{n.removeprefix('switchboard_')}={metric(metrics_url(p), n)}"
+                               for n in names)
+            print(f"  {p['name']}: {values}", file=sys.stderr)
+    for ch in channels[:3]:
+        members = presence_members(c["port"], c["api_key"], ch)
+        shown = ", ".join(list(members)[:5])
+        print(f"  {ch}: {len(members)} members, e.g. {shown}", file=sys.stderr)
+    for p in [*c.get("gateways", []), *c.get("presence", [])]:
+        try:
+            lines = Path(p["log"]).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        warnings = [l for l in lines if "WARN" in l or "ERROR" in l][-8:]
+        for line in warnings:
+            print(f"  {p['name']} log: {line[:300]}", file=sys.stderr)
+
+
 def cmd_check_presence(args):
     state = state_dir(args)
     c = load(state)
@@ -732,6 +776,7 @@ def cmd_check_presence(args):
             break
         time.sleep(1)
     shown = ", ".join(f"{ch}={'no answer' if n is None else n}" for ch, n in zip(channels, counts))
+    diagnose_presence(c, channels)
     record(state, "check-presence", prefix=args.channel_prefix, channels=args.channels,
            clients=args.expect_clients, ok=False, first=first, counts=counts)
     raise ClusterError(f"presence not exact after {args.timeout:.0f} s: expected "
