@@ -1,10 +1,11 @@
 # Shell functions shared by the benchmark scripts (run.sh, peers.sh): a fresh
 # standalone gateway per run, the listening line it prints, and the rewriting of one
 # <!-- bench:NAME --> section of BENCHMARKS.md. Expects $WORK (a temp dir) and
-# $GATEWAY (the release binary); sets GW_PID, PORT and URL.
+# $GATEWAY (the release binary); sets GW_PID, PORT and URL. GATEWAY_CONFIG names
+# another configuration file than config/dev.toml.
 
 start_gateway() {
-    "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
+    "$GATEWAY" --config "${GATEWAY_CONFIG:-config/dev.toml}" --listen 127.0.0.1:0 --log warn \
         >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
     GW_PID=$!
     PORT=$(announced "$WORK/gateway.out" "$GW_PID" "$GATEWAY_PORT" "$WORK/gateway.err")

@@ -9,7 +9,9 @@
 # Environment: CARGO (default cargo), CARGO_TARGET_DIR (default ./target),
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
 # space-separated: idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k
-# cluster-10k cluster-1ch cluster-many cluster-failover presence).
+# cluster-10k cluster-1ch cluster-many cluster-failover presence proxy-connect
+# direct-connect proxy-publish direct-publish).
+# The proxy sections need node (the local backend, loadtest/bench/proxy-backend.js).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
 set -euo pipefail
@@ -19,7 +21,7 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence}
+ONLY=${BENCH_ONLY:-idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence proxy-connect direct-connect proxy-publish direct-publish}
 PRESENCE=$TARGET_DIR/release/switchboard-presence
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
@@ -263,5 +265,49 @@ presence_run() {
 }
 
 presence_run
+
+# The proxies' overhead: the same connects and client publications with and without
+# the application backend deciding, one gateway and a local Node backend
+# (loadtest/bench/proxy-backend.js) that answers at once. The gateway's config is
+# config/dev.toml plus the [proxy] section and a "proxied" namespace.
+BACKEND_PID=
+proxy_backend() {
+    node loadtest/bench/proxy-backend.js >"$WORK/backend.out" 2>"$WORK/backend.err" &
+    BACKEND_PID=$!
+    local port
+    port=$(announced "$WORK/backend.out" "$BACKEND_PID" 's/^proxy backend on \([0-9]*\)$/\1/p' "$WORK/backend.err")
+    {
+        cat config/dev.toml
+        printf '\n[proxy]\nconnect_endpoint = "http://127.0.0.1:%s/connect"\n' "$port"
+        printf 'publish_endpoint = "http://127.0.0.1:%s/publish"\n' "$port"
+        printf '\n[[namespaces]]\nname = "proxied"\nproxy_publish = true\nallow_subscribe_for_client = true\n'
+    } >"$WORK/proxy.toml"
+}
+
+# proxy_run NAME TITLE LOADTEST-ARGS...: `run` against a gateway with the proxies.
+proxy_run() {
+    local name=$1
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    command -v node >/dev/null || { echo "== $name: skipped, node not found" >&2; return 0; }
+    proxy_backend
+    GATEWAY_CONFIG=$WORK/proxy.toml GATEWAY_NOTE="$PROXY_NOTE" run "$@"
+    kill "$BACKEND_PID" 2>/dev/null || true
+    wait "$BACKEND_PID" 2>/dev/null || true
+}
+
+PROXY_NOTE="Server: \`switchboard-gateway\` (release build, standalone) with config/dev.toml plus \`[proxy] connect_endpoint\` and \`publish_endpoint\` at a local Node backend (loadtest/bench/proxy-backend.js, answers at once) and a namespace \`proxied\` with \`proxy_publish = true\`, all fresh for this run on the same machine as the tool (backend CPU not included); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+
+CONNECT_5K=(connect --connections 5000 --connect-rate 2000 --concurrency 100 --duration 5
+    --target 'success_rate_percent>=100')
+proxy_run proxy-connect "Connect proxy: 5,000 connections, each authenticated by the backend" \
+    "${CONNECT_5K[@]}"
+run direct-connect "Without the proxy: 5,000 anonymous connections" "${CONNECT_5K[@]}"
+
+PUBLISH_200=(fanout --via client --channels 1 --subscribers 100 --publishers 1 --rate 200
+    --payload 100 --duration 15 --concurrency 100 --target 'lost<=0')
+proxy_run proxy-publish "Publish proxy: 200 client publications/s, each decided by the backend, 100 subscribers" \
+    "${PUBLISH_200[@]}" --channel-prefix proxied:lt
+run direct-publish "Without the proxy: 200 client publications/s, 100 subscribers" \
+    "${PUBLISH_200[@]}" --channel-prefix chat:lt
 
 echo "== wrote $BENCH_MD" >&2
