@@ -45,6 +45,7 @@ before(async () => {
   fs.writeFileSync(config, `${fs.readFileSync(CONFIG_PATH, 'utf8')}
 [proxy]
 connect_endpoint = "${base}/connect"
+refresh_endpoint = "${base}/refresh"
 rpc_endpoint = "${base}/rpc"
 send_endpoint = "${base}/send"
 subscribe_endpoint = "${base}/subscribe"
@@ -154,6 +155,34 @@ describe('connect proxy', () => {
       await waitEvent(client, 'connected', { timeout: 15_000 });
     });
   }
+});
+
+describe('refresh proxy', () => {
+  const inSeconds = (s) => Math.floor(Date.now() / 1000) + s;
+
+  it('at the expiry the connect proxy gave, the backend extends the connection, then ends it', async (t) => {
+    answers.connect = { body: { result: { user: 'refreshed', expire_at: inSeconds(1) } } };
+    answers.refresh = { body: { result: { expire_at: inSeconds(1) } } };
+    const client = newClient(t, gw, ENCODINGS[0]);
+    const ctx = await connect(client);
+    const connecting = record(client, 'connecting');
+    // Two refreshes asked and answered: the connection outlived its first expiry.
+    await eventually(() => assert.ok(asked.filter((a) => a.kind === 'refresh').length >= 2), { timeout: 15_000 });
+    const request = lastAsked('refresh');
+    assert.equal(request.body.client, ctx.client);
+    assert.equal(request.body.user, 'refreshed');
+    assert.equal(connecting.items.length, 0, 'never reconnected');
+    assert.equal(client.state, 'connected');
+
+    // The backend says no: closed as expired (3005), and the client connects again
+    // through the connect proxy.
+    answers.refresh = { body: { result: { expired: true } } };
+    answers.connect = { body: { result: { user: 'refreshed' } } };
+    const reconnecting = waitEvent(client, 'connecting', { timeout: 15_000 });
+    assert.equal((await reconnecting).code, 3005);
+    await waitEvent(client, 'connected');
+    connecting.stop();
+  });
 });
 
 for (const enc of ENCODINGS) {

@@ -8,7 +8,7 @@ use switchboard_protocol::centrifugo::codes::ErrorCode;
 use switchboard_protocol::centrifugo::pb;
 
 use super::auth::TokenError;
-use super::expiry::{close_at, expiry};
+use super::expiry::{close_at, expiry, instant_of};
 use super::session::{error_reply, refuse, reply, Outcome, Session};
 use super::subscribe::Authority;
 use crate::connection::subscriptions::member;
@@ -23,7 +23,10 @@ impl Session {
         let (user, conn_info, expires_at, channels, data) =
             if let (true, Some(endpoint)) = (req.token.is_empty(), proxy) {
                 match self.connect_by_proxy(id, &endpoint, &req).await {
-                    Ok(c) => (c.user, c.info, c.expire_at, c.channels, c.data),
+                    Ok(c) => {
+                        self.proxied = true;
+                        (c.user, c.info, c.expire_at, c.channels, c.data)
+                    }
                     Err(outcome) => {
                         refuse("proxy");
                         return outcome;
@@ -55,7 +58,13 @@ impl Session {
             };
         self.identity.user = user.clone();
         self.identity.conn_info = conn_info;
-        self.connected = Some(expires_at.map(close_at));
+        // The refresh proxy is asked at the expiry itself; a client with a token
+        // gets the close delay to bring a new one.
+        let server_refresh = self.proxied && self.front.node.config.proxies.refresh.is_some();
+        self.connected = Some(match server_refresh {
+            true => expires_at.map(instant_of),
+            false => expires_at.map(close_at),
+        });
         self.unauthenticated = None;
         self.front.node.registry.add(
             self.identity.client.clone(),
@@ -87,7 +96,9 @@ impl Session {
                 }
             }
         }
-        let (expires, ttl) = expiry(expires_at);
+        // The client refreshes only what it can: a token. The refresh proxy's
+        // expiry is the server's business.
+        let (expires, ttl) = expiry(expires_at.filter(|_| !server_refresh));
         self.send(&pb::Reply {
             id,
             connect: Some(pb::ConnectResult {

@@ -3,14 +3,23 @@
 //! and publish of namespaces that ask for it. Each turns the backend's verdict
 //! into the command's outcome.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::Uri;
 use switchboard_core::Disconnect;
 use switchboard_protocol::centrifugo::codes::ErrorCode;
 use switchboard_protocol::centrifugo::pb;
+use tokio::time::Instant;
 
+use super::auth::now_secs;
 use super::proxy::{self, Caller, Connected, Verdict};
 use super::session::{error_reply, reply, Outcome, Session};
+use crate::registry::{ConnHandle, Control};
+
+/// How long a connection goes on when the refresh proxy fails, before it is asked again:
+/// a backend outage does not close every connection it let in.
+const REFRESH_RETRY: Duration = Duration::from_secs(10);
 
 /// A refusal as the reply carries it.
 pub(super) fn refused(id: u32, error: pb::Error) -> Outcome {
@@ -43,6 +52,66 @@ impl Session {
             Verdict::Refuse(error) => Err(refused(id, error)),
             Verdict::Disconnect(d) => Err(Outcome::Disconnect(d)),
         }
+    }
+
+    /// The connection's credentials (from the connect proxy) have expired: if a
+    /// refresh proxy is configured, asks it in a task of its own and returns true;
+    /// the connection goes on until the answer arrives as a [`Control::Refresh`]
+    /// (or a disconnect). False: nobody to ask, the connection has expired.
+    pub(super) fn refresh_by_proxy(&mut self) -> bool {
+        let node = &self.front.node;
+        let Some(endpoint) = node.config.proxies.refresh.clone() else {
+            return false;
+        };
+        if !self.proxied {
+            return false;
+        }
+        // Until the backend answered (or its timeout passed), with a margin.
+        let wait = node.config.proxies.timeout + Duration::from_secs(1);
+        self.connected = Some(Some(Instant::now() + wait));
+        let handle = ConnHandle {
+            app: None,
+            user: self.identity.user.clone(),
+            outbound: self.outbound.clone(),
+            mailbox: self.mailbox.clone(),
+        };
+        let (node, client, encoding, request) = (
+            node.clone(),
+            self.identity.client.to_string(),
+            self.encoding,
+            self.request.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let caller = Caller {
+                client: &client,
+                user: &handle.user,
+                encoding,
+                request: &request,
+            };
+            let control = match proxy::refresh(&node, &endpoint, &caller).await {
+                Verdict::Allow(r) if r.expired => {
+                    handle.outbound.close(Disconnect::EXPIRED, true);
+                    return;
+                }
+                Verdict::Allow(r) => Control::Refresh {
+                    expire_at: r.expire_at,
+                    info: r.info,
+                },
+                Verdict::Refuse(_) => Control::Refresh {
+                    expire_at: Some(now_secs() + REFRESH_RETRY.as_secs()),
+                    info: None,
+                },
+                Verdict::Disconnect(d) => {
+                    handle.outbound.close(d, true);
+                    return;
+                }
+            };
+            handle.request(control);
+        });
+        if let Some(previous) = self.refresher.replace(task.abort_handle()) {
+            previous.abort();
+        }
+        true
     }
 
     /// `rpc`: the backend answers it, or nobody (108).

@@ -25,7 +25,7 @@ use crate::node::Node;
 
 /// What the client's HTTP request said that the backend may hear: the
 /// transport, and the headers `[proxy] http_headers` lets through.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ClientRequest {
     pub transport: &'static str,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -433,6 +433,43 @@ pub(super) async fn rpc(
     let verdict = ask::<_, RpcResult>(node, "rpc_proxy", endpoint, caller, body).await;
     then(verdict, "rpc_proxy", |r| {
         Ok(answer_data(r.data, r.b64data, caller.encoding)?.unwrap_or_default())
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RefreshResult {
+    expired: bool,
+    expire_at: i64,
+    info: Option<Box<RawValue>>,
+    b64info: String,
+}
+
+/// What a refresh proxy decides: the connection goes on until `expire_at`
+/// (`None`: for good), with new info if given; or it has expired.
+pub(super) struct Refreshed {
+    pub expired: bool,
+    pub expire_at: Option<u64>,
+    pub info: Option<Bytes>,
+}
+
+/// The credentials of a connection the connect proxy let in have expired:
+/// does it go on?
+pub(super) async fn refresh(
+    node: &Node,
+    endpoint: &Uri,
+    caller: &Caller<'_>,
+) -> Verdict<Refreshed> {
+    #[derive(Serialize)]
+    struct Nothing {}
+    let verdict =
+        ask::<_, RefreshResult>(node, "refresh_proxy", endpoint, caller, Nothing {}).await;
+    then(verdict, "refresh_proxy", |r| {
+        Ok(Refreshed {
+            expired: r.expired,
+            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
+            info: info(r.info, &r.b64info)?,
+        })
     })
 }
 

@@ -44,6 +44,10 @@ pub struct Session {
     pub(super) stream: Option<Arc<str>>,
     /// The transport and forwarded headers, for the proxies.
     pub(super) request: ClientRequest,
+    /// Let in by the connect proxy: the refresh proxy decides at its expiry.
+    pub(super) proxied: bool,
+    /// The refresh proxy's call under way, stopped with the connection.
+    pub(super) refresher: Option<tokio::task::AbortHandle>,
 }
 
 /// What a command handler returns: the reply to send, or a disconnect.
@@ -123,6 +127,8 @@ impl Session {
             unauthenticated,
             stream,
             request,
+            proxied: false,
+            refresher: None,
         }
     }
 
@@ -323,11 +329,14 @@ impl crate::connection::Session for Session {
 
     fn on_deadline(&mut self) -> Result<(), Disconnect> {
         let now = Instant::now();
-        match &self.connected {
+        let connected = self.connected;
+        match connected {
             None if now >= self.opened + self.front.node.config.connect_timeout => {
                 return Err(Disconnect::STALE)
             }
-            Some(Some(expires_at)) if now >= *expires_at => return Err(Disconnect::EXPIRED),
+            Some(Some(expires_at)) if now >= expires_at && !self.refresh_by_proxy() => {
+                return Err(Disconnect::EXPIRED)
+            }
             _ => {}
         }
         if self.pong_deadline.is_some_and(|p| now >= p) {
@@ -372,6 +381,9 @@ impl crate::connection::Session for Session {
     }
 
     async fn close(&mut self) {
+        if let Some(refresher) = self.refresher.take() {
+            refresher.abort();
+        }
         let member = member!(self, self.format);
         self.subs.leave_all(&member).await;
         if self.connected.is_some() {

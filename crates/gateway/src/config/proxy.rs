@@ -22,6 +22,9 @@ const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub struct ProxySection {
     /// A client connecting without a token is authenticated by the backend.
     pub connect_endpoint: Option<String>,
+    /// When the credentials the connect proxy gave expire, the backend says
+    /// whether the connection goes on (and until when).
+    pub refresh_endpoint: Option<String>,
     /// A client's `rpc` command is answered by the backend.
     pub rpc_endpoint: Option<String>,
     /// Namespaces with `proxy_subscribe` ask here unless they name their own.
@@ -43,6 +46,7 @@ pub struct ProxySection {
 #[derive(Debug, Clone)]
 pub struct Proxies {
     pub connect: Option<Uri>,
+    pub refresh: Option<Uri>,
     pub rpc: Option<Uri>,
     pub subscribe: Option<Uri>,
     pub publish: Option<Uri>,
@@ -93,6 +97,7 @@ impl Proxies {
             .collect::<Result<Vec<_>, _>>()?;
         let proxies = Proxies {
             connect: parse(section.connect_endpoint, "connect_endpoint")?,
+            refresh: parse(section.refresh_endpoint, "refresh_endpoint")?,
             rpc: parse(section.rpc_endpoint, "rpc_endpoint")?,
             subscribe: parse(section.subscribe_endpoint, "subscribe_endpoint")?,
             publish: parse(section.publish_endpoint, "publish_endpoint")?,
