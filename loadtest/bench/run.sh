@@ -303,7 +303,8 @@ proxy_run proxy-connect "Connect proxy: 5,000 connections, each authenticated by
     "${CONNECT_5K[@]}"
 run direct-connect "Without the proxy: 5,000 anonymous connections" "${CONNECT_5K[@]}"
 
-PUBLISH_200=(fanout --via client --channels 1 --subscribers 100 --publishers 1 --rate 200
+# Four publishers at 50/s each: one connection may send max_commands_per_second (100).
+PUBLISH_200=(fanout --via client --channels 4 --subscribers 25 --publishers 4 --rate 50
     --payload 100 --duration 15 --concurrency 100 --target 'lost<=0')
 proxy_run proxy-publish "Publish proxy: 200 client publications/s, each decided by the backend, 100 subscribers" \
     "${PUBLISH_200[@]}" --channel-prefix proxied:lt
