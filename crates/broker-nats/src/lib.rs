@@ -27,6 +27,7 @@
 pub mod control;
 mod envelope;
 mod history;
+pub mod hooks;
 mod live;
 mod presence;
 mod streams;
@@ -256,6 +257,17 @@ impl NatsBroker {
     /// The JetStream context of this broker's connection, for presence.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.shared.js
+    }
+
+    /// The cluster's webhook state and queue ([`hooks`]), created if missing,
+    /// with this broker's prefix, replicas and storage.
+    pub async fn hooks(&self) -> Result<switchboard_core::hooks::Hooks, NatsError> {
+        let c = &self.config;
+        let (state, queue) = hooks::open(&self.shared.js, &c.prefix, c.replicas, c.storage).await?;
+        Ok(switchboard_core::hooks::Hooks::new(
+            Arc::new(state),
+            Arc::new(queue),
+        ))
     }
 
     fn check_connected(&self) -> Result<(), BrokerError> {

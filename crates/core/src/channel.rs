@@ -38,6 +38,12 @@ pub fn namespace_of(name: &str) -> Option<&str> {
     name.split_once(NAMESPACE_BOUNDARY).map(|(ns, _)| ns)
 }
 
+/// The name without its namespace (the whole name in the default namespace).
+pub fn local_name(name: &str) -> &str {
+    name.split_once(NAMESPACE_BOUNDARY)
+        .map_or(name, |(_, rest)| rest)
+}
+
 /// Whether the channel is in one of the gateway's reserved namespaces (a Pusher
 /// app's), out of the Centrifugo front end's reach.
 pub fn is_reserved(name: &str) -> bool {

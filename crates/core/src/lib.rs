@@ -17,6 +17,8 @@
 //! - [`queue`]: a connection's outbound queue, bounded in bytes.
 //! - [`hub`]: local subscribers per channel and the fan-out of channel events to them;
 //!   front ends register their wire formats there at start-up.
+//! - [`hooks`]: webhook events decided once per cluster: the [`hooks::HookState`] and
+//!   [`hooks::HookQueue`] seams and [`hooks::Hooks`], the decisions over them.
 //! - [`disconnect`]: why a connection is closed, as reasons each protocol maps to its codes.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal the binaries stop on.
 //! - [`backoff`]: exponential backoff with jitter (start-up, retried reads).
@@ -29,6 +31,7 @@ pub mod backoff;
 pub mod broker;
 pub mod channel;
 pub mod disconnect;
+pub mod hooks;
 pub mod hub;
 pub mod memory;
 pub mod namespace;

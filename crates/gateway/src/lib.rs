@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! Rooms by role; imports run one way: `http` → front ends (`centrifugo`, `pusher`) →
-//! `transport` → `connection` → `node`, `cluster`, `registry` → the core crates.
+//! `transport` → `connection` → `node`, `cluster`, `registry`, `webhooks` → the core crates.
 //! - [`http`]: routes (`/connection/websocket`, `/api/<method>`, `/app/{key}`,
 //!   `/apps/{id}/*`, `/metrics`, `/healthz`, `/readyz`).
 //! - [`centrifugo`]: the Centrifugo front end: protocol session, subscribe
@@ -17,6 +17,8 @@
 //! - [`node`]: the node's shared state and channel operations every protocol uses.
 //! - [`cluster`]: the cluster acting as one server: commands every live node runs,
 //!   requests to one node, the node registry (NATS control plane, or in process).
+//! - [`webhooks`]: Pusher webhooks, decided once per cluster (the core's `hooks`),
+//!   queued, POSTed with retries.
 //! - [`registry`]: this node's connections by client and user, and their mailboxes.
 //! - [`server`]: the accept loop, TLS, and the drain on shutdown.
 //! - [`config`]: flags, environment and TOML file resolved into one [`config::Config`].
@@ -44,3 +46,4 @@ pub mod response;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod webhooks;

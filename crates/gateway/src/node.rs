@@ -30,6 +30,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::presence_client::{Discovery, RemotePresence, Resolve, SystemResolver};
 use crate::registry::Registry;
+use crate::webhooks::Webhooks;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct Node {
     pub backend: Backend,
     /// The way to the other nodes: cluster-wide commands and the node registry.
     pub cluster: Cluster,
+    /// The Pusher apps' webhooks, when any app has one (set once at start).
+    webhooks: std::sync::OnceLock<Arc<Webhooks>>,
     pub metrics: PrometheusHandle,
     /// Cancelled when the node shuts down: connections leave over the drain window.
     pub drain: CancellationToken,
@@ -84,6 +87,7 @@ impl Node {
             registry: Registry::default(),
             backend,
             cluster: Cluster::default(),
+            webhooks: std::sync::OnceLock::new(),
             metrics: crate::metrics::install(),
             drain: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -99,7 +103,21 @@ impl Node {
     /// inside a tokio runtime.
     pub fn standalone(config: Config) -> Arc<Node> {
         let broker = MemoryBroker::new(Default::default());
-        Node::new(config, broker, Arc::new(MemoryPresence::new()))
+        let node = Node::new(config, broker, Arc::new(MemoryPresence::new()));
+        node.start_webhooks(None);
+        node
+    }
+
+    /// Starts the webhooks (over `hooks`, in memory when `None`) if an app has one.
+    fn start_webhooks(self: &Arc<Self>, hooks: Option<switchboard_core::hooks::Hooks>) {
+        if let Some(webhooks) = Webhooks::start(self, hooks) {
+            let _ = self.webhooks.set(webhooks);
+        }
+    }
+
+    /// The webhooks, when an app has one.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.webhooks.get().map(|w| w.as_ref())
     }
 
     /// A node as the configuration says: a cluster node over NATS when
@@ -137,8 +155,15 @@ impl Node {
             RemotePresence::new(&nats.presence_urls, discovery, node_name, nats.presence_ttl)
                 .await?
         };
+        let wants_hooks = config.pusher_apps.iter().any(|a| !a.webhooks.is_empty());
+        let hooks = if wants_hooks {
+            Some(broker.hooks().await?)
+        } else {
+            None
+        };
         let node = Node::new(config, broker.clone(), presence);
         Cluster::join(&node, &broker, &nats).await?;
+        node.start_webhooks(hooks);
         Ok(node)
     }
 

@@ -25,6 +25,8 @@ pub struct PresenceBucket {
     js: jetstream::Context,
     ttl: Duration,
     subjects: Subjects,
+    /// Webhooks, told of the joins and leaves decided here.
+    hooks: crate::hooks::Finder,
 }
 
 impl PresenceBucket {
@@ -54,6 +56,7 @@ impl PresenceBucket {
             js: js.clone(),
             ttl,
             subjects: Subjects::new(prefix),
+            hooks: crate::hooks::Finder::new(js, prefix),
         })
     }
 
@@ -196,12 +199,17 @@ impl PresenceBucket {
         change: PresenceChange,
         departure: String,
     ) -> Result<(), BrokerError> {
-        let body = crate::envelope::departure(kind, change, departure);
+        let user = change.user_changed.then(|| change.info.user.clone());
+        let body = crate::envelope::departure(kind, change, departure.clone());
         self.js
             .client()
             .publish(self.subjects.live(channel), body)
             .await
             .map_err(unavailable)?;
+        if let Some(user) = user {
+            let joined = matches!(kind, Kind::Join);
+            self.hooks.report(channel, joined, &user, &departure).await;
+        }
         match kind {
             Kind::Leave => metrics::counter!("switchboard_presence_leaves_emitted_total"),
             _ => metrics::counter!("switchboard_presence_rejoins_emitted_total"),

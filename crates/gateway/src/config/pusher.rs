@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use serde::Deserialize;
+use switchboard_core::hooks::HookEvent;
 use switchboard_core::namespace::{NamespaceError, NamespaceOptions, Namespaces, RESERVED_PREFIX};
 
 /// One Pusher app, as the file (or the flags) give it.
@@ -50,6 +51,28 @@ pub struct PusherApp {
     /// empty: any.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Where the app's webhooks go (`[[pusher.apps.webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook of an app: its events are POSTed to `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// An absolute `http://` URL.
+    pub url: String,
+    /// The events it gets (`channel_occupied`, `channel_vacated`, `member_added`,
+    /// `member_removed`, `client_event`, `cache_miss`); empty: all of them.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+impl Webhook {
+    /// Whether it gets events named `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == name)
+    }
 }
 
 fn yes() -> bool {
@@ -129,6 +152,7 @@ impl PusherApp {
             history_size: default_history_size(),
             history_ttl: default_history_ttl(),
             allowed_origins: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -210,6 +234,21 @@ impl PusherApp {
                 "pusher app {}: max_event_bytes and max_channel_name_length must be at least 1",
                 self.id
             ));
+        }
+        for hook in &self.webhooks {
+            crate::backend::endpoint(&hook.url)
+                .map_err(|e| format!("pusher app {} webhook: {e}", self.id))?;
+            if let Some(bad) = hook
+                .event_types
+                .iter()
+                .find(|t| !HookEvent::NAMES.contains(&t.as_str()))
+            {
+                return Err(format!(
+                    "pusher app {} webhook: unknown event type {bad:?} (known: {})",
+                    self.id,
+                    HookEvent::NAMES.join(", ")
+                ));
+            }
         }
         Ok(())
     }

@@ -414,4 +414,16 @@ fn pusher_apps_are_checked() {
         refused("[[namespaces]]\nname = \"~a~b\"\n"),
         "a reserved namespace name"
     );
+    let hook = |lines: &str| app("a", "k") + "[[pusher.apps.webhooks]]\n" + lines;
+    assert!(!refused(&hook(
+        "url = \"http://127.0.0.1:3000/hooks\"\nevent_types = [\"member_added\"]\n"
+    )));
+    assert!(refused(&hook("url = \"https://app/hooks\"\n")), "https");
+    assert!(refused(&hook("url = \"/hooks\"\n")), "not absolute");
+    assert!(
+        refused(&hook(
+            "url = \"http://app/hooks\"\nevent_types = [\"channel_existence\"]\n"
+        )),
+        "an unknown event type"
+    );
 }

@@ -189,7 +189,11 @@ impl Subscriptions {
             member.outbound.clone(),
             req.join_leave,
         );
-        node.hub.add(channel, sub.clone());
+        if node.hub.add(channel, sub.clone()) {
+            if let Some(hooks) = node.webhooks() {
+                hooks.sync_channel(channel);
+            }
+        }
         if let Err(e) = node.broker.subscribe(channel).await {
             leave_hub(member, channel).await;
             return Err(e.into());
@@ -206,8 +210,14 @@ impl Subscriptions {
         let mut user_joined = true;
         if req.options.presence {
             let info = client_info(member.identity, req.user.as_deref(), req.chan_info.clone());
+            let user = info.user.clone();
             user_joined = match node.presence.add(channel, info).await {
-                Ok(joined) => joined,
+                Ok(joined) => {
+                    if let (true, Some(hooks)) = (joined, node.webhooks()) {
+                        hooks.user_joined(channel, &user);
+                    }
+                    joined
+                }
                 Err(e) => {
                     // Not tracked, so its leave will not count either.
                     tracing::warn!(channel, error = %e, "presence add failed");
@@ -268,7 +278,12 @@ impl Subscriptions {
         let mut user_left = true;
         if entry.presence {
             user_left = match member.node.presence.remove(channel, &info).await {
-                Ok(left) => left,
+                Ok(left) => {
+                    if let (true, Some(hooks)) = (left, member.node.webhooks()) {
+                        hooks.user_left(channel, &info.user);
+                    }
+                    left
+                }
                 Err(e) => {
                     tracing::warn!(channel, error = %e, "presence remove failed");
                     false
@@ -307,6 +322,9 @@ fn client_info(identity: &Identity, user: Option<&str>, chan_info: Option<Bytes>
 
 async fn leave_hub(member: &Member<'_>, channel: &str) {
     if member.node.hub.remove(channel, &member.identity.client) {
+        if let Some(hooks) = member.node.webhooks() {
+            hooks.sync_channel(channel);
+        }
         if let Err(e) = member.node.broker.unsubscribe(channel).await {
             tracing::warn!(channel, error = %e, "broker unsubscribe failed");
         }

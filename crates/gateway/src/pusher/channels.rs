@@ -47,9 +47,7 @@ pub fn locate(app: &PusherApp, name: &str) -> Result<Located, NameError> {
 
 /// The Pusher name of a core channel of any app's space.
 pub fn pusher_name(internal: &str) -> &str {
-    internal
-        .split_once(NAMESPACE_BOUNDARY)
-        .map_or(internal, |(_, name)| name)
+    switchboard_core::channel::local_name(internal)
 }
 
 #[cfg(test)]

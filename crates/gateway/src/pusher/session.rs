@@ -282,13 +282,20 @@ impl Session {
             client: self.identity.client.to_string(),
             ..Default::default()
         });
+        let user = info.as_ref().map(|i| i.user.clone());
+        let event = message.event;
         let publish = PublishOptions {
             history: sub.located.history(),
             exclude_client: Some(self.identity.client.to_string()),
-            tags: BTreeMap::from([(EVENT_TAG.to_owned(), message.event)]),
+            tags: BTreeMap::from([(EVENT_TAG.to_owned(), event.clone())]),
             ..Default::default()
         };
         let internal = sub.located.internal.clone();
+        let hooked = self
+            .front
+            .node
+            .webhooks()
+            .map(|hooks| (hooks, data.clone()));
         match self
             .front
             .node
@@ -296,7 +303,14 @@ impl Session {
             .publish(&internal, data, info, &publish)
             .await
         {
-            Ok(_) => Ok("ok"),
+            Ok(_) => {
+                if let Some((hooks, data)) = hooked {
+                    let data = webhook_data(&data);
+                    let socket = self.identity.client.to_string();
+                    hooks.client_event(&internal, &event, &data, &socket, user.as_deref());
+                }
+                Ok("ok")
+            }
             Err(e) => {
                 tracing::debug!(error = %e, channel, "client event not published");
                 refuse(self, "Client event could not be published; try again")
@@ -373,5 +387,14 @@ impl crate::connection::Session for Session {
         if self.app.is_some() {
             self.front.node.registry.remove(&self.identity.client);
         }
+    }
+}
+
+/// A client event's data as a webhook carries it: a JSON string's text, any
+/// other value as JSON.
+fn webhook_data(data: &[u8]) -> String {
+    match serde_json::from_slice::<String>(data) {
+        Ok(text) => text,
+        Err(_) => String::from_utf8_lossy(data).into_owned(),
     }
 }

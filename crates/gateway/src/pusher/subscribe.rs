@@ -133,7 +133,12 @@ impl Session {
         if located.kind.is_cache() {
             match position.missed.last().map(|p| publication(&req.channel, p)) {
                 Some(Ok(event)) => self.send(event),
-                _ => self.send(events::cache_miss(&req.channel)),
+                _ => {
+                    self.send(events::cache_miss(&req.channel));
+                    if let Some(hooks) = self.front.node.webhooks() {
+                        hooks.cache_miss(&located.internal);
+                    }
+                }
             }
         }
         self.channels.insert(
