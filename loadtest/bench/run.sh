@@ -10,7 +10,7 @@
 # BENCH_MD (default BENCHMARKS.md), BENCH_ONLY (run only the named sections,
 # space-separated: idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k
 # cluster-10k cluster-1ch cluster-many cluster-failover presence proxy-connect
-# direct-connect proxy-publish direct-publish).
+# direct-connect proxy-publish direct-publish webhooks-churn webhooks-cluster).
 # The proxy sections need node (the local backend, loadtest/bench/proxy-backend.js).
 # The cluster sections need `nats-server` (with JetStream) on the PATH; without it
 # they say so in BENCHMARKS.md instead of numbers.
@@ -21,7 +21,7 @@ ROOT=$PWD
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence proxy-connect direct-connect proxy-publish direct-publish}
+ONLY=${BENCH_ONLY:-idle sse-idle fanout-10k sse-fanout-10k api-5k floor-5k protobuf-1k cluster-10k cluster-1ch cluster-many cluster-failover presence proxy-connect direct-connect proxy-publish direct-publish webhooks-churn webhooks-cluster}
 PRESENCE=$TARGET_DIR/release/switchboard-presence
 GATEWAY=$TARGET_DIR/release/switchboard-gateway
 LOADTEST=$TARGET_DIR/release/switchboard-loadtest
@@ -68,7 +68,7 @@ start_cluster() {
     done
     [ -n "$NATS_PORT" ] || { cat "$WORK/nats.log" >&2; exit 1; }
     for i in 1 2; do
-        "$GATEWAY" --config config/dev.toml --listen 127.0.0.1:0 --log warn \
+        "$GATEWAY" --config "${GATEWAY_CONFIG:-config/dev.toml}" --listen 127.0.0.1:0 --log warn \
             --nats-url "nats://127.0.0.1:$NATS_PORT" >"$WORK/gw$i.out" 2>"$WORK/gw$i.out.err" &
         eval "GW${i}_PID=$!"
     done
@@ -310,5 +310,65 @@ proxy_run proxy-publish "Publish proxy: 200 client publications/s, each decided 
     "${PUBLISH_200[@]}" --channel-prefix proxied:lt
 run direct-publish "Without the proxy: 200 client publications/s, 100 subscribers" \
     "${PUBLISH_200[@]}" --channel-prefix chat:lt
+
+# Webhooks while 10,000 presence members churn: the tool holds the members and is the
+# app's webhook receiver. webhooks-churn: one standalone gateway (in-memory queue);
+# webhooks-cluster: nats-server and two gateways, the members on the first, the jobs
+# going through the JetStream work queue that both take from.
+webhooks_config() {
+    local port=$1
+    {
+        cat config/dev.toml
+        printf '\n[[pusher.apps]]\nid = "wh-id"\nkey = "wh-key"\nsecret = "wh-secret"\n'
+        printf '\n[[pusher.apps.webhooks]]\nurl = "http://127.0.0.1:%s/webhooks"\n' "$port"
+        printf 'event_types = ["member_added", "member_removed"]\n'
+    } >"$WORK/webhooks.toml"
+}
+
+webhooks_run() {
+    local name=$1 title=$2 mode=$3
+    case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    echo "== $name: $title" >&2
+    if [ "$mode" = cluster ] && ! command -v nats-server >/dev/null; then
+        echo "nats-server is not installed: skipping $name" >&2
+        return 0
+    fi
+    local port url pids note
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    webhooks_config "$port"
+    if [ "$mode" = cluster ]; then
+        GATEWAY_CONFIG=$WORK/webhooks.toml start_cluster
+        url="ws://127.0.0.1:$P1"
+        note="Servers: one \`nats-server -js\` (single node, temp store) and two \`switchboard-gateway\` (release build, config/dev.toml plus an app whose webhook is the tool's receiver); the members connect to the first, both take jobs from the JetStream work queue; all fresh, on the same machine as the tool"
+    else
+        GATEWAY_CONFIG=$WORK/webhooks.toml start_gateway
+        url="ws://127.0.0.1:$PORT"
+        note="Server: \`switchboard-gateway\` (release build, standalone: in-memory queue) with config/dev.toml plus an app whose webhook is the tool's receiver, fresh for this run on the same machine as the tool"
+    fi
+    local args=(webhooks --members 10000 --channels 500 --lifetime 30 --duration 60
+        --pusher-app-key wh-key --pusher-app-secret wh-secret)
+    "$LOADTEST" "${args[@]}" --url "$url" --listen "127.0.0.1:$port" \
+        --json "$WORK/$name.json" >"$WORK/$name.txt"
+    {
+        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
+        echo "### $title"
+        echo
+        echo '```sh'
+        echo "switchboard-loadtest ${args[*]} --url ws://GATEWAY --listen RECEIVER"
+        echo '```'
+        echo
+        echo "$note; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+        echo
+        echo '```'
+        cat "$WORK/$name.txt"
+        echo '```'
+        echo "<!-- bench:$name end -->"
+    } >"$WORK/section.md"
+    replace_section "$name" "$WORK/section.md"
+    if [ "$mode" = cluster ]; then stop_cluster; else stop_gateway; fi
+}
+
+webhooks_run webhooks-churn "Webhooks: 10,000 presence members churning, one gateway" standalone
+webhooks_run webhooks-cluster "Webhooks: 10,000 presence members churning, two gateways over NATS" cluster
 
 echo "== wrote $BENCH_MD" >&2

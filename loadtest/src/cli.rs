@@ -134,6 +134,15 @@ pub enum Scenario {
         #[command(flatten)]
         presence: PresenceArgs,
     },
+    /// Pusher webhooks while presence members churn: the tool holds --members
+    /// connections in presence channels, each leaving after a random stay and joining
+    /// again as a new user, and is the app's webhook receiver (--listen): event → POST
+    /// latency of member_added and member_removed, and exact counts (one event per join
+    /// and per leave, no repeats).
+    Webhooks {
+        #[command(flatten)]
+        webhooks: WebhooksArgs,
+    },
     /// The machine's floor for fan-out, with no server: writer threads write each
     /// message to N loopback sockets (one write each) that tokio tasks read. Delivery
     /// latency, loss and the CPU per write that any server would pay here at least.
@@ -166,7 +175,10 @@ impl Scenario {
                 return Some("api times Centrifugo's server API: it needs --protocol centrifugo")
             }
             Scenario::Api { common, .. } => (common, None),
-            Scenario::Presence { .. } | Scenario::Floor { .. } | Scenario::Worker => return None,
+            Scenario::Presence { .. }
+            | Scenario::Webhooks { .. }
+            | Scenario::Floor { .. }
+            | Scenario::Worker => return None,
         };
         if common.protocol == ProtocolName::Sse {
             if common.protobuf {
@@ -547,6 +559,57 @@ pub struct ChurnArgs {
     /// Churning connections open at once, at most.
     #[arg(long, env = "SWITCHBOARD_CHURN_MAX", default_value_t = 5000)]
     pub churn_max: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhooksArgs {
+    /// The gateway's Pusher endpoint, ws://IP:PORT (the app's /app/KEY is added).
+    #[arg(long, env = "SWITCHBOARD_URL", default_value = "ws://127.0.0.1:8000")]
+    pub url: Target,
+    /// Where the receiver listens; the app's webhook URL must point here.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_LISTEN",
+        default_value = "127.0.0.1:9300"
+    )]
+    pub listen: std::net::SocketAddr,
+    #[arg(
+        long = "pusher-app-key",
+        env = "SWITCHBOARD_PUSHER_APP_KEY",
+        default_value = "app-key"
+    )]
+    pub app_key: String,
+    #[arg(
+        long = "pusher-app-secret",
+        env = "SWITCHBOARD_PUSHER_APP_SECRET",
+        default_value = "app-secret"
+    )]
+    pub app_secret: String,
+    /// Members held at once (one connection each).
+    #[arg(long, env = "SWITCHBOARD_MEMBERS", default_value_t = 10_000)]
+    pub members: usize,
+    /// Presence channels they spread over (presence-wh-0 …).
+    #[arg(long, env = "SWITCHBOARD_CHANNELS", default_value_t = 500)]
+    pub channels: u32,
+    /// Mean seconds a member stays (uniform in 0..2×mean) before it leaves and its
+    /// slot joins again as a new user.
+    #[arg(long, env = "SWITCHBOARD_LIFETIME", default_value_t = 30.0)]
+    pub lifetime: f64,
+    /// Seconds of churn, from the first join.
+    #[arg(long, env = "SWITCHBOARD_DURATION", default_value_t = 60.0)]
+    pub duration: f64,
+    /// Members joining per second while the slots fill.
+    #[arg(long, env = "SWITCHBOARD_JOIN_RATE", default_value_t = 1000.0)]
+    pub join_rate: f64,
+    /// Longest wait for the last webhooks after everyone left, seconds.
+    #[arg(long, env = "SWITCHBOARD_SETTLE", default_value_t = 60.0)]
+    pub settle: f64,
+    /// Source addresses 127.0.0.1 … 127.0.0.N for the connections.
+    #[arg(long, env = "SWITCHBOARD_SOURCES", default_value_t = 4)]
+    pub sources: u8,
+    /// Write every figure as JSON to this file.
+    #[arg(long, env = "SWITCHBOARD_JSON")]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -62,6 +62,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
+        Scenario::Webhooks { webhooks } => {
+            let summary = scenario::webhooks::run(&webhooks).await?;
+            println!("{}", summary.table());
+            if let Some(path) = &webhooks.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+            }
+            let problems = summary.problems();
+            if !problems.is_empty() {
+                anyhow::bail!("webhooks are wrong: {}", problems.join("; "));
+            }
+            return Ok(true);
+        }
         Scenario::Api { common, api } => {
             limits::raise_nofile();
             let summary = scenario::api::run(&common, &api).await?;

@@ -12,7 +12,7 @@ use switchboard_loadtest::cli::Cli;
 use switchboard_loadtest::report::Summary;
 
 use common::run::{assert_exact, run};
-use common::{gateway, url};
+use common::{gateway, gateway_edited, url};
 
 /// The gateway's address as a Pusher client is given it: no path, so the tool
 /// asks for `/app/app-key?protocol=7&…`.
@@ -254,4 +254,55 @@ fn what_pusher_has_no_counterpart_for_is_refused() {
     ] {
         assert!(refusal(refused).is_some(), "{refused:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_members_come_back_as_one_webhook_per_join_and_per_leave() {
+    // A free port for the tool's receiver, named in the app's webhook before it listens.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = gateway_edited(&[], |config| {
+        config.pusher_apps[0]
+            .webhooks
+            .push(switchboard_gateway::config::pusher::Webhook {
+                url: format!("http://{listen}/webhooks"),
+                event_types: vec!["member_added".into(), "member_removed".into()],
+            })
+    })
+    .await;
+    let u = pusher_url(gw.addr);
+    let listen = listen.to_string();
+    let argv = [
+        "switchboard-loadtest",
+        "webhooks",
+        "--url",
+        &u,
+        "--listen",
+        &listen,
+        "--members",
+        "20",
+        "--channels",
+        "3",
+        "--lifetime",
+        "0.5",
+        "--duration",
+        "3",
+        "--sources",
+        "1",
+    ];
+    let switchboard_loadtest::cli::Scenario::Webhooks { webhooks } =
+        Cli::try_parse_from(argv).unwrap().scenario
+    else {
+        unreachable!("parsed as webhooks")
+    };
+    let s = switchboard_loadtest::scenario::webhooks::run(&webhooks)
+        .await
+        .unwrap();
+    assert!(s.problems().is_empty(), "{}", s.table());
+    assert!(s.joins > 20, "every slot joined again: {}", s.table());
+    assert_eq!(s.leaves, s.joins, "{}", s.table());
+    assert_eq!(s.added_latency.count, s.joins, "{}", s.table());
+    assert_eq!(s.received.get("channel_occupied"), None, "filtered out");
 }

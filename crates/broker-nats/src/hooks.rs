@@ -124,6 +124,8 @@ pub async fn open(
         name: name.clone(),
         subjects: vec![subject.clone()],
         retention: stream::RetentionPolicy::WorkQueue,
+        // As the server reports "no limit", so that a restart sees nothing to update.
+        max_messages_per_subject: -1,
         duplicate_window: Duration::from_secs(120),
         storage: match storage {
             crate::Storage::File => stream::StorageType::File,

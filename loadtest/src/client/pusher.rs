@@ -112,6 +112,36 @@ impl PusherClient {
             "event": name::SUBSCRIBE,
             "data": { "channel": channel },
         });
+        self.subscribe_with(channel, frame).await
+    }
+
+    /// Subscribes to the presence channel `channel` as member `user_id`, with the
+    /// channel signature an app's auth endpoint would give (app `key`, `secret`).
+    pub async fn subscribe_presence(
+        &mut self,
+        channel: &str,
+        user_id: &str,
+        key: &str,
+        secret: &str,
+    ) -> Result<(), ClientError> {
+        let channel_data = serde_json::json!({ "user_id": user_id }).to_string();
+        let signed = format!("{}:{channel}:{channel_data}", self.socket_id);
+        let auth = format!(
+            "{key}:{}",
+            switchboard_protocol::pusher::auth::sign(secret, &signed)
+        );
+        let frame = serde_json::json!({
+            "event": name::SUBSCRIBE,
+            "data": { "channel": channel, "auth": auth, "channel_data": channel_data },
+        });
+        self.subscribe_with(channel, frame).await
+    }
+
+    async fn subscribe_with(
+        &mut self,
+        channel: &str,
+        frame: serde_json::Value,
+    ) -> Result<(), ClientError> {
         self.send(frame.to_string()).await?;
         loop {
             let frame = self.ws.read_frame().await?;

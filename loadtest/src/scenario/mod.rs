@@ -14,6 +14,7 @@ pub mod connect;
 pub mod fanout;
 pub mod floor;
 pub mod presence;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

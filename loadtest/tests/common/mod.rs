@@ -18,6 +18,11 @@ pub struct Gateway {
 }
 
 pub async fn gateway(flags: &[&str]) -> Gateway {
+    gateway_edited(flags, |_| {}).await
+}
+
+/// [`gateway`], with its configuration changed by `edit` once resolved.
+pub async fn gateway_edited(flags: &[&str], edit: impl FnOnce(&mut Config)) -> Gateway {
     let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
     let mut argv = vec![
         "switchboard-gateway",
@@ -30,7 +35,8 @@ pub async fn gateway(flags: &[&str]) -> Gateway {
     ];
     argv.extend_from_slice(flags);
     let cli = GatewayCli::try_parse_from(argv).expect("gateway flags");
-    let config = Config::resolve(cli).expect("config/dev.toml resolves");
+    let mut config = Config::resolve(cli).expect("config/dev.toml resolves");
+    edit(&mut config);
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let node = Node::from_config(config).await.unwrap();

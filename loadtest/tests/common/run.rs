@@ -47,6 +47,7 @@ pub async fn run(args: &[&str]) -> Summary {
         }
         Scenario::Worker
         | Scenario::Presence { .. }
+        | Scenario::Webhooks { .. }
         | Scenario::Floor { .. }
         | Scenario::Api { .. } => {
             unreachable!("no summary of this kind")
