@@ -54,8 +54,14 @@ pub struct NamespaceOptions {
     /// publication (the publish proxy), at `publish_proxy_endpoint` or the
     /// gateway's global one.
     pub proxy_publish: bool,
+    /// When a subscription the subscribe proxy granted with an `expire_at`
+    /// expires, the backend says whether it goes on (the sub_refresh proxy), at
+    /// `sub_refresh_proxy_endpoint` or the gateway's global one.
+    pub proxy_sub_refresh: bool,
     /// This namespace's subscribe proxy, instead of the global one.
     pub subscribe_proxy_endpoint: Option<String>,
+    /// This namespace's sub_refresh proxy, instead of the global one.
+    pub sub_refresh_proxy_endpoint: Option<String>,
     /// This namespace's publish proxy, instead of the global one.
     pub publish_proxy_endpoint: Option<String>,
 }

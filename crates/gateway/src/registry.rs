@@ -30,6 +30,13 @@ pub enum Control {
         expire_at: Option<u64>,
         info: Option<Bytes>,
     },
+    /// A subscription's new expiry (Unix seconds; `None`: never), and the
+    /// channel info that replaces its own when given (the sub_refresh proxy).
+    SubRefresh {
+        channel: String,
+        expire_at: Option<u64>,
+        info: Option<Bytes>,
+    },
 }
 
 /// Requests a connection has not handled yet. Its task is woken through its

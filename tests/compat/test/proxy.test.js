@@ -49,6 +49,7 @@ refresh_endpoint = "${base}/refresh"
 rpc_endpoint = "${base}/rpc"
 send_endpoint = "${base}/send"
 subscribe_endpoint = "${base}/subscribe"
+sub_refresh_endpoint = "${base}/sub_refresh"
 timeout = 0.5
 http_headers = ["cookie", "x-app-version"]
 
@@ -57,6 +58,7 @@ name = "proxied"
 presence = true
 proxy_subscribe = true
 proxy_publish = true
+proxy_sub_refresh = true
 publish_proxy_endpoint = "${base}/publish"
 allow_presence_for_subscriber = true
 history_size = 10
@@ -181,6 +183,35 @@ describe('refresh proxy', () => {
     const reconnecting = waitEvent(client, 'connecting', { timeout: 15_000 });
     assert.equal((await reconnecting).code, 3005);
     await waitEvent(client, 'connected');
+    connecting.stop();
+  });
+});
+
+describe('sub_refresh proxy', () => {
+  const inSeconds = (s) => Math.floor(Date.now() / 1000) + s;
+
+  it('at the expiry the subscribe proxy gave, the backend extends the subscription, then ends it', async (t) => {
+    const channel = uniqueChannel('proxied:', 'sub-refreshed');
+    answers.subscribe = { body: { result: { expire_at: inSeconds(1), info: { v: 1 } } } };
+    answers.sub_refresh = { body: { result: { expire_at: inSeconds(1) } } };
+    const { client, clientId } = await connectedClient(t, gw, ENCODINGS[0], { token: connectionToken('sub-refresh-user') });
+    const connecting = record(client, 'connecting');
+    const { sub, ctx } = await subscribe(client, channel);
+    assert.ok(!ctx.expires, 'the client is not asked to refresh: the server does');
+    // Two refreshes asked and answered: the subscription outlived its first expiry.
+    await eventually(() => assert.ok(asked.filter((a) => a.kind === 'sub_refresh').length >= 2), { timeout: 15_000 });
+    const request = lastAsked('sub_refresh').body;
+    assert.equal(request.channel, channel);
+    assert.equal(request.user, 'sub-refresh-user');
+    assert.equal(request.client, clientId);
+    assert.equal(sub.state, 'subscribed');
+    assert.equal(connecting.items.length, 0, 'never reconnected');
+
+    // The backend says no: the connection is closed with 3006 (subscription expired).
+    answers.sub_refresh = { body: { result: { expired: true } } };
+    answers.subscribe = { body: { result: {} } };
+    const reconnecting = waitEvent(client, 'connecting', { timeout: 15_000 });
+    assert.equal((await reconnecting).code, 3006);
     connecting.stop();
   });
 });

@@ -84,7 +84,7 @@ impl Session {
             let mut sub_req = req.subs.get(&channel).cloned().unwrap_or_default();
             sub_req.channel = channel.clone();
             match self
-                .prepare_subscription(&sub_req, Authority::Server(None))
+                .prepare_subscription(&sub_req, Authority::Server(None), false)
                 .await
             {
                 Ok((result, live)) => {

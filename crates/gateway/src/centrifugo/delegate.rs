@@ -13,7 +13,7 @@ use switchboard_protocol::centrifugo::pb;
 use tokio::time::Instant;
 
 use super::auth::now_secs;
-use super::proxy::{self, Caller, Connected, Verdict};
+use super::proxy::{self, Caller, Connected, Subscribed, Verdict};
 use super::session::{error_reply, reply, Outcome, Session};
 use crate::registry::{ConnHandle, Control};
 
@@ -114,6 +114,66 @@ impl Session {
         true
     }
 
+    /// A subscription the sub_refresh proxy decides has reached its expiry: asks
+    /// the backend in a task of its own and returns true; the subscription goes
+    /// on until the answer arrives as a [`Control::SubRefresh`] (or a
+    /// disconnect). False: nobody to ask, the subscription has expired.
+    pub(super) fn sub_refresh_by_proxy(&mut self, channel: &str) -> bool {
+        let node = self.front.node.clone();
+        let Some(refresher) = self.sub_refreshers.get_mut(channel) else {
+            return false;
+        };
+        let Some(entry) = self.subs.get_mut(channel) else {
+            return false;
+        };
+        // Until the backend answered (or its timeout passed), with a margin.
+        let wait = node.config.proxies.timeout + Duration::from_secs(1);
+        entry.expires_at = Some(Instant::now() + wait);
+        let handle = ConnHandle {
+            app: None,
+            user: self.identity.user.clone(),
+            outbound: self.outbound.clone(),
+            mailbox: self.mailbox.clone(),
+        };
+        let (endpoint, client, encoding, request, channel) = (
+            refresher.endpoint.clone(),
+            self.identity.client.to_string(),
+            self.encoding,
+            self.request.clone(),
+            channel.to_owned(),
+        );
+        let task = tokio::spawn(async move {
+            let caller = Caller {
+                client: &client,
+                user: &handle.user,
+                encoding,
+                request: &request,
+            };
+            let (expire_at, info) =
+                match proxy::sub_refresh(&node, &endpoint, &caller, &channel).await {
+                    Verdict::Allow(r) if r.expired => {
+                        handle.outbound.close(Disconnect::SUB_EXPIRED, true);
+                        return;
+                    }
+                    Verdict::Allow(r) => (r.expire_at, r.info),
+                    Verdict::Refuse(_) => (Some(now_secs() + REFRESH_RETRY.as_secs()), None),
+                    Verdict::Disconnect(d) => {
+                        handle.outbound.close(d, true);
+                        return;
+                    }
+                };
+            handle.request(Control::SubRefresh {
+                channel,
+                expire_at,
+                info,
+            });
+        });
+        if let Some(previous) = refresher.call.replace(task.abort_handle()) {
+            previous.abort();
+        }
+        true
+    }
+
     /// `rpc`: the backend answers it, or nobody (108).
     pub(super) async fn rpc(&self, id: u32, req: pb::RpcRequest) -> Outcome {
         let Some(endpoint) = &self.front.node.config.proxies.rpc else {
@@ -138,15 +198,16 @@ impl Session {
         }
     }
 
-    /// The subscribe proxy's verdict: the channel info and the reply's data.
+    /// The subscribe proxy's verdict: the channel info, the reply's data and
+    /// the expiry.
     pub(super) async fn subscribe_by_proxy(
         &self,
         id: u32,
         endpoint: &Uri,
         req: &pb::SubscribeRequest,
-    ) -> Result<(Option<Bytes>, Option<Bytes>), Outcome> {
+    ) -> Result<Subscribed, Outcome> {
         match proxy::subscribe(&self.front.node, endpoint, &self.caller(), req).await {
-            Verdict::Allow(s) => Ok((s.info, s.data)),
+            Verdict::Allow(s) => Ok(s),
             Verdict::Refuse(error) => Err(refused(id, error)),
             Verdict::Disconnect(d) => Err(Outcome::Disconnect(d)),
         }

@@ -180,12 +180,16 @@ struct SubscribeResult {
     b64info: String,
     data: Option<Box<RawValue>>,
     b64data: String,
+    /// Unix seconds; 0: never.
+    expire_at: i64,
 }
 
-/// What a subscribe proxy grants: the channel info, and data for the reply.
+/// What a subscribe proxy grants: the channel info, data for the reply, and
+/// until when (`None`: for good).
 pub(super) struct Subscribed {
     pub info: Option<Bytes>,
     pub data: Option<Bytes>,
+    pub expire_at: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -387,6 +391,7 @@ pub(super) async fn subscribe(
         Ok(Subscribed {
             info: info(r.info, &r.b64info)?,
             data: answer_data(r.data, r.b64data, caller.encoding)?,
+            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
         })
     })
 }
@@ -465,6 +470,28 @@ pub(super) async fn refresh(
     let verdict =
         ask::<_, RefreshResult>(node, "refresh_proxy", endpoint, caller, Nothing {}).await;
     then(verdict, "refresh_proxy", |r| {
+        Ok(Refreshed {
+            expired: r.expired,
+            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
+            info: info(r.info, &r.b64info)?,
+        })
+    })
+}
+
+/// A subscription the subscribe proxy granted until now: does it go on?
+pub(super) async fn sub_refresh(
+    node: &Node,
+    endpoint: &Uri,
+    caller: &Caller<'_>,
+    channel: &str,
+) -> Verdict<Refreshed> {
+    #[derive(Serialize)]
+    struct Channel<'a> {
+        channel: &'a str,
+    }
+    let body = Channel { channel };
+    let verdict = ask::<_, RefreshResult>(node, "sub_refresh_proxy", endpoint, caller, body).await;
+    then(verdict, "sub_refresh_proxy", |r| {
         Ok(Refreshed {
             expired: r.expired,
             expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),

@@ -1,6 +1,7 @@
 //! The Centrifugo protocol state machine of one connection: commands in,
 //! replies out. Driven by a transport through [`crate::connection::Session`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,6 +49,23 @@ pub struct Session {
     pub(super) proxied: bool,
     /// The refresh proxy's call under way, stopped with the connection.
     pub(super) refresher: Option<tokio::task::AbortHandle>,
+    /// Subscriptions whose expiry the sub_refresh proxy decides, by channel:
+    /// its endpoint and the call under way.
+    pub(super) sub_refreshers: HashMap<String, SubRefresher>,
+}
+
+/// A subscription the backend refreshes: where to ask, and the call under way.
+pub(super) struct SubRefresher {
+    pub endpoint: http::Uri,
+    pub call: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for SubRefresher {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.abort();
+        }
+    }
 }
 
 /// What a command handler returns: the reply to send, or a disconnect.
@@ -129,6 +147,7 @@ impl Session {
             request,
             proxied: false,
             refresher: None,
+            sub_refreshers: HashMap::new(),
         }
     }
 
@@ -299,6 +318,18 @@ impl crate::connection::Session for Session {
                         .await;
                 }
             }
+            Control::SubRefresh {
+                channel,
+                expire_at,
+                info,
+            } => {
+                if let Some(entry) = self.subs.get_mut(&channel) {
+                    entry.expires_at = expire_at.map(instant_of);
+                    if info.is_some() {
+                        entry.chan_info = info;
+                    }
+                }
+            }
             Control::Refresh { expire_at, info } => {
                 if let Some(connected) = self.connected.as_mut() {
                     // The transport asks for the deadline again after a control
@@ -342,8 +373,10 @@ impl crate::connection::Session for Session {
         if self.pong_deadline.is_some_and(|p| now >= p) {
             return Err(Disconnect::NO_PONG);
         }
-        if self.subs.any_expired(now) {
-            return Err(Disconnect::SUB_EXPIRED);
+        for channel in self.subs.expired(now) {
+            if !self.sub_refresh_by_proxy(&channel) {
+                return Err(Disconnect::SUB_EXPIRED);
+            }
         }
         Ok(())
     }
@@ -384,6 +417,7 @@ impl crate::connection::Session for Session {
         if let Some(refresher) = self.refresher.take() {
             refresher.abort();
         }
+        self.sub_refreshers.clear();
         let member = member!(self, self.format);
         self.subs.leave_all(&member).await;
         if self.connected.is_some() {

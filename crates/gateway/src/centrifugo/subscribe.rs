@@ -13,8 +13,8 @@ use switchboard_protocol::centrifugo::pb;
 use super::auth::TokenError;
 use super::encode;
 use super::errors::error_code;
-use super::expiry::{close_at, expiry};
-use super::session::{error_reply, reply, Outcome, Session};
+use super::expiry::{close_at, expiry, instant_of};
+use super::session::{error_reply, reply, Outcome, Session, SubRefresher};
 use crate::connection::subscriptions::member;
 use crate::connection::subscriptions::{Pending, Positioning, Request};
 
@@ -25,6 +25,12 @@ pub(super) enum Authority {
     /// The server (the connection token's channels, the server API) granted it,
     /// with this channel info.
     Server(Option<Bytes>),
+    /// The subscribe proxy granted it, with this channel info, until
+    /// `expire_at` (Unix seconds; `None`: for good).
+    Backend {
+        info: Option<Bytes>,
+        expire_at: Option<u64>,
+    },
 }
 
 impl Session {
@@ -41,17 +47,39 @@ impl Session {
                 return error_reply(id, code);
             }
             match self.subscribe_by_proxy(id, &endpoint, &req).await {
-                Ok((info, reply_data)) => {
-                    authority = Authority::Server(info);
-                    data = reply_data;
+                Ok(granted) => {
+                    authority = Authority::Backend {
+                        info: granted.info,
+                        expire_at: granted.expire_at,
+                    };
+                    data = granted.data;
                 }
                 Err(outcome) => return outcome,
             }
         }
-        match self.prepare_subscription(&req, authority).await {
+        // Whatever refreshed this channel before, a new subscription starts over.
+        self.sub_refreshers.remove(&req.channel);
+        let refreshed_by = match &authority {
+            Authority::Backend {
+                expire_at: Some(_), ..
+            } => self.sub_refresh_proxy(&req.channel),
+            _ => None,
+        };
+        let server_refreshed = refreshed_by.is_some();
+        match self
+            .prepare_subscription(&req, authority, server_refreshed)
+            .await
+        {
             Ok((mut result, live)) => {
                 if let Some(data) = data {
                     result.data = data;
+                }
+                if let Some(endpoint) = refreshed_by {
+                    let refresher = SubRefresher {
+                        endpoint,
+                        call: None,
+                    };
+                    self.sub_refreshers.insert(req.channel.clone(), refresher);
                 }
                 self.send(&pb::Reply {
                     id,
@@ -68,10 +96,13 @@ impl Session {
 
     /// Checks permission (unless the server granted it), then subscribes
     /// (pending) and builds the reply.
+    /// A subscription the backend refreshes (`server_refreshed`) expires at its
+    /// `expire_at` exactly, and its client is not told to refresh it.
     pub(super) async fn prepare_subscription(
         &mut self,
         req: &pb::SubscribeRequest,
         authority: Authority,
+        server_refreshed: bool,
     ) -> Result<(pb::SubscribeResult, Pending), ErrorCode> {
         let options = self
             .front
@@ -85,7 +116,12 @@ impl Session {
             .map_err(error_code)?;
         let (chan_info, token_exp) = match authority {
             Authority::Server(info) => (info, None),
+            Authority::Backend { info, expire_at } => (info, expire_at),
             Authority::Client => self.check_subscribe_permission(req, &options)?,
+        };
+        let expires_at = match server_refreshed {
+            true => token_exp.map(instant_of),
+            false => token_exp.map(close_at),
         };
         let join_leave =
             match options.join_leave && (req.join_leave || options.force_push_join_leave) {
@@ -106,7 +142,7 @@ impl Session {
                 last: false,
             },
             chan_info,
-            expires_at: token_exp.map(close_at),
+            expires_at,
             user: None,
         };
         let member = member!(self, self.format);
@@ -125,7 +161,7 @@ impl Session {
             offset: position.stream.offset,
             ..Default::default()
         };
-        if token_exp.is_some() {
+        if token_exp.is_some() && !server_refreshed {
             (result.expires, result.ttl) = expiry(token_exp);
         }
         Ok((result, pending))
@@ -151,7 +187,7 @@ impl Session {
             ..Default::default()
         };
         let (result, live) = match self
-            .prepare_subscription(&req, Authority::Server(info))
+            .prepare_subscription(&req, Authority::Server(info), false)
             .await
         {
             Ok(prepared) => prepared,
@@ -198,6 +234,17 @@ impl Session {
         node.config
             .proxies
             .subscribe_endpoint(options)
+            .ok()
+            .flatten()
+    }
+
+    /// Where the sub_refresh proxy of `channel`'s namespace is, if it has one.
+    fn sub_refresh_proxy(&self, channel: &str) -> Option<http::Uri> {
+        let node = &self.front.node;
+        let options = node.channel_options(channel).ok()?;
+        node.config
+            .proxies
+            .sub_refresh_endpoint(options)
             .ok()
             .flatten()
     }

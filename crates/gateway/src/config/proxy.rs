@@ -1,6 +1,7 @@
 //! The proxies to the application backend: `[proxy]` in the file (endpoints,
 //! time and number bounds, forwarded headers), and the namespaces'
-//! `proxy_subscribe` / `proxy_publish` with their optional own endpoints.
+//! `proxy_subscribe` / `proxy_publish` / `proxy_sub_refresh` with their optional
+//! own endpoints.
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct ProxySection {
     pub subscribe_endpoint: Option<String>,
     /// Namespaces with `proxy_publish` ask here unless they name their own.
     pub publish_endpoint: Option<String>,
+    /// Namespaces with `proxy_sub_refresh` ask here unless they name their own.
+    pub sub_refresh_endpoint: Option<String>,
     /// A client's `send` (asynchronous message) goes to the backend.
     pub send_endpoint: Option<String>,
     /// Seconds one call may take, connecting included.
@@ -50,6 +53,7 @@ pub struct Proxies {
     pub rpc: Option<Uri>,
     pub subscribe: Option<Uri>,
     pub publish: Option<Uri>,
+    pub sub_refresh: Option<Uri>,
     pub send: Option<Uri>,
     pub timeout: Duration,
     pub max_in_flight: usize,
@@ -101,6 +105,7 @@ impl Proxies {
             rpc: parse(section.rpc_endpoint, "rpc_endpoint")?,
             subscribe: parse(section.subscribe_endpoint, "subscribe_endpoint")?,
             publish: parse(section.publish_endpoint, "publish_endpoint")?,
+            sub_refresh: parse(section.sub_refresh_endpoint, "sub_refresh_endpoint")?,
             send: parse(section.send_endpoint, "send_endpoint")?,
             timeout: Duration::from_secs_f64(timeout),
             max_in_flight,
@@ -114,6 +119,9 @@ impl Proxies {
                 .map_err(|e| format!("namespace {name}: {e}"))?;
             proxies
                 .publish_endpoint(options)
+                .map_err(|e| format!("namespace {name}: {e}"))?;
+            proxies
+                .sub_refresh_endpoint(options)
                 .map_err(|e| format!("namespace {name}: {e}"))?;
         }
         Ok(proxies)
@@ -136,6 +144,16 @@ impl Proxies {
             &options.publish_proxy_endpoint,
             &self.publish,
             "proxy_publish",
+        )
+    }
+
+    /// Where a namespace's sub_refresh proxy is, if it has one.
+    pub fn sub_refresh_endpoint(&self, options: &NamespaceOptions) -> Result<Option<Uri>, String> {
+        namespace_endpoint(
+            options.proxy_sub_refresh,
+            &options.sub_refresh_proxy_endpoint,
+            &self.sub_refresh,
+            "proxy_sub_refresh",
         )
     }
 }
@@ -213,6 +231,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("chat") && e.contains("proxy_publish"), "{e}");
+        let refreshes = NamespaceOptions {
+            proxy_sub_refresh: true,
+            ..Default::default()
+        };
+        let e = Proxies::resolve(
+            ProxySection::default(),
+            &NamespaceOptions::default(),
+            &[namespace("live", refreshes)],
+        )
+        .unwrap_err();
+        assert!(e.contains("live") && e.contains("proxy_sub_refresh"), "{e}");
         for section in [
             ProxySection {
                 connect_endpoint: Some("https://app/connect".into()),

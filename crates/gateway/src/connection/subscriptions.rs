@@ -151,11 +151,13 @@ impl Subscriptions {
         self.entries.values().filter_map(|e| e.expires_at).min()
     }
 
-    /// Whether some subscription's credentials have expired at `now`.
-    pub fn any_expired(&self, now: Instant) -> bool {
+    /// The channels whose subscription credentials have expired at `now`.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
         self.entries
-            .values()
-            .any(|e| e.expires_at.is_some_and(|at| now >= at))
+            .iter()
+            .filter(|(_, e)| e.expires_at.is_some_and(|at| now >= at))
+            .map(|(channel, _)| channel.clone())
+            .collect()
     }
 
     /// Whether `channel` can be added: not subscribed yet, and room for one more.
