@@ -253,18 +253,15 @@ async fn slot(index: usize, args: Arc<WebhooksArgs>, counts: Arc<Counts>, until:
             timeout: Duration::from_secs(10),
         };
         let channel = format!("presence-wh-{}", fastrand::u32(0..args.channels.max(1)));
-        let joined = async {
+        let joining = async {
             let mut c = PusherClient::open(target, &args.app_key, &opts).await?;
-            c.subscribe_presence(
-                &channel,
-                &format!("u{user}"),
-                &args.app_key,
-                &args.app_secret,
-            )
-            .await?;
+            let user = format!("u{user}");
+            c.subscribe_presence(&channel, &user, &args.app_key, &args.app_secret)
+                .await?;
             Ok::<_, crate::client::ClientError>(c)
-        }
-        .await;
+        };
+        // The subscription too: a gateway that never answers does not hold the slot.
+        let joined = crate::client::within(opts.timeout, "subscribe", joining).await;
         let mut client = match joined {
             Ok(client) => client,
             Err(e) => {
