@@ -30,6 +30,12 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// connections count as one user.
     async fn stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
 
+    /// Whether `user` has a connection present in a channel now. A store that
+    /// keeps users apart answers without listing the channel.
+    async fn user_present(&self, channel: &str, user: &str) -> Result<bool, BrokerError> {
+        Ok(self.get(channel).await?.values().any(|m| m.user == user))
+    }
+
     /// This node shuts down cleanly: whatever of its presence is left goes now.
     async fn node_gone(&self) -> Result<(), BrokerError> {
         Ok(())

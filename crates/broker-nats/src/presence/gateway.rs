@@ -119,6 +119,10 @@ impl PresenceStore for KvPresence {
         self.bucket.stats(channel).await
     }
 
+    async fn user_present(&self, channel: &str, user: &str) -> Result<bool, BrokerError> {
+        self.bucket.users.present(channel, user).await
+    }
+
     async fn node_gone(&self) -> Result<(), BrokerError> {
         presence_refresh::depart_all(self).await
     }

@@ -129,6 +129,14 @@ impl Users {
         .await
     }
 
+    /// Whether a named user has a connection in `channel`.
+    pub(super) async fn present(&self, channel: &str, user: &str) -> Result<bool, BrokerError> {
+        if user.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.entry(&user_key(channel, user)).await?.is_some())
+    }
+
     /// [`Users::edit`] for a named user; an anonymous connection is its own user,
     /// so every change to it is its user's (the answer is always true).
     async fn edit_named(

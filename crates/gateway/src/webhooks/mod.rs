@@ -10,9 +10,10 @@
 //!   the hub has local subscribers of the channel, vacated when it has none, so a
 //!   first and a last subscriber racing each other end where the hub ended.
 //! - takers ([`TAKERS`] jobs at once per gateway) take jobs from the cluster's
-//!   queue: a delayed one is claimed when it is due (and fanned out to the app's
-//!   webhooks that want it), a delivery is POSTed (`deliver.rs`) and retried
-//!   with backoff until the backend answers 2xx or [`MAX_ATTEMPTS`] are spent.
+//!   queue: a delayed one waits in its taker until it is due, then is claimed
+//!   (and fanned out to the app's webhooks that want it); a delivery is POSTed
+//!   (`deliver.rs`) and retried with backoff until the backend answers 2xx or
+//!   [`MAX_ATTEMPTS`] are spent.
 //! - in cluster mode, a watch on the node registry: when a gateway leaves the
 //!   live set (killed), the channels it held are taken from it, and vacated where
 //!   it was the last.
@@ -275,8 +276,26 @@ async fn take(node: Weak<Node>, webhooks: Arc<Webhooks>) {
         match webhooks.hooks.queue.take().await {
             Ok(taken) => {
                 pause = Duration::from_millis(100);
-                let (node, webhooks) = (node.clone(), webhooks.clone());
+                let (node, webhooks, places) = (node.clone(), webhooks.clone(), places.clone());
+                // A delayed job waits here, holding no place: it is the taker's
+                // (unsettled, the queue hands it to another taker only if this
+                // one dies) and costs no round trip to hand it out again.
+                let wait = taken.job().wait();
+                let place = match wait.is_zero() {
+                    true => Some(place),
+                    false => None,
+                };
                 tokio::spawn(async move {
+                    let place = match place {
+                        Some(place) => place,
+                        None => {
+                            tokio::time::sleep(wait).await;
+                            let Ok(place) = places.acquire_owned().await else {
+                                return;
+                            };
+                            place
+                        }
+                    };
                     if let Some(node) = node.upgrade() {
                         settle(&node, &webhooks, taken).await;
                     }
@@ -363,8 +382,8 @@ async fn still_gone(node: &Node, job: &Job) -> bool {
     let HookEvent::MemberRemoved { user_id } = &job.event else {
         return true;
     };
-    match node.presence.get(&job.channel).await {
-        Ok(members) => !members.values().any(|m| &m.user == user_id),
+    match node.presence.user_present(&job.channel, user_id).await {
+        Ok(present) => !present,
         Err(_) => true,
     }
 }
