@@ -157,11 +157,10 @@ async fn run<S: NodePresence>(store: Weak<S>, every: Duration, ttl: Duration) {
     }
 }
 
-/// Every member once, in batches. Each batch is read afresh, and (outside a
-/// lapsed round) a member removed while its batch was on the way is removed
-/// again once the batch is through: a member removed during the round must not
-/// be put back (it would stay as a ghost until the sweep, then expire with a
-/// second leave). The first
+/// Every member once, in batches. Each batch is read afresh, and a member
+/// removed while its batch was on the way is removed again once the batch is
+/// through: a member removed during the round must not be put back (it would
+/// stay as a ghost until the sweep, then expire with a second leave). The first
 /// failure ends the round: the store is most likely unreachable, and the next
 /// round comes well inside the TTL.
 async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), BrokerError> {
@@ -171,13 +170,9 @@ async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), B
         if batch.is_empty() {
             continue;
         }
-        let sent = (!lapsed).then(|| batch.clone());
+        let sent = batch.clone();
         store.refresh_batch(batch, lapsed).await?;
-        // A lapsed round's rejoin also counted the member in its user's key and
-        // announced it: such a member is the sweep's, which undoes both.
-        let gone = sent
-            .map(|sent| store.local().gone(sent))
-            .unwrap_or_default();
+        let gone = store.local().gone(sent);
         if !gone.is_empty() {
             metrics::counter!("switchboard_presence_refresh_races_total")
                 .increment(gone.len() as u64);
