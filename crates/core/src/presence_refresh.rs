@@ -71,15 +71,6 @@ impl<K: Eq + Hash + Clone, M: Clone> LocalMembers<K, M> {
             .collect()
     }
 
-    /// Those of `members` no longer remembered.
-    fn gone(&self, members: Vec<(K, M)>) -> Vec<(K, M)> {
-        let here = self.lock();
-        members
-            .into_iter()
-            .filter(|(k, _)| !here.contains_key(k))
-            .collect()
-    }
-
     fn take(&self) -> Vec<(K, M)> {
         self.lock().drain().collect()
     }
@@ -118,11 +109,6 @@ pub trait NodePresence: Send + Sync + 'static {
 
     /// Removes members now and announces their leaves: their node is going.
     async fn depart_batch(&self, batch: Vec<(Self::Key, Self::Member)>) -> Result<(), BrokerError>;
-
-    /// Removes members that left while a refresh of them was under way, as
-    /// their leave did (it was announced then): the refresh may have reached the
-    /// store after the leave and put them back.
-    async fn forget_batch(&self, batch: Vec<(Self::Key, Self::Member)>) -> Result<(), BrokerError>;
 }
 
 /// Refreshes `store`'s members every third of `ttl`, the first time a third of
@@ -157,26 +143,16 @@ async fn run<S: NodePresence>(store: Weak<S>, every: Duration, ttl: Duration) {
     }
 }
 
-/// Every member once, in batches. Each batch is read afresh, and a member
-/// removed while its batch was on the way is removed again once the batch is
-/// through: a member removed during the round must not be put back (it would
-/// stay as a ghost until the sweep, then expire with a second leave). The first
-/// failure ends the round: the store is most likely unreachable, and the next
-/// round comes well inside the TTL.
+/// Every member once, in batches. Each batch is read afresh: a member removed
+/// during the round must not be put back (it would come back as a ghost, then
+/// expire with a second leave). The first failure ends the round: the store is
+/// most likely unreachable, and the next round comes well inside the TTL.
 async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), BrokerError> {
     let keys = store.local().keys();
     for keys in keys.chunks(S::BATCH.max(1)) {
         let batch = store.local().still_here(keys);
-        if batch.is_empty() {
-            continue;
-        }
-        let sent = batch.clone();
-        store.refresh_batch(batch, lapsed).await?;
-        let gone = store.local().gone(sent);
-        if !gone.is_empty() {
-            metrics::counter!("switchboard_presence_refresh_races_total")
-                .increment(gone.len() as u64);
-            store.forget_batch(gone).await?;
+        if !batch.is_empty() {
+            store.refresh_batch(batch, lapsed).await?;
         }
     }
     Ok(())
@@ -214,7 +190,6 @@ mod tests {
         /// Whether each refresh call was a lapsed one.
         lapsed: Mutex<Vec<bool>>,
         departed: Mutex<Vec<Vec<u32>>>,
-        forgotten: Mutex<Vec<Vec<u32>>>,
     }
 
     struct Fake {
@@ -298,11 +273,6 @@ mod tests {
             }
             Ok(())
         }
-
-        async fn forget_batch(&self, batch: Vec<(u32, String)>) -> Result<(), BrokerError> {
-            self.calls.forgotten.lock().unwrap().push(keys(&batch));
-            Ok(())
-        }
     }
 
     /// Waits until the fake was asked to refresh `calls` batches in all.
@@ -362,25 +332,6 @@ mod tests {
         let first = &rounds(&store.calls, start)[0];
         assert_eq!(first.1.len(), 6, "{first:?}");
         assert!(!first.1.contains(&last), "{last} put back: {first:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_member_removed_while_its_batch_was_on_the_way_is_taken_away_again() {
-        let mut fake = Fake::new(7);
-        // In the first batch, removed while that batch is being refreshed.
-        let first_key = *fake.local.keys().first().unwrap();
-        fake.remove_during_first = Some(first_key);
-        let store = Arc::new(fake);
-        let _task = spawn(&store, TTL);
-        refreshes(&store, 3).await;
-        assert_eq!(
-            *store.calls.forgotten.lock().unwrap(),
-            vec![vec![first_key]]
-        );
-        assert!(
-            store.calls.departed.lock().unwrap().is_empty(),
-            "no leave announced"
-        );
     }
 
     #[tokio::test(start_paused = true)]

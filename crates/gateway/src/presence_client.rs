@@ -153,29 +153,6 @@ impl NodePresence for RemotePresence {
         call!(self, node_gone, request.clone());
         Ok(())
     }
-
-    async fn forget_batch(
-        &self,
-        batch: Vec<((String, String), ClientInfo)>,
-    ) -> Result<(), BrokerError> {
-        let request = presence_pb::ForgetRequest {
-            node: self.node.clone(),
-            memberships: memberships(batch),
-        };
-        // A service from before Forget answers UNIMPLEMENTED: the members stay
-        // until the sweep, as they did then, and the round is not failed for it.
-        if let Err(e) = self.try_forget(request).await {
-            tracing::debug!(error = %e, "presence forget not done");
-        }
-        Ok(())
-    }
-}
-
-impl RemotePresence {
-    async fn try_forget(&self, request: presence_pb::ForgetRequest) -> Result<(), BrokerError> {
-        call!(self, forget, request.clone());
-        Ok(())
-    }
 }
 
 #[async_trait]

@@ -175,20 +175,6 @@ impl Presence for PresenceService {
         .await
     }
 
-    async fn forget(
-        &self,
-        request: Request<pb::ForgetRequest>,
-    ) -> Result<Response<pb::ForgetReply>, Status> {
-        observed("forget", async {
-            let request = request.into_inner();
-            for (channel, info) in batch(request.memberships)? {
-                self.bucket.forget(&channel, &info).await.map_err(status)?;
-            }
-            Ok(pb::ForgetReply {})
-        })
-        .await
-    }
-
     async fn list(
         &self,
         request: Request<pb::ListRequest>,

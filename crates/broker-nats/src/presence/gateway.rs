@@ -93,16 +93,6 @@ impl NodePresence for KvPresence {
         }
         Ok(())
     }
-
-    async fn forget_batch(&self, batch: Vec<(String, Remembered)>) -> Result<(), BrokerError> {
-        for (_, member) in batch {
-            let Ok(info) = presence_info::decode(&member.value) else {
-                continue; // encoded by this process: cannot happen
-            };
-            self.bucket.forget(&member.channel, &info).await?;
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]

@@ -171,17 +171,6 @@ impl PresenceBucket {
         Ok(user_left)
     }
 
-    /// Takes a member's key away, nothing else: it left (its leave did the rest)
-    /// while a refresh that put it back was on its way. Anonymous members are
-    /// left alone: for them the key is the whole leave, whose answer is theirs.
-    pub async fn forget(&self, channel: &str, info: &ClientInfo) -> Result<(), BrokerError> {
-        if info.user.is_empty() {
-            return Ok(());
-        }
-        self.delete_member(&member_key(channel, info)).await?;
-        Ok(())
-    }
-
     /// A connection leaves a channel without having said so (its gateway stopped):
     /// removes it and announces the leave to the channel's subscribers.
     pub async fn depart(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
