@@ -573,18 +573,10 @@ pub struct WebhooksArgs {
         default_value = "127.0.0.1:9300"
     )]
     pub listen: std::net::SocketAddr,
-    #[arg(
-        long = "pusher-app-key",
-        env = "SWITCHBOARD_PUSHER_APP_KEY",
-        default_value = "app-key"
-    )]
-    pub app_key: String,
-    #[arg(
-        long = "pusher-app-secret",
-        env = "SWITCHBOARD_PUSHER_APP_SECRET",
-        default_value = "app-secret"
-    )]
-    pub app_secret: String,
+    /// The app the members connect to (its key) and whose channels they are
+    /// signed into (its secret).
+    #[command(flatten)]
+    pub pusher: PusherArgs,
     /// Members held at once (one connection each).
     #[arg(long, env = "SWITCHBOARD_MEMBERS", default_value_t = 10_000)]
     pub members: usize,

@@ -254,10 +254,15 @@ async fn slot(index: usize, args: Arc<WebhooksArgs>, counts: Arc<Counts>, until:
         };
         let channel = format!("presence-wh-{}", fastrand::u32(0..args.channels.max(1)));
         let joining = async {
-            let mut c = PusherClient::open(target, &args.app_key, &opts).await?;
+            let mut c = PusherClient::open(target, &args.pusher.app_key, &opts).await?;
             let user = format!("u{user}");
-            c.subscribe_presence(&channel, &user, &args.app_key, &args.app_secret)
-                .await?;
+            c.subscribe_presence(
+                &channel,
+                &user,
+                &args.pusher.app_key,
+                &args.pusher.app_secret,
+            )
+            .await?;
             Ok::<_, crate::client::ClientError>(c)
         };
         // The subscription too: a gateway that never answers does not hold the slot.
