@@ -49,3 +49,25 @@ replace_section() {
         END { if (!done) { print ""; while ((getline line < file) > 0) print line } }
     ' "$BENCH_MD" >"$BENCH_MD.tmp" && mv "$BENCH_MD.tmp" "$BENCH_MD"
 }
+
+# Writes section NAME of $BENCH_MD from a table the tool printed: title TITLE, the
+# command line COMMAND, the servers' NOTE and the table in file TABLE.
+table_section() {
+    local name=$1 title=$2 command=$3 note=$4 table=$5
+    {
+        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
+        echo "### $title"
+        echo
+        echo '```sh'
+        echo "$command"
+        echo '```'
+        echo
+        echo "$note"
+        echo
+        echo '```'
+        cat "$table"
+        echo '```'
+        echo "<!-- bench:$name end -->"
+    } >"$WORK/section.md"
+    replace_section "$name" "$WORK/section.md"
+}

@@ -45,7 +45,7 @@ echo "== building release binaries" >&2
 # Use every file descriptor the hard limit allows (the gateway inherits it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# start_gateway, stop_gateway, announced, replace_section
+# start_gateway, stop_gateway, announced, replace_section, table_section
 . loadtest/bench/lib.sh
 
 PRESENCE_GRPC='s/^switchboard-presence listening on \([0-9.:]*\) http .*/\1/p'
@@ -245,22 +245,10 @@ presence_run() {
         --url "ws://127.0.0.1:$P1/connection/websocket")
     "$LOADTEST" "${args[@]}" --server-pid "$PRESENCE_PID" --nats-pid "$NATS_PID" \
         --json "$WORK/$name.json" >"$WORK/$name.txt"
-    {
-        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
-        echo "### $title"
-        echo
-        echo '```sh'
-        echo "switchboard-loadtest ${args[*]} --server-pid PRESENCE_PID --nats-pid NATS_PID"
-        echo '```'
-        echo
-        echo "Servers: one \`nats-server -js\` (single node, temp store), one \`switchboard-presence\` (release build, presence TTL 20 s) and one gateway (only its subscriber is used), all fresh, on the same machine as the tool; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
-        echo
-        echo '```'
-        cat "$WORK/$name.txt"
-        echo '```'
-        echo "<!-- bench:$name end -->"
-    } >"$WORK/section.md"
-    replace_section "$name" "$WORK/section.md"
+    table_section "$name" "$title" \
+        "switchboard-loadtest ${args[*]} --server-pid PRESENCE_PID --nats-pid NATS_PID" \
+        "Servers: one \`nats-server -js\` (single node, temp store), one \`switchboard-presence\` (release build, presence TTL 20 s) and one gateway (only its subscriber is used), all fresh, on the same machine as the tool; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)." \
+        "$WORK/$name.txt"
     stop_cluster
 }
 
@@ -357,22 +345,10 @@ webhooks_run() {
     fi
     "$LOADTEST" "${args[@]}" --url "$url" --listen "127.0.0.1:$port" \
         --json "$WORK/$name.json" >"$WORK/$name.txt"
-    {
-        echo "<!-- bench:$name begin (written by loadtest/bench/run.sh; edits inside are overwritten) -->"
-        echo "### $title"
-        echo
-        echo '```sh'
-        echo "switchboard-loadtest ${args[*]} --url ws://GATEWAY --listen RECEIVER"
-        echo '```'
-        echo
-        echo "$note; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
-        echo
-        echo '```'
-        cat "$WORK/$name.txt"
-        echo '```'
-        echo "<!-- bench:$name end -->"
-    } >"$WORK/section.md"
-    replace_section "$name" "$WORK/section.md"
+    table_section "$name" "$title" \
+        "switchboard-loadtest ${args[*]} --url ws://GATEWAY --listen RECEIVER" \
+        "$note; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)." \
+        "$WORK/$name.txt"
     if [ "$mode" = cluster ]; then stop_cluster; else stop_gateway; fi
 }
 
