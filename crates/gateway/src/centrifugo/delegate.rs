@@ -3,23 +3,46 @@
 //! and publish of namespaces that ask for it. Each turns the backend's verdict
 //! into the command's outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
 use switchboard_core::Disconnect;
 use switchboard_protocol::centrifugo::codes::ErrorCode;
-use switchboard_protocol::centrifugo::pb;
+use switchboard_protocol::centrifugo::{pb, Encoding};
 use tokio::time::Instant;
 
 use super::auth::now_secs;
-use super::proxy::{self, Caller, Connected, Subscribed, Verdict};
+use super::proxy::{self, Caller, ClientRequest, Connected, Subscribed, Verdict};
 use super::session::{error_reply, reply, Outcome, Session};
+use crate::node::Node;
 use crate::registry::{ConnHandle, Control};
 
 /// How long a connection goes on when the refresh proxy fails, before it is asked again:
 /// a backend outage does not close every connection it let in.
 const REFRESH_RETRY: Duration = Duration::from_secs(10);
+
+/// A connection's side of a backend call made in a task of its own (the
+/// refresh and sub_refresh proxies): owned, so the task outlives the borrow.
+struct Asker {
+    node: Arc<Node>,
+    handle: ConnHandle,
+    client: String,
+    encoding: Encoding,
+    request: ClientRequest,
+}
+
+impl Asker {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            client: &self.client,
+            user: &self.handle.user,
+            encoding: self.encoding,
+            request: &self.request,
+        }
+    }
+}
 
 /// A refusal as the reply carries it.
 pub(super) fn refused(id: u32, error: pb::Error) -> Outcome {
@@ -37,6 +60,23 @@ impl Session {
             user: &self.identity.user,
             encoding: self.encoding,
             request: &self.request,
+        }
+    }
+
+    /// What a call to the backend made apart from the connection needs: the
+    /// node, the way back to the connection, and who is asking.
+    fn asker(&self) -> Asker {
+        Asker {
+            node: self.front.node.clone(),
+            handle: ConnHandle {
+                app: None,
+                user: self.identity.user.clone(),
+                outbound: self.outbound.clone(),
+                mailbox: self.mailbox.clone(),
+            },
+            client: self.identity.client.to_string(),
+            encoding: self.encoding,
+            request: self.request.clone(),
         }
     }
 
@@ -69,26 +109,10 @@ impl Session {
         // Until the backend answered (or its timeout passed), with a margin.
         let wait = node.config.proxies.timeout + Duration::from_secs(1);
         self.connected = Some(Some(Instant::now() + wait));
-        let handle = ConnHandle {
-            app: None,
-            user: self.identity.user.clone(),
-            outbound: self.outbound.clone(),
-            mailbox: self.mailbox.clone(),
-        };
-        let (node, client, encoding, request) = (
-            node.clone(),
-            self.identity.client.to_string(),
-            self.encoding,
-            self.request.clone(),
-        );
+        let asker = self.asker();
         let task = tokio::spawn(async move {
-            let caller = Caller {
-                client: &client,
-                user: &handle.user,
-                encoding,
-                request: &request,
-            };
-            let control = match proxy::refresh(&node, &endpoint, &caller).await {
+            let (node, handle, caller) = (&asker.node, &asker.handle, asker.caller());
+            let control = match proxy::refresh(node, &endpoint, &caller).await {
                 Verdict::Allow(r) if r.expired => {
                     handle.outbound.close(Disconnect::EXPIRED, true);
                     return;
@@ -119,57 +143,42 @@ impl Session {
     /// on until the answer arrives as a [`Control::SubRefresh`] (or a
     /// disconnect). False: nobody to ask, the subscription has expired.
     pub(super) fn sub_refresh_by_proxy(&mut self, channel: &str) -> bool {
-        let node = self.front.node.clone();
-        let Some(refresher) = self.sub_refreshers.get_mut(channel) else {
+        let Some(endpoint) = self.sub_refreshers.get(channel).map(|r| r.endpoint.clone()) else {
             return false;
         };
         let Some(entry) = self.subs.get_mut(channel) else {
             return false;
         };
         // Until the backend answered (or its timeout passed), with a margin.
-        let wait = node.config.proxies.timeout + Duration::from_secs(1);
+        let wait = self.front.node.config.proxies.timeout + Duration::from_secs(1);
         entry.expires_at = Some(Instant::now() + wait);
-        let handle = ConnHandle {
-            app: None,
-            user: self.identity.user.clone(),
-            outbound: self.outbound.clone(),
-            mailbox: self.mailbox.clone(),
-        };
-        let (endpoint, client, encoding, request, channel) = (
-            refresher.endpoint.clone(),
-            self.identity.client.to_string(),
-            self.encoding,
-            self.request.clone(),
-            channel.to_owned(),
-        );
+        let asker = self.asker();
+        let asked = channel.to_owned();
         let task = tokio::spawn(async move {
-            let caller = Caller {
-                client: &client,
-                user: &handle.user,
-                encoding,
-                request: &request,
+            let (node, handle, caller) = (&asker.node, &asker.handle, asker.caller());
+            let (expire_at, info) = match proxy::sub_refresh(node, &endpoint, &caller, &asked).await
+            {
+                Verdict::Allow(r) if r.expired => {
+                    handle.outbound.close(Disconnect::SUB_EXPIRED, true);
+                    return;
+                }
+                Verdict::Allow(r) => (r.expire_at, r.info),
+                Verdict::Refuse(_) => (Some(now_secs() + REFRESH_RETRY.as_secs()), None),
+                Verdict::Disconnect(d) => {
+                    handle.outbound.close(d, true);
+                    return;
+                }
             };
-            let (expire_at, info) =
-                match proxy::sub_refresh(&node, &endpoint, &caller, &channel).await {
-                    Verdict::Allow(r) if r.expired => {
-                        handle.outbound.close(Disconnect::SUB_EXPIRED, true);
-                        return;
-                    }
-                    Verdict::Allow(r) => (r.expire_at, r.info),
-                    Verdict::Refuse(_) => (Some(now_secs() + REFRESH_RETRY.as_secs()), None),
-                    Verdict::Disconnect(d) => {
-                        handle.outbound.close(d, true);
-                        return;
-                    }
-                };
             handle.request(Control::SubRefresh {
-                channel,
+                channel: asked,
                 expire_at,
                 info,
             });
         });
-        if let Some(previous) = refresher.call.replace(task.abort_handle()) {
-            previous.abort();
+        if let Some(refresher) = self.sub_refreshers.get_mut(channel) {
+            if let Some(previous) = refresher.call.replace(task.abort_handle()) {
+                previous.abort();
+            }
         }
         true
     }
