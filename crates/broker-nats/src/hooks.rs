@@ -97,6 +97,16 @@ impl HookState for NatsHookState {
     }
 }
 
+impl crate::NatsBroker {
+    /// The cluster's webhook state and queue, created if missing, with this
+    /// broker's prefix, replicas and storage.
+    pub async fn hooks(&self) -> Result<Hooks, NatsError> {
+        let c = &self.config;
+        let (state, queue) = open(&self.shared.js, &c.prefix, c.replicas, c.storage).await?;
+        Ok(Hooks::new(Arc::new(state), Arc::new(queue)))
+    }
+}
+
 /// The work queue of webhook jobs.
 pub struct NatsHookQueue {
     js: jetstream::Context,

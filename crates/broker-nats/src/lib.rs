@@ -259,17 +259,6 @@ impl NatsBroker {
         &self.shared.js
     }
 
-    /// The cluster's webhook state and queue ([`hooks`]), created if missing,
-    /// with this broker's prefix, replicas and storage.
-    pub async fn hooks(&self) -> Result<switchboard_core::hooks::Hooks, NatsError> {
-        let c = &self.config;
-        let (state, queue) = hooks::open(&self.shared.js, &c.prefix, c.replicas, c.storage).await?;
-        Ok(switchboard_core::hooks::Hooks::new(
-            Arc::new(state),
-            Arc::new(queue),
-        ))
-    }
-
     fn check_connected(&self) -> Result<(), BrokerError> {
         match self.shared.client.connection_state() {
             async_nats::connection::State::Connected if self.shared.is_responsive() => Ok(()),
