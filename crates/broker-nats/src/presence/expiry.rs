@@ -147,6 +147,11 @@ impl PresenceBucket {
     pub async fn expire(&self, member: StaleMember) -> Result<bool, Unfinished> {
         self.announce_departure(&member).await?;
         if self.members.delete_message(member.sequence).await? {
+            tracing::debug!(
+                channel = member.channel,
+                client = member.info.client,
+                "presence member expired"
+            );
             return Ok(true);
         }
         // Not at that sequence any more: deleted (another sweeper, or the member

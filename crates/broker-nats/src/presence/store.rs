@@ -75,12 +75,15 @@ impl PresenceBucket {
     pub async fn join(&self, channel: &str, info: ClientInfo) -> Result<bool, BrokerError> {
         let (user, client) = (info.user.clone(), info.client.clone());
         self.refresh(channel, info).await?;
-        self.users.add(channel, &user, &client).await
+        let joined = self.users.add(channel, &user, &client).await?;
+        tracing::debug!(channel, client, joined, "presence join");
+        Ok(joined)
     }
 
     /// Re-asserts a member (its gateway is alive); adds it if it is not there.
     pub async fn refresh(&self, channel: &str, info: ClientInfo) -> Result<(), BrokerError> {
         let key = member_key(channel, &info);
+        tracing::debug!(channel, client = info.client, "presence refresh");
         self.put_raw(&key, member_value(info)).await
     }
 
@@ -118,7 +121,10 @@ impl PresenceBucket {
                 continue;
             };
             match store.update(key, value.clone(), entry.revision).await {
-                Ok(_) => return Ok(false),
+                Ok(_) => {
+                    tracing::debug!(channel, key, "presence refresh (lapsed)");
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
                 Err(e) => return Err(unavailable(e)),
             }
@@ -158,15 +164,26 @@ impl PresenceBucket {
         let key = member_key(channel, info);
         if info.user.is_empty() {
             // An anonymous connection is its own user: it left if it was there.
-            return self.delete_member(&key).await;
+            let left = self.delete_member(&key).await?;
+            tracing::debug!(channel, client = info.client, left, "presence leave");
+            return Ok(left);
         }
         // The user's key first. Should the member's delete then fail, the answer
         // stands and the member, no longer refreshed, is left to the sweeper; the
         // other way round, a failure would leave the connection in the user's key
         // for good.
         let user_left = self.users.remove(channel, &info.user, &info.client).await?;
-        if let Err(e) = self.delete_member(&key).await {
-            tracing::warn!(channel, error = %e, "presence member left to expire");
+        match self.delete_member(&key).await {
+            Ok(deleted) => {
+                tracing::debug!(
+                    channel,
+                    client = info.client,
+                    user_left,
+                    deleted,
+                    "presence leave"
+                )
+            }
+            Err(e) => tracing::warn!(channel, error = %e, "presence member left to expire"),
         }
         Ok(user_left)
     }
