@@ -8,20 +8,25 @@
 //! shutdown hands what is left over at once ([`depart_all`]) instead of letting
 //! it expire a TTL later. A node that could not refresh for longer than the TTL
 //! (frozen, or cut off from the store) may have lost members to the sweep while
-//! it was away; its next round is a *lapsed* one, in which the members the store
-//! lost join again, with their joins announced, so that presence comes back
-//! coherent (a leave, then a join) instead of holding members nobody announced.
+//! it was away; what it sends from then on until a round succeeds is *lapsed*:
+//! the members the store lost join again, with their joins announced, so that
+//! presence comes back coherent (a leave, then a join) instead of holding members
+//! nobody announced. Whether a write is lapsed is decided when it is sent
+//! ([`LastRefresh`]), not once per round: a node frozen in the middle of a round,
+//! or of a call it then retries, comes back with the rest of the round to send.
 //! The store says how one batch is refreshed or handed
 //! over ([`NodePresence`]): the gateway on the JetStream buckets puts members one
 //! by one, the gateway of the presence service sends a few hundred per call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::broker::BrokerError;
 
@@ -29,60 +34,119 @@ use crate::broker::BrokerError;
 /// ticker panic, and a shorter one would refresh faster than a store answers.
 const MIN_EVERY: Duration = Duration::from_millis(100);
 
-/// This node's members of a shared presence store, by key.
+/// This node's members of a shared presence store, by key, and which of them a
+/// refresh is carrying to the store right now.
 pub struct LocalMembers<K, M> {
-    members: Mutex<HashMap<K, M>>,
+    state: Mutex<State<K, M>>,
+    /// Counts the batches that reached the store (or failed to), for removals
+    /// waiting on one.
+    settled: watch::Sender<u64>,
+}
+
+struct State<K, M> {
+    members: HashMap<K, M>,
+    /// Keys of the batch on its way to the store.
+    in_flight: HashSet<K>,
 }
 
 impl<K: Eq + Hash + Clone, M: Clone> LocalMembers<K, M> {
     pub fn new() -> Self {
         LocalMembers {
-            members: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                members: HashMap::new(),
+                in_flight: HashSet::new(),
+            }),
+            settled: watch::channel(0).0,
         }
     }
 
     /// Remembers a member, in place of one with the same key.
     pub fn insert(&self, key: K, member: M) {
-        self.lock().insert(key, member);
+        self.lock().members.insert(key, member);
     }
 
-    /// Forgets a member: no round puts it back, even one under way.
-    pub fn remove(&self, key: &K) {
-        self.lock().remove(key);
+    /// Forgets a member, so that no later batch puts it back, and waits until
+    /// no refresh of it is on its way to the store: a batch sent before the
+    /// member went would otherwise reach the store after the caller removed it
+    /// there, and put it back as a member nobody refreshes (present until the
+    /// sweep expires it, with a second leave). The wait lasts one batch at most,
+    /// which its store call's own deadline bounds.
+    pub async fn remove(&self, key: &K) {
+        let mut settled = self.settled.subscribe();
+        {
+            let mut state = self.lock();
+            state.members.remove(key);
+            if !state.in_flight.contains(key) {
+                return;
+            }
+        }
+        metrics::counter!("switchboard_presence_leaves_behind_refresh_total").increment(1);
+        // The sender lives in `self`: `changed` ends only with a new count.
+        while settled.changed().await.is_ok() {
+            if !self.lock().in_flight.contains(key) {
+                return;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().members.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().members.is_empty()
     }
 
     fn keys(&self) -> Vec<K> {
-        self.lock().keys().cloned().collect()
+        self.lock().members.keys().cloned().collect()
     }
 
-    /// Those of `keys` still remembered, with their members as they are now.
-    fn still_here(&self, keys: &[K]) -> Vec<(K, M)> {
-        let members = self.lock();
-        keys.iter()
-            .filter_map(|k| members.get(k).map(|m| (k.clone(), m.clone())))
-            .collect()
+    /// Those of `keys` still remembered, with their members as they are now,
+    /// marked as on their way to the store until the [`Sending`] is dropped.
+    fn send(&self, keys: &[K]) -> (Vec<(K, M)>, Sending<'_, K, M>) {
+        let mut state = self.lock();
+        let batch: Vec<(K, M)> = keys
+            .iter()
+            .filter_map(|k| state.members.get(k).map(|m| (k.clone(), m.clone())))
+            .collect();
+        state.in_flight.extend(batch.iter().map(|(k, _)| k.clone()));
+        (batch, Sending { local: self })
     }
 
-    fn take(&self) -> Vec<(K, M)> {
-        self.lock().drain().collect()
+    /// Forgets every member, once no refresh is on its way to the store (as
+    /// [`LocalMembers::remove`], for all of them).
+    async fn take(&self) -> Vec<(K, M)> {
+        let mut settled = self.settled.subscribe();
+        let members: Vec<(K, M)> = self.lock().members.drain().collect();
+        while !self.lock().in_flight.is_empty() {
+            if settled.changed().await.is_err() {
+                break;
+            }
+        }
+        members
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, M>> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State<K, M>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl<K: Eq + Hash + Clone, M: Clone> Default for LocalMembers<K, M> {
     fn default() -> Self {
         LocalMembers::new()
+    }
+}
+
+/// A batch on its way to the store; dropped once the store answered (or the
+/// call failed, or its task ended), releasing the removals waiting on it.
+struct Sending<'a, K: Eq + Hash + Clone, M: Clone> {
+    local: &'a LocalMembers<K, M>,
+}
+
+impl<K: Eq + Hash + Clone, M: Clone> Drop for Sending<'_, K, M> {
+    fn drop(&mut self) {
+        self.local.lock().in_flight.clear();
+        self.local.settled.send_modify(|n| *n += 1);
     }
 }
 
@@ -99,16 +163,33 @@ pub trait NodePresence: Send + Sync + 'static {
     fn local(&self) -> &LocalMembers<Self::Key, Self::Member>;
 
     /// Re-asserts members (their node is alive), adding any the store lost. When
-    /// `lapsed` (no round succeeded for longer than the TTL), a member the store
-    /// lost joins again: its user's count and a join announced, as on a join.
+    /// [`LastRefresh::lapsed`] (asked at each write: no round succeeded for longer
+    /// than the TTL), a member the store lost joins again: its user's count and a
+    /// join announced, as on a join.
     async fn refresh_batch(
         &self,
         batch: Vec<(Self::Key, Self::Member)>,
-        lapsed: bool,
+        last: LastRefresh,
     ) -> Result<(), BrokerError>;
 
     /// Removes members now and announces their leaves: their node is going.
     async fn depart_batch(&self, batch: Vec<(Self::Key, Self::Member)>) -> Result<(), BrokerError>;
+}
+
+/// When a node's members were last all refreshed, and how long the store keeps a
+/// member without a refresh.
+#[derive(Clone, Copy, Debug)]
+pub struct LastRefresh {
+    at: Instant,
+    ttl: Duration,
+}
+
+impl LastRefresh {
+    /// Whether the store may have lost members to the sweep since: longer than the
+    /// TTL ago. Asked again at every write, so that one sent after a freeze knows.
+    pub fn lapsed(&self) -> bool {
+        self.at.elapsed() > self.ttl
+    }
 }
 
 /// Refreshes `store`'s members every third of `ttl`, the first time a third of
@@ -119,23 +200,21 @@ pub fn spawn<S: NodePresence>(store: &Arc<S>, ttl: Duration) -> JoinHandle<()> {
 
 async fn run<S: NodePresence>(store: Weak<S>, every: Duration, ttl: Duration) {
     let mut ticker = tokio::time::interval(every);
+    // A node back from a freeze refreshes once, not once per round it missed.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate: members just added need no refresh.
     ticker.tick().await;
     // When the last round that succeeded started (the members' last refresh).
-    let mut refreshed = tokio::time::Instant::now();
+    let mut refreshed = Instant::now();
     loop {
         ticker.tick().await;
         let Some(store) = store.upgrade() else { return };
-        let started = tokio::time::Instant::now();
-        let lapsed = started.duration_since(refreshed) > ttl.max(every);
-        if lapsed {
-            tracing::warn!(
-                since = ?started.duration_since(refreshed),
-                "no presence refresh for longer than the TTL: members the store lost join again"
-            );
-            metrics::counter!("switchboard_presence_lapsed_rounds_total").increment(1);
-        }
-        match refresh_round(&*store, lapsed).await {
+        let started = Instant::now();
+        let last = LastRefresh {
+            at: refreshed,
+            ttl: ttl.max(every),
+        };
+        match refresh_round(&*store, last).await {
             Ok(()) => refreshed = started,
             Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
         }
@@ -145,14 +224,25 @@ async fn run<S: NodePresence>(store: Weak<S>, every: Duration, ttl: Duration) {
 
 /// Every member once, in batches. Each batch is read afresh: a member removed
 /// during the round must not be put back (it would come back as a ghost, then
-/// expire with a second leave). The first failure ends the round: the store is
-/// most likely unreachable, and the next round comes well inside the TTL.
-async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), BrokerError> {
+/// expire with a second leave); one removed while its batch is on the way has
+/// its removal wait for the batch ([`LocalMembers::remove`]). The first failure
+/// ends the round: the store is most likely unreachable, and the next round
+/// comes well inside the TTL.
+async fn refresh_round<S: NodePresence>(store: &S, last: LastRefresh) -> Result<(), BrokerError> {
     let keys = store.local().keys();
+    let mut warned = false;
     for keys in keys.chunks(S::BATCH.max(1)) {
-        let batch = store.local().still_here(keys);
+        if !warned && last.lapsed() {
+            warned = true;
+            tracing::warn!(
+                since = ?last.at.elapsed(),
+                "no presence refresh for longer than the TTL: members the store lost join again"
+            );
+            metrics::counter!("switchboard_presence_lapsed_rounds_total").increment(1);
+        }
+        let (batch, _sending) = store.local().send(keys);
         if !batch.is_empty() {
-            store.refresh_batch(batch, lapsed).await?;
+            store.refresh_batch(batch, last).await?;
         }
     }
     Ok(())
@@ -162,7 +252,7 @@ async fn refresh_round<S: NodePresence>(store: &S, lapsed: bool) -> Result<(), B
 /// that no later round refreshes them. Stops at the first failure; the members
 /// not handed over, no longer refreshed, expire after the TTL.
 pub async fn depart_all<S: NodePresence>(store: &S) -> Result<(), BrokerError> {
-    let mut left = store.local().take().into_iter().peekable();
+    let mut left = store.local().take().await.into_iter().peekable();
     while left.peek().is_some() {
         let batch = left.by_ref().take(S::BATCH.max(1)).collect();
         store.depart_batch(batch).await?;
@@ -175,7 +265,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tokio::sync::watch;
-    use tokio::time::{timeout, Instant};
+    use tokio::time::timeout;
 
     use super::*;
 
@@ -190,6 +280,10 @@ mod tests {
         /// Whether each refresh call was a lapsed one.
         lapsed: Mutex<Vec<bool>>,
         departed: Mutex<Vec<Vec<u32>>>,
+        /// When each refresh call answered, when it takes a while.
+        answered: Mutex<Vec<Instant>>,
+        /// How many refresh calls had answered at each depart call.
+        answered_at_depart: Mutex<Vec<usize>>,
     }
 
     struct Fake {
@@ -202,6 +296,8 @@ mod tests {
         attempt: AtomicUsize,
         /// Removed from the local members during the first refresh call.
         remove_during_first: Option<u32>,
+        /// How long each refresh call takes.
+        takes: Duration,
     }
 
     impl Fake {
@@ -217,6 +313,7 @@ mod tests {
                 fail: Vec::new(),
                 attempt: AtomicUsize::new(0),
                 remove_during_first: None,
+                takes: Duration::ZERO,
             }
         }
 
@@ -245,21 +342,26 @@ mod tests {
         async fn refresh_batch(
             &self,
             batch: Vec<(u32, String)>,
-            lapsed: bool,
+            last: LastRefresh,
         ) -> Result<(), BrokerError> {
-            self.calls.lapsed.lock().unwrap().push(lapsed);
+            self.calls.lapsed.lock().unwrap().push(last.lapsed());
             for (key, member) in &batch {
                 assert_eq!(member, &format!("member {key}"), "the member as remembered");
             }
-            let mut refreshed = self.calls.refreshed.lock().unwrap();
-            if refreshed.is_empty() {
-                if let Some(key) = self.remove_during_first {
-                    self.local.remove(&key);
-                }
+            let first = self.calls.refreshed.lock().unwrap().is_empty();
+            if let (true, Some(key)) = (first, self.remove_during_first) {
+                self.local.remove(&key).await;
             }
-            refreshed.push((Instant::now(), keys(&batch)));
-            drop(refreshed);
+            self.calls
+                .refreshed
+                .lock()
+                .unwrap()
+                .push((Instant::now(), keys(&batch)));
             self.count.send_modify(|n| *n += 1);
+            if !self.takes.is_zero() {
+                tokio::time::sleep(self.takes).await;
+                self.calls.answered.lock().unwrap().push(Instant::now());
+            }
             if self.fails() {
                 return Err(BrokerError::Unavailable("store down".into()));
             }
@@ -267,6 +369,8 @@ mod tests {
         }
 
         async fn depart_batch(&self, batch: Vec<(u32, String)>) -> Result<(), BrokerError> {
+            let answered = self.calls.answered.lock().unwrap().len();
+            self.calls.answered_at_depart.lock().unwrap().push(answered);
             self.calls.departed.lock().unwrap().push(keys(&batch));
             if self.fails() {
                 return Err(BrokerError::Unavailable("store down".into()));
@@ -335,6 +439,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_member_removed_while_its_batch_is_on_the_way_is_removed_once_the_batch_is_through() {
+        let mut fake = Fake::new(7);
+        fake.takes = Duration::from_secs(1);
+        let store = Arc::new(fake);
+        let _task = spawn(&store, TTL);
+        refreshes(&store, 1).await;
+        let batch = store.calls.refreshed.lock().unwrap()[0].1.clone();
+        let (in_batch, other) = (batch[0], (0..7).find(|k| !batch.contains(k)).unwrap());
+
+        // A member of another batch goes at once; one of the batch under way only
+        // once the store has answered, so that its removal there comes after.
+        store.local.remove(&other).await;
+        assert!(store.calls.answered.lock().unwrap().is_empty());
+        store.local.remove(&in_batch).await;
+        let removed = Instant::now();
+        let answered = store.calls.answered.lock().unwrap().clone();
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        assert!(answered[0] <= removed);
+        assert_eq!(store.local.len(), 5);
+
+        // Nothing waits once the batch is through.
+        refreshes(&store, 2).await;
+        let second = store.calls.refreshed.lock().unwrap()[1].1.clone();
+        assert!(
+            !second.contains(&in_batch) && !second.contains(&other),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failure_ends_the_round_and_the_next_round_refreshes_everyone() {
         let mut fake = Fake::new(7);
         fake.fail = vec![0];
@@ -361,6 +495,19 @@ mod tests {
             [false, false, false, true, true, true, true, false, false, false],
             "lapsed from the first round more than a TTL after the last success, until one succeeds"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_sent_more_than_a_ttl_after_the_last_round_are_lapsed_even_mid_round() {
+        // Each call takes a TTL (a node frozen in the middle of its round): the
+        // round's later batches go out when the store may have lost their members.
+        let mut fake = Fake::new(7);
+        fake.takes = TTL;
+        let store = Arc::new(fake);
+        let _task = spawn(&store, TTL);
+        refreshes(&store, 3).await;
+        let lapsed = store.calls.lapsed.lock().unwrap()[..3].to_vec();
+        assert_eq!(lapsed, [false, true, true]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,6 +555,22 @@ mod tests {
         refreshes(&store, 1).await;
         let refreshed = store.calls.refreshed.lock().unwrap().clone();
         assert_eq!(refreshed[0].1, [100], "{refreshed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn departing_waits_for_a_refresh_batch_on_its_way() {
+        let mut fake = Fake::new(7);
+        fake.takes = Duration::from_secs(1);
+        let store = Arc::new(fake);
+        let _task = spawn(&store, TTL);
+        refreshes(&store, 1).await;
+        depart_all(&*store).await.unwrap();
+        let answered = store.calls.answered_at_depart.lock().unwrap().clone();
+        assert_eq!(
+            answered,
+            [1, 1, 1],
+            "every depart call after the batch answered"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_core::presence_refresh::{self, LocalMembers, NodePresence};
+use switchboard_core::presence_refresh::{self, LastRefresh, LocalMembers, NodePresence};
 use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
 use switchboard_presence::pb::{self as presence_pb};
 use switchboard_presence::{info_to_member, member_to_info, MAX_BATCH};
@@ -131,14 +131,22 @@ impl NodePresence for RemotePresence {
     async fn refresh_batch(
         &self,
         batch: Vec<((String, String), ClientInfo)>,
-        lapsed: bool,
+        last: LastRefresh,
     ) -> Result<(), BrokerError> {
         let request = presence_pb::RefreshRequest {
             node: self.node.clone(),
             memberships: memberships(batch),
-            lapsed,
+            lapsed: false,
         };
-        call!(self, refresh, request.clone());
+        // Asked at each try: one retried after a freeze goes lapsed.
+        call!(
+            self,
+            refresh,
+            presence_pb::RefreshRequest {
+                lapsed: last.lapsed(),
+                ..request.clone()
+            }
+        );
         Ok(())
     }
 
@@ -172,7 +180,8 @@ impl PresenceStore for RemotePresence {
 
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
         self.local
-            .remove(&(channel.to_owned(), member.client.clone()));
+            .remove(&(channel.to_owned(), member.client.clone()))
+            .await;
         let request = presence_pb::LeaveRequest {
             node: self.node.clone(),
             channel: channel.to_owned(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchboard_core::presence_refresh::{self, LocalMembers, NodePresence};
+use switchboard_core::presence_refresh::{self, LastRefresh, LocalMembers, NodePresence};
 use switchboard_core::{BrokerError, ClientInfo, PresenceStats, PresenceStore};
 
 use super::keys::{member_key, member_value};
@@ -70,10 +70,10 @@ impl NodePresence for KvPresence {
     async fn refresh_batch(
         &self,
         batch: Vec<(String, Remembered)>,
-        lapsed: bool,
+        last: LastRefresh,
     ) -> Result<(), BrokerError> {
         for (key, member) in batch {
-            if lapsed {
+            if last.lapsed() {
                 self.bucket
                     .rejoin_raw(&member.channel, &key, member.value)
                     .await?;
@@ -107,7 +107,7 @@ impl PresenceStore for KvPresence {
     }
 
     async fn remove(&self, channel: &str, member: &ClientInfo) -> Result<bool, BrokerError> {
-        self.local.remove(&member_key(channel, member));
+        self.local.remove(&member_key(channel, member)).await;
         self.bucket.leave(channel, member).await
     }
 
