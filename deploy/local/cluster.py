@@ -34,10 +34,14 @@ Faults (deploy/local/faults.sh drives them under load; numbers are 1-based):
                                   SIGSTOP gateway N, SIGCONT S seconds later, wait
                                   until it is ready again
     cluster.py check-presence --channel-prefix P --channels K --expect-clients C
+               [--observer-view F]
                                   poll presence_stats of P0..P{K-1} through HAProxy
                                   until each counts exactly C clients on two polls a
-                                  second apart; exit 1 after --timeout (60 s), with
-                                  the last counts
+                                  second apart (and, with --observer-view, until the
+                                  members presence lists are the clients the
+                                  presence observer's joins and leaves leave in, F
+                                  being its --view-file); exit 1 after --timeout
+                                  (60 s), with the last counts
 
 Fault commands print what they did on stderr and append it to events.jsonl in the
 state directory.
@@ -201,8 +205,9 @@ def spawn(proc, state):
 
 
 def base_env():
-    """A clean environment: PATH, HOME, locale; no stray SWITCHBOARD_* options."""
-    return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ")}
+    """A clean environment: PATH, HOME, locale; no stray SWITCHBOARD_* options but the
+    log filter (SWITCHBOARD_LOG, for every process of the cluster)."""
+    return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SWITCHBOARD_LOG")}
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=30.0):
@@ -751,25 +756,48 @@ def diagnose_presence(c, channels):
             print(f"  {p['name']} log: {line[:300]}", file=sys.stderr)
 
 
+def observer_disagrees(c, view_file, channels):
+    """How the presence observer's view (clients whose last join/leave event is a join)
+    differs from the members presence lists: None when they agree, else a summary."""
+    try:
+        view = json.loads(Path(view_file).read_text())
+    except (OSError, ValueError):
+        return "no observer view yet"
+    problems = []
+    for ch in channels:
+        listed = set(presence_members(c["port"], c["api_key"], ch)) - {view.get("self")}
+        seen = set(view.get("channels", {}).get(ch, []))
+        if listed != seen:
+            unannounced, gone = sorted(listed - seen), sorted(seen - listed)
+            problems.append(f"{ch}: {len(unannounced)} listed whose join the observer did not see "
+                            f"last (e.g. {', '.join(unannounced[:3])}), {len(gone)} the observer "
+                            f"holds in that presence does not list (e.g. {', '.join(gone[:3])})")
+    return "; ".join(problems) or None
+
+
 def cmd_check_presence(args):
     state = state_dir(args)
     c = load(state)
     channels = [f"{args.channel_prefix}{i}" for i in range(args.channels)]
     started = time.monotonic()
     deadline = started + args.timeout
-    exact, first = 0, None
+    exact, first, disagreement = 0, None, None
     while True:
         counts = [presence_stats(c["port"], c["api_key"], ch) for ch in channels]
         # What the fault left (faults.sh reads it: members a killed sweeper left over).
         first = first or counts
         exact = exact + 1 if all(n == args.expect_clients for n in counts) else 0
         # Two polls a second apart: a count passing through C on its way is not enough.
-        if exact == 2:
+        # Then the members must be those whose joins and leaves the observer saw.
+        if exact >= 2 and args.observer_view:
+            disagreement = observer_disagrees(c, args.observer_view, channels)
+        if exact >= 2 and not (args.observer_view and disagreement):
             record(state, "check-presence", prefix=args.channel_prefix, channels=args.channels,
                    clients=args.expect_clients, ok=True, first=first,
                    seconds=round(time.monotonic() - started, 2))
             at_first = "" if first == counts else f"; first poll: {', '.join(map(str, first))}"
-            print(f"presence exact: {args.channels} channels x {args.expect_clients} clients "
+            agreed = ", as the observer saw them come and go" if args.observer_view else ""
+            print(f"presence exact: {args.channels} channels x {args.expect_clients} clients{agreed} "
                   f"({time.monotonic() - started:.1f} s{at_first})", file=sys.stderr)
             return
         if time.monotonic() + 1 > deadline:
@@ -778,7 +806,11 @@ def cmd_check_presence(args):
     shown = ", ".join(f"{ch}={'no answer' if n is None else n}" for ch, n in zip(channels, counts))
     diagnose_presence(c, channels)
     record(state, "check-presence", prefix=args.channel_prefix, channels=args.channels,
-           clients=args.expect_clients, ok=False, first=first, counts=counts)
+           clients=args.expect_clients, ok=False, first=first, counts=counts,
+           observer=disagreement)
+    if disagreement:
+        raise ClusterError(f"presence counts exact, but not the members the observer's joins and "
+                           f"leaves announced after {args.timeout:.0f} s: {disagreement}")
     raise ClusterError(f"presence not exact after {args.timeout:.0f} s: expected "
                        f"{args.expect_clients} clients per channel, last counts: {shown}")
 
@@ -817,6 +849,7 @@ def main():
     cp.add_argument("--channels", type=int, required=True)
     cp.add_argument("--expect-clients", type=int, required=True)
     cp.add_argument("--timeout", type=float, default=60.0)
+    cp.add_argument("--observer-view", help="presence-observer.js --view-file to agree with")
     args = parser.parse_args()
     try:
         {"up": cmd_up, "down": cmd_down, "status": cmd_status,

@@ -11,7 +11,8 @@
 #             (20 s), then continued.
 # The last step of each run checks presence_stats of every channel through HAProxy,
 # while the clients are still connected: exactly the load tool's subscribers plus the
-# observer. A presence observer (presence-observer.js, the real centrifuge-js SDK) on
+# observer (and, in the presence and freeze faults, exactly the members whose joins
+# and leaves the observer saw: a member back without its join announced fails). A presence observer (presence-observer.js, the real centrifuge-js SDK) on
 # gateway 3, which no fault touches, watches every join and leave.
 # Each run fails (exit 3) unless 0 acknowledged publications are lost, 0 duplicated,
 # every client is back, every step succeeded (switchboard-loadtest --strict targets),
@@ -25,7 +26,8 @@
 # Environment: BIN_DIR (the three binaries; default ${CARGO_TARGET_DIR:-target}/release),
 # BENCH_MD (large: the file to write, default BENCHMARKS.md), FAULTS (the faults to
 # run, default "nats presence freeze"), KEEP_CLUSTER=1 (leave the state directory with
-# the logs after a failure). Needs node and tests/compat/node_modules (npm ci).
+# the logs after a failure; KEEP_CLUSTER=always: after every run). Needs node and
+# tests/compat/node_modules (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -38,6 +40,10 @@ step() {
     local fault=$1 run=$2 channels=$3 clients=$4
     local check=(python3 "$CLUSTER" check-presence --channel-prefix "chat:faults-$fault-"
         --channels "$channels" --expect-clients "$clients" --timeout 60)
+    # The members must also be those whose joins and leaves the observer saw. Not in
+    # the NATS fault: join and leave pushes are at most once, and a NATS node going
+    # may take some with it.
+    local view=(--observer-view "$(dirname "$CLUSTER_DIR")/$fault.observer-view.json")
     case "$fault:$run" in
     # The leader of the chat namespace's stream: its publishes and reads stop until
     # another node is elected, the hardest case for delivery and recovery.
@@ -49,9 +55,9 @@ step() {
     presence:1) python3 "$CLUSTER" kill-presence --mid-sweep --timeout 45 ;;
     presence:2) python3 "$CLUSTER" restart-presence ;;
     # The survivor takes the sweep lease over once it is older than TTL/2.
-    presence:3) "${check[@]}" ;;
+    presence:3) "${check[@]}" "${view[@]}" ;;
     freeze:0) python3 "$CLUSTER" freeze-gateway 1 --seconds 30 ;;
-    freeze:1) "${check[@]}" ;;
+    freeze:1) "${check[@]}" "${view[@]}" ;;
     *)
         echo "faults.sh: $fault has no step $run" >&2
         return 2
@@ -117,7 +123,7 @@ cleanup() {
         kill "$observer" 2>/dev/null || true
         wait "$observer" 2>/dev/null || true
     fi
-    if [ "$failed" = 1 ] && [ "${KEEP_CLUSTER:-}" = 1 ]; then
+    if { [ "$failed" = 1 ] && [ "${KEEP_CLUSTER:-}" = 1 ]; } || [ "${KEEP_CLUSTER:-}" = always ]; then
         python3 "$CLUSTER" down --keep-logs >/dev/null 2>&1 || true
         echo "faults.sh: logs kept in $STATE" >&2
     else
@@ -140,6 +146,7 @@ start_observer() {
     local name=$1 ready=$STATE/$1.observer-ready
     node "$OBSERVER" "$OBSERVER_URL" --channel-prefix "chat:faults-$name-" \
         --channels "$CHANNELS" --ready-file "$ready" --settle 10 \
+        --view-file "$STATE/$name.observer-view.json" \
         >"$STATE/$name.observer.json" 2>"$STATE/$name.observer.log" &
     observer=$!
     local deadline=$((SECONDS + 30))

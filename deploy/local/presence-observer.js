@@ -8,7 +8,7 @@
 // already a leave, with no join in between.
 //
 //   node presence-observer.js WS_URL --channel-prefix P --channels K
-//        [--seconds S] [--ready-file F] [--settle S]
+//        [--seconds S] [--ready-file F] [--settle S] [--view-file F]
 //
 // Runs until SIGTERM/SIGINT (or --seconds), waits up to --settle seconds (default 0)
 // for every client it saw join to leave, then prints one JSON line:
@@ -16,7 +16,11 @@
 //    "still_in", "unknown_leaves", "duplicates": [first few {channel, client, events}]}
 // still_in: clients whose last event is a join (a leave never announced, once the
 // load has gone); unknown_leaves: leaves of clients never seen joining.
-// --ready-file is written once every subscription is subscribed.
+// --ready-file is written once every subscription is subscribed. --view-file is
+// rewritten (whole, by rename) within half a second of every change of what the
+// observer believes: {"self": its client id, "channels": {channel: [the client ids
+// whose last event is a join]}}, for cluster.py check-presence --observer-view to
+// compare with the members presence lists.
 // Exit 0; 1 when a leave came twice, when its own connection or a subscription
 // dropped (it would have missed events) or it never got subscribed; 2 on bad usage.
 // Needs tests/compat/node_modules (cd tests/compat && npm ci).
@@ -34,7 +38,7 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, prefix: null, channels: null, seconds: null, readyFile: null, settle: 0 };
+  const opts = { url: null, prefix: null, channels: null, seconds: null, readyFile: null, settle: 0, viewFile: null };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
     const value = () => {
@@ -52,11 +56,12 @@ function parseArgs(argv) {
     else if (arg === '--seconds') opts.seconds = number();
     else if (arg === '--ready-file') opts.readyFile = value();
     else if (arg === '--settle') opts.settle = number();
+    else if (arg === '--view-file') opts.viewFile = value();
     else if (!arg.startsWith('--') && opts.url === null) opts.url = arg;
     else usage(`unknown argument ${arg}`);
   }
   if (!opts.url || opts.prefix === null || !opts.channels) {
-    usage('usage: presence-observer.js WS_URL --channel-prefix P --channels K [--seconds S] [--ready-file F] [--settle S]');
+    usage('usage: presence-observer.js WS_URL --channel-prefix P --channels K [--seconds S] [--ready-file F] [--settle S] [--view-file F]');
   }
   return opts;
 }
@@ -80,6 +85,8 @@ const remember = (channel, id, kind) => {
   return events;
 };
 let ownClient = null;
+// Whether the view changed since --view-file was last written.
+let viewChanged = true;
 let up = false;
 let ready = false;
 let stopping = false;
@@ -136,6 +143,7 @@ for (let i = 0; i < opts.channels; i += 1) {
     counts.joins += 1;
     remember(channel, id, 'join');
     state.set(id, 'in');
+    viewChanged = true;
   });
   sub.on('leave', (ctx) => {
     const id = ctx.info.client;
@@ -151,10 +159,24 @@ for (let i = 0; i < opts.channels; i += 1) {
       counts.unknown_leaves += 1;
     }
     state.set(id, 'out');
+    viewChanged = true;
   });
   sub.subscribe();
 }
 client.connect();
+
+const writeView = () => {
+  if (!opts.viewFile || !viewChanged || !ready) return;
+  viewChanged = false;
+  const channels = {};
+  for (const [channel, state] of members) {
+    channels[channel] = [...state].filter(([, v]) => v === 'in').map(([id]) => id);
+  }
+  const tmp = `${opts.viewFile}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({ self: ownClient, channels }));
+  fs.renameSync(tmp, opts.viewFile);
+};
+if (opts.viewFile) setInterval(writeView, 500).unref();
 
 const stillIn = () => {
   let n = 0;
