@@ -8,6 +8,11 @@
 //! from protobuf ones; an answer JSON connections could not read is the
 //! backend's failure. A backend that fails, is slow or busy (see
 //! [`crate::backend`]) gets the client error 100 (temporary): the client retries.
+//!
+//! This file is the exchange every call shares (the envelope, data both ways,
+//! the answer and its verdict); `calls.rs` has each call's body and result.
+
+mod calls;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -22,6 +27,10 @@ use switchboard_protocol::centrifugo::{pb, Encoding};
 
 use crate::config::Proxies;
 use crate::node::Node;
+
+pub(super) use calls::{
+    connect, publish, refresh, rpc, send, sub_refresh, subscribe, Connected, Subscribed,
+};
 
 /// What the client's HTTP request said that the backend may hear: the
 /// transport, and the headers `[proxy] http_headers` lets through.
@@ -150,70 +159,6 @@ fn answer_data(
     }
 }
 
-/// The backend's answer to `connect`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(super) struct ConnectResult {
-    pub user: String,
-    /// Unix seconds; 0: never.
-    pub expire_at: i64,
-    info: Option<Box<RawValue>>,
-    b64info: String,
-    data: Option<Box<RawValue>>,
-    b64data: String,
-    pub channels: Vec<String>,
-}
-
-/// What a connect proxy grants.
-pub(super) struct Connected {
-    pub user: String,
-    pub expire_at: Option<u64>,
-    pub info: Option<Bytes>,
-    pub data: Option<Bytes>,
-    pub channels: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct SubscribeResult {
-    info: Option<Box<RawValue>>,
-    b64info: String,
-    data: Option<Box<RawValue>>,
-    b64data: String,
-    /// Unix seconds; 0: never.
-    expire_at: i64,
-}
-
-/// What a subscribe proxy grants: the channel info, data for the reply, and
-/// until when (`None`: for good).
-pub(super) struct Subscribed {
-    pub info: Option<Bytes>,
-    pub data: Option<Bytes>,
-    pub expire_at: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PublishResult {
-    data: Option<Box<RawValue>>,
-    b64data: String,
-    skip_history: bool,
-}
-
-/// What a publish proxy allows: the data to publish (the client's, or the
-/// backend's instead), and whether to keep it out of history.
-pub(super) struct Publishing {
-    pub data: Bytes,
-    pub skip_history: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RpcResult {
-    data: Option<Box<RawValue>>,
-    b64data: String,
-}
-
 /// Info given as JSON or as base64 (an answer's `info` / `b64info`).
 fn info(raw: Option<Box<RawValue>>, b64: &str) -> Result<Option<Bytes>, String> {
     match (raw, b64.is_empty()) {
@@ -331,207 +276,5 @@ fn then<R, T>(
         },
         Verdict::Refuse(e) => Verdict::Refuse(e),
         Verdict::Disconnect(d) => Verdict::Disconnect(d),
-    }
-}
-
-#[derive(Serialize)]
-struct ConnectBody<'a> {
-    #[serde(flatten)]
-    data: Data,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    version: &'a str,
-}
-
-/// A client connecting without a token: who is it?
-pub(super) async fn connect(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    req: &pb::ConnectRequest,
-) -> Verdict<Connected> {
-    let body = ConnectBody {
-        data: data(caller.encoding, &req.data),
-        name: &req.name,
-        version: &req.version,
-    };
-    let verdict = ask::<_, ConnectResult>(node, "connect_proxy", endpoint, caller, body).await;
-    then(verdict, "connect_proxy", |r| {
-        Ok(Connected {
-            info: info(r.info, &r.b64info)?,
-            data: answer_data(r.data, r.b64data, caller.encoding)?,
-            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
-            user: r.user,
-            channels: r.channels,
-        })
-    })
-}
-
-#[derive(Serialize)]
-struct ChannelBody<'a> {
-    channel: &'a str,
-    #[serde(flatten)]
-    data: Data,
-}
-
-/// A client subscribing without a subscription token: may it?
-pub(super) async fn subscribe(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    req: &pb::SubscribeRequest,
-) -> Verdict<Subscribed> {
-    let body = ChannelBody {
-        channel: &req.channel,
-        data: data(caller.encoding, &req.data),
-    };
-    let verdict = ask::<_, SubscribeResult>(node, "subscribe_proxy", endpoint, caller, body).await;
-    then(verdict, "subscribe_proxy", |r| {
-        Ok(Subscribed {
-            info: info(r.info, &r.b64info)?,
-            data: answer_data(r.data, r.b64data, caller.encoding)?,
-            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
-        })
-    })
-}
-
-/// A client publishing: may it, and what goes out?
-pub(super) async fn publish(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    req: &pb::PublishRequest,
-) -> Verdict<Publishing> {
-    let body = ChannelBody {
-        channel: &req.channel,
-        data: data(caller.encoding, &req.data),
-    };
-    let verdict = ask::<_, PublishResult>(node, "publish_proxy", endpoint, caller, body).await;
-    then(verdict, "publish_proxy", |r| {
-        Ok(Publishing {
-            data: answer_data(r.data, r.b64data, caller.encoding)?
-                .unwrap_or_else(|| req.data.clone()),
-            skip_history: r.skip_history,
-        })
-    })
-}
-
-#[derive(Serialize)]
-struct RpcBody<'a> {
-    method: &'a str,
-    #[serde(flatten)]
-    data: Data,
-}
-
-/// A client's rpc: the backend's answer data.
-pub(super) async fn rpc(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    req: &pb::RpcRequest,
-) -> Verdict<Bytes> {
-    let body = RpcBody {
-        method: &req.method,
-        data: data(caller.encoding, &req.data),
-    };
-    let verdict = ask::<_, RpcResult>(node, "rpc_proxy", endpoint, caller, body).await;
-    then(verdict, "rpc_proxy", |r| {
-        Ok(answer_data(r.data, r.b64data, caller.encoding)?.unwrap_or_default())
-    })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RefreshResult {
-    expired: bool,
-    expire_at: i64,
-    info: Option<Box<RawValue>>,
-    b64info: String,
-}
-
-/// What a refresh proxy decides: the connection goes on until `expire_at`
-/// (`None`: for good), with new info if given; or it has expired.
-pub(super) struct Refreshed {
-    pub expired: bool,
-    pub expire_at: Option<u64>,
-    pub info: Option<Bytes>,
-}
-
-/// The credentials of a connection the connect proxy let in have expired:
-/// does it go on?
-pub(super) async fn refresh(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-) -> Verdict<Refreshed> {
-    #[derive(Serialize)]
-    struct Nothing {}
-    let verdict =
-        ask::<_, RefreshResult>(node, "refresh_proxy", endpoint, caller, Nothing {}).await;
-    then(verdict, "refresh_proxy", |r| {
-        Ok(Refreshed {
-            expired: r.expired,
-            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
-            info: info(r.info, &r.b64info)?,
-        })
-    })
-}
-
-/// A subscription the subscribe proxy granted until now: does it go on?
-pub(super) async fn sub_refresh(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    channel: &str,
-) -> Verdict<Refreshed> {
-    #[derive(Serialize)]
-    struct Channel<'a> {
-        channel: &'a str,
-    }
-    let body = Channel { channel };
-    let verdict = ask::<_, RefreshResult>(node, "sub_refresh_proxy", endpoint, caller, body).await;
-    then(verdict, "sub_refresh_proxy", |r| {
-        Ok(Refreshed {
-            expired: r.expired,
-            expire_at: u64::try_from(r.expire_at).ok().filter(|&at| at > 0),
-            info: info(r.info, &r.b64info)?,
-        })
-    })
-}
-
-/// A client's asynchronous message, for the backend. Only a disconnect in the
-/// answer matters (any 2xx answer is taken): there is nobody to tell about an
-/// error.
-pub(super) async fn send(
-    node: &Node,
-    endpoint: &Uri,
-    caller: &Caller<'_>,
-    req: &pb::SendRequest,
-) -> Option<Disconnect> {
-    let body = Envelope {
-        client: caller.client,
-        transport: caller.request.transport,
-        protocol: protocol(caller.encoding),
-        encoding: encoding(caller.encoding),
-        user: caller.user,
-        body: data(caller.encoding, &req.data),
-    };
-    let body = Bytes::from(serde_json::to_vec(&body).ok()?);
-    let answer = node
-        .backend
-        .post_json("send_proxy", endpoint, &caller.request.headers, body)
-        .await;
-    match answer {
-        Ok(answer) => {
-            let answer: Answer<serde::de::IgnoredAny> = serde_json::from_slice(&answer).ok()?;
-            answer
-                .disconnect
-                .map(|d| Disconnect::custom(d.code, d.reason))
-        }
-        Err(e) => {
-            tracing::warn!(client = caller.client, error = %e, "send proxy call failed");
-            None
-        }
     }
 }
