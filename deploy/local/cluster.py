@@ -735,6 +735,35 @@ PRESENCE_GAUGES = ["switchboard_presence_members", "switchboard_presence_sweeps_
                    "switchboard_presence_expired_total"]
 
 
+def nats_diagnostics(n):
+    """One NATS node's view, for a failed check: who is connected to it, and the
+    presence streams' leader, size and replicas as it sees them."""
+    if not alive(n.get("pid")):
+        return "not running"
+    base = n["ready"].split("/healthz", 1)[0]
+    try:
+        with urllib.request.urlopen(base + "/connz?limit=1000", timeout=2) as r:
+            names = [conn.get("name") or "?" for conn in json.load(r).get("connections") or []]
+        with urllib.request.urlopen(base + "/jsz?streams=true&accounts=true", timeout=2) as r:
+            info = json.load(r)
+    except (OSError, ValueError) as e:
+        return f"monitoring did not answer: {e}"
+    clients = ", ".join(f"{names.count(name)} {name}" for name in sorted(set(names))) or "none"
+    streams = []
+    for account in info.get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            if "presence" not in detail.get("name", ""):
+                continue
+            cluster = detail.get("cluster") or {}
+            replicas = ", ".join(f"{r.get('name')} current={r.get('current')} lag={r.get('lag', 0)}"
+                                 for r in cluster.get("replicas") or [])
+            state = detail.get("state") or {}
+            streams.append(f"{detail['name']} leader={cluster.get('leader')} "
+                           f"messages={state.get('messages')} deleted={state.get('num_deleted')} "
+                           f"replicas [{replicas}]")
+    return f"clients: {clients}; streams: {'; '.join(streams) or 'none'}"
+
+
 def diagnose_presence(c, channels):
     print("presence diagnostics:", file=sys.stderr)
     for group, names in (("gateways", GATEWAY_GAUGES), ("presence", PRESENCE_GAUGES)):
@@ -746,6 +775,8 @@ def diagnose_presence(c, channels):
         members = presence_members(c["port"], c["api_key"], ch)
         shown = ", ".join(list(members)[:5])
         print(f"  {ch}: {len(members)} members, e.g. {shown}", file=sys.stderr)
+    for n in c.get("nats", []):
+        print(f"  {n['name']}: {nats_diagnostics(n)}", file=sys.stderr)
     for p in [*c.get("gateways", []), *c.get("presence", [])]:
         try:
             lines = Path(p["log"]).read_text(errors="replace").splitlines()
