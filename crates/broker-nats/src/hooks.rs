@@ -36,7 +36,7 @@ const WRONG_LAST_SEQUENCE: &str = "10071";
 
 /// The bucket of occupancy sets and delayed events' marks.
 pub struct NatsHookState {
-    store: kv::Store,
+    bucket: Bucket,
 }
 
 fn is_conflict(e: &impl std::fmt::Display) -> bool {
@@ -47,19 +47,14 @@ fn is_conflict(e: &impl std::fmt::Display) -> bool {
 #[async_trait]
 impl HookState for NatsHookState {
     async fn get(&self, key: &str) -> Result<Option<(Bytes, u64)>, BrokerError> {
-        let entry = self.store.entry(key).await.map_err(unavailable)?;
+        let entry = self.bucket.entry(key).await?;
         Ok(entry
             .filter(|e| e.operation == Operation::Put)
             .map(|e| (e.value, e.revision)))
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, BrokerError> {
-        match self.store.create(key, value).await {
-            Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) if is_conflict(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.bucket.create(key, value).await
     }
 
     async fn update(
@@ -68,7 +63,7 @@ impl HookState for NatsHookState {
         value: Bytes,
         revision: u64,
     ) -> Result<Option<u64>, BrokerError> {
-        match self.store.update(key, value, revision).await {
+        match self.bucket.store.update(key, value, revision).await {
             Ok(written) => Ok(Some(written)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) if is_conflict(&e) => Ok(None),
@@ -77,7 +72,12 @@ impl HookState for NatsHookState {
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<bool, BrokerError> {
-        match self.store.delete_expect_revision(key, Some(revision)).await {
+        match self
+            .bucket
+            .store
+            .delete_expect_revision(key, Some(revision))
+            .await
+        {
             Ok(()) => Ok(true),
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
@@ -85,7 +85,7 @@ impl HookState for NatsHookState {
     }
 
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, BrokerError> {
-        let mut keys = self.store.keys().await.map_err(unavailable)?;
+        let mut keys = self.bucket.store.keys().await.map_err(unavailable)?;
         let mut found = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(unavailable)?;
@@ -161,9 +161,7 @@ pub async fn open(
         )
         .await
         .map_err(|e| failed(&e))?;
-    let state = NatsHookState {
-        store: bucket.store,
-    };
+    let state = NatsHookState { bucket };
     let queue = NatsHookQueue {
         js: js.clone(),
         subject,
@@ -304,11 +302,7 @@ impl Finder {
             }
             *looked = Some(std::time::Instant::now());
         }
-        let store = self
-            .js
-            .get_key_value(format!("{}-hooks", self.prefix))
-            .await
-            .ok()?;
+        let bucket = Bucket::find(&self.js, format!("{}-hooks", self.prefix)).await?;
         let stream = self
             .js
             .get_stream(format!("{}-webhooks", self.prefix))
@@ -321,7 +315,7 @@ impl Finder {
             consumer,
             messages: Mutex::new(None),
         };
-        let hooks = Hooks::new(Arc::new(NatsHookState { store }), Arc::new(queue));
+        let hooks = Hooks::new(Arc::new(NatsHookState { bucket }), Arc::new(queue));
         Some(self.found.get_or_init(|| hooks))
     }
 }

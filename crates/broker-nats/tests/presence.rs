@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_broker_nats::{NatsBroker, NatsConfig, PresenceBucket};
+use switchboard_broker_nats::{sweeper, NatsBroker, NatsConfig, PresenceBucket};
 use switchboard_core::namespace::Namespaces;
 use switchboard_core::{Broker, ChannelEvent, ClientInfo};
 use switchboard_test_support::{eventually_ok, eventually_some, NatsServer};
@@ -146,6 +146,89 @@ async fn anonymous_connections_join_and_leave_one_by_one_and_count_as_one_user()
     }
     let stats = b.stats("lobby").await.unwrap();
     assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+}
+
+/// Every read that decides a compare-and-set or a "not there" goes to the
+/// stream's leader: a replica catching up after a restart answers a direct get
+/// (`DIRECT.GET`) with an older value or none. A second connection sees every
+/// direct get the first one sends; two made on purpose bracket the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reads_its_buckets_from_the_stream_leader_not_by_direct_get() {
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let probe = async_nats::connect(nats.url()).await.unwrap();
+    let mut direct_gets = probe.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+    probe.flush().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let ttl = Duration::from_secs(1);
+    let b = Arc::new(PresenceBucket::open(&js, "sb", ttl, 1).await.unwrap());
+    // The key-value client's own read is a direct get; the probe sees it.
+    let kv = js.get_key_value("sb-presence").await.unwrap();
+    let mut control = async |name: &str| {
+        assert!(kv.entry(name).await.unwrap().is_none());
+        client.flush().await.unwrap();
+        let seen = Duration::from_secs(10);
+        let mut subjects = Vec::new();
+        loop {
+            let message = tokio::time::timeout(seen, direct_gets.next())
+                .await
+                .unwrap_or_else(|_| panic!("the probe saw no direct get of {name}"))
+                .unwrap();
+            let subject = message.subject.to_string();
+            if subject.ends_with(name) {
+                return subjects;
+            }
+            subjects.push(subject);
+        }
+    };
+    assert_eq!(control("before").await, Vec::<String>::new());
+
+    let (one, two) = (member(1, 1), member(1, 2));
+    let anonymous = ClientInfo {
+        client: "anonymous-1".into(),
+        ..Default::default()
+    };
+    assert!(b.join("room", one.clone()).await.unwrap());
+    assert!(!b.join("room", two.clone()).await.unwrap());
+    assert!(b.join("room", anonymous.clone()).await.unwrap());
+    b.refresh("room", one.clone()).await.unwrap();
+    assert!(!b.rejoin("room", one.clone()).await.unwrap());
+    assert!(!b.leave("room", &two).await.unwrap());
+    assert!(b.leave("room", &anonymous).await.unwrap());
+    let stats = b.stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+    assert_eq!(b.members("room").await.unwrap().len(), 1);
+    // Overdue, then refreshed before the sweep's delete: the sweep reads again.
+    let found = overdue(&b, &one.client).await;
+    b.refresh("room", one.clone()).await.unwrap();
+    assert!(!b.expire(found).await.unwrap());
+    // Overdue for good: expired, its user with it.
+    let found = overdue(&b, &one.client).await;
+    assert!(b.expire(found).await.unwrap());
+    let stats = b.stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (0, 0));
+    // Two sweepers contend for the lease; one of them expires the next member.
+    b.join("room", member(2, 1)).await.unwrap();
+    let other = Arc::new(PresenceBucket::open(&js, "sb", ttl, 1).await.unwrap());
+    let sweepers = [("one", &b), ("two", &other)].map(|(name, bucket)| {
+        let sweeper = sweeper::run_while(Arc::downgrade(bucket), name.to_owned());
+        tokio::spawn(sweeper)
+    });
+    eventually_ok("the sweep", Duration::from_secs(20), async || {
+        match b.stats("room").await.unwrap() {
+            stats if stats.num_clients == 0 => Ok(()),
+            stats => Err(format!("{stats:?}")),
+        }
+    })
+    .await;
+    sweepers.iter().for_each(|s| s.abort());
+
+    assert_eq!(
+        control("after").await,
+        Vec::<String>::new(),
+        "presence read its buckets by direct get"
+    );
 }
 
 /// Records the presence events a broker delivers.

@@ -107,7 +107,7 @@ impl ControlBus {
         })?;
         // Whoever is registered already is live from the start.
         let view = nodes::View::default();
-        nodes::load(&bucket.store, &view, ttl).await?;
+        nodes::load(&bucket, &view, ttl).await?;
         let incoming = futures::stream::select(broadcasts, addressed);
         let tasks = vec![
             tokio::spawn(nodes::watch(bucket.store.clone(), view.clone(), ttl)),

@@ -13,6 +13,7 @@ use async_nats::jetstream::kv::{self, Operation};
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::presence::bucket::Bucket;
 use crate::NatsError;
 
 /// What one gateway last announced, and until when it counts as live.
@@ -70,15 +71,15 @@ fn age(entry: &kv::Entry) -> Duration {
 }
 
 /// Reads every entry of the bucket into `view`.
-pub(super) async fn load(store: &kv::Store, view: &View, ttl: Duration) -> Result<(), NatsError> {
+pub(super) async fn load(bucket: &Bucket, view: &View, ttl: Duration) -> Result<(), NatsError> {
     let failed = |e: &dyn std::fmt::Display| NatsError::Stream {
-        stream: store.name.clone(),
+        stream: bucket.store.name.clone(),
         reason: e.to_string(),
     };
-    let mut keys = store.keys().await.map_err(|e| failed(&e))?;
+    let mut keys = bucket.store.keys().await.map_err(|e| failed(&e))?;
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| failed(&e))?;
-        if let Some(entry) = store.entry(&key).await.map_err(|e| failed(&e))? {
+        if let Some(entry) = bucket.entry(&key).await.map_err(|e| failed(&e))? {
             if entry.operation == Operation::Put {
                 view.seen(&entry.key, entry.value.clone(), ttl, age(&entry));
             }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
 use switchboard_core::BrokerError;
 
 use crate::{unavailable, NatsError};
@@ -13,6 +15,8 @@ use crate::{unavailable, NatsError};
 pub(super) const CAS_ATTEMPTS: usize = 32;
 /// `STREAM.INFO` past this offset lists no subjects, only their total.
 const COUNT_ONLY: u32 = 1 << 30;
+/// The header a key-value delete or purge marker names its operation in.
+const KV_OPERATION: &str = "KV-Operation";
 
 /// One key-value bucket and its stream.
 pub(crate) struct Bucket {
@@ -48,7 +52,9 @@ impl Bucket {
         // The stream is made directly, with the key-value conventions (ADR-8), so
         // that any gateway or replica creates it idempotently, in the same way on
         // every server version we support. Deletes are allowed: members and users
-        // go by deleting their message.
+        // go by deleting their message. Direct reads stay allowed for processes
+        // of earlier versions, whose key-value client reads with them (see
+        // `Bucket::entry`).
         let stream_config = jetstream::stream::Config {
             name: format!("KV_{name}"),
             subjects: vec![format!("$KV.{name}.>")],
@@ -84,6 +90,73 @@ impl Bucket {
             stream_name: format!("KV_{name}"),
             js: js.clone(),
         })
+    }
+
+    /// The bucket `name` if some process made it; never creates it.
+    pub(crate) async fn find(js: &jetstream::Context, name: String) -> Option<Bucket> {
+        let store = js.get_key_value(&name).await.ok()?;
+        Some(Bucket {
+            stream: store.stream.clone(),
+            store,
+            prefix: format!("$KV.{name}."),
+            stream_name: format!("KV_{name}"),
+            js: js.clone(),
+        })
+    }
+
+    /// `key`'s last message as a key-value entry, read from the stream's leader
+    /// (`STREAM.MSG.GET`); `None` when the key has none. Every read of a bucket
+    /// goes here, not to the key-value client's `entry`, which any replica
+    /// answers (`DIRECT.GET`): a replica still catching up after a restart answers
+    /// with an older value or none, and each read here decides a compare-and-set
+    /// or a "not there".
+    pub(crate) async fn entry(&self, key: &str) -> Result<Option<kv::Entry>, BrokerError> {
+        let subject = format!("{}{key}", self.prefix);
+        let message = match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // A put carries no operation header; deletes and purges name theirs.
+        let operation = match message.headers.get(KV_OPERATION) {
+            None => kv::Operation::Put,
+            Some(op) => op
+                .as_str()
+                .parse()
+                .map_err(|e| BrokerError::Internal(format!("{subject}: operation {op}: {e}")))?,
+        };
+        Ok(Some(kv::Entry {
+            bucket: self.store.name.clone(),
+            key: key.to_owned(),
+            value: message.payload,
+            revision: message.sequence,
+            delta: 0,
+            created: message.time,
+            operation,
+            seen_current: false,
+        }))
+    }
+
+    /// Writes `key` if it holds no value: its revision, or `None` when it holds
+    /// one (or changed while this ran). The key-value client's `create` reads the key by direct get when the
+    /// write finds it taken (see [`Bucket::entry`]); this reads from the leader.
+    pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, BrokerError> {
+        let taken = |e: &kv::UpdateError| e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+        match self.store.update(key, value.clone(), 0).await {
+            Ok(revision) => return Ok(Some(revision)),
+            Err(e) if taken(&e) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        // Taken, by a value or by a delete or purge marker (which a create replaces).
+        let revision = match self.entry(key).await? {
+            Some(entry) if entry.operation != kv::Operation::Put => entry.revision,
+            _ => return Ok(None),
+        };
+        match self.store.update(key, value, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if taken(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Deletes the message at `sequence`; `false` if it is not there (any more).

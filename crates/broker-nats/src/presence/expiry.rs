@@ -16,7 +16,6 @@ use std::time::SystemTime;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures::StreamExt;
 use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
 
@@ -156,14 +155,8 @@ impl PresenceBucket {
         }
         // Not at that sequence any more: deleted (another sweeper, or the member
         // left), or refreshed (a newer message under its key).
-        let subject = format!("{}{}", self.members.prefix, member.key);
-        match self
-            .members
-            .stream
-            .direct_get_last_for_subject(subject.as_str())
-            .await
-        {
-            Ok(m) if m.sequence > member.sequence => {
+        match self.members.entry(&member.key).await? {
+            Some(entry) if entry.revision > member.sequence => {
                 tracing::info!(
                     channel = member.channel,
                     client = member.info.client,
@@ -182,9 +175,7 @@ impl PresenceBucket {
                     }),
                 }
             }
-            Ok(_) => Ok(false),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(false),
-            Err(e) => Err(unavailable(e).into()),
+            _ => Ok(false),
         }
     }
 

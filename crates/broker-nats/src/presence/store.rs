@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
@@ -105,19 +104,15 @@ impl PresenceBucket {
         let store = &self.members.store;
         let mut created = false;
         for _ in 0..CAS_ATTEMPTS {
-            match store.create(key, value.clone()).await {
-                Ok(_) => {
-                    created = true;
-                    break;
-                }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(unavailable(e)),
+            if self.members.create(key, value.clone()).await?.is_some() {
+                created = true;
+                break;
             }
             // Still there: refreshed by the revision read, not by a blind put. A
             // sweeper may be expiring it right now; should its delete come first,
             // the update fails and the member is created again, with its join,
             // rather than put back with its leave announced and no join.
-            let Some(entry) = store.entry(key).await.map_err(unavailable)? else {
+            let Some(entry) = self.members.entry(key).await? else {
                 continue;
             };
             match store.update(key, value.clone(), entry.revision).await {
@@ -237,20 +232,12 @@ impl PresenceBucket {
 
     /// Deletes a member; false if it was not there.
     async fn delete_member(&self, key: &str) -> Result<bool, BrokerError> {
-        let subject = format!("{}{key}", self.members.prefix);
         for _ in 0..CAS_ATTEMPTS {
-            let message = match self
-                .members
-                .stream
-                .direct_get_last_for_subject(subject.as_str())
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(unavailable(e)),
+            let Some(entry) = self.members.entry(key).await? else {
+                return Ok(false);
             };
             // Refreshed between the read and the delete: read again.
-            if self.members.delete_message(message.sequence).await? {
+            if self.members.delete_message(entry.revision).await? {
                 return Ok(true);
             }
         }

@@ -129,11 +129,11 @@ async fn hold_lease(bucket: &PresenceBucket, replica: &str, lease: &mut Option<u
             Err(_) => *lease = None,
         }
     }
-    if let Ok(revision) = store.create(LEASE, me.clone()).await {
+    if let Ok(Some(revision)) = bucket.members.create(LEASE, me.clone()).await {
         *lease = Some(revision);
         return true;
     }
-    let Ok(Some(current)) = store.entry(LEASE).await else {
+    let Ok(Some(current)) = bucket.members.entry(LEASE).await else {
         return false;
     };
     let created: SystemTime = current.created.into();

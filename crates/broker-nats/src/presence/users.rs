@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use switchboard_core::BrokerError;
 
 use super::bucket::{Bucket, CAS_ATTEMPTS};
@@ -177,7 +177,7 @@ impl Users {
 
     /// A user's key, if it holds connections.
     async fn entry(&self, key: &str) -> Result<Option<kv::Entry>, BrokerError> {
-        let entry = self.0.store.entry(key).await.map_err(unavailable)?;
+        let entry = self.0.entry(key).await?;
         Ok(entry.filter(|e| e.operation == kv::Operation::Put))
     }
 
@@ -193,11 +193,7 @@ impl Users {
         let value = connections_value(clients);
         match (revision, clients.is_empty()) {
             (None, true) => Ok(true),
-            (None, false) => match self.0.store.create(key, value).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(unavailable(e)),
-            },
+            (None, false) => Ok(self.0.create(key, value).await?.is_some()),
             // A key's revision is its message's sequence.
             (Some(revision), true) => self.0.delete_message(revision).await,
             (Some(revision), false) => match self.0.store.update(key, value, revision).await {
