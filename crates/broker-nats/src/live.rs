@@ -58,15 +58,31 @@ const MAX_DEPARTURES: usize = 100_000;
 /// (frozen past the presence TTL, then continued: its connections' ends announce
 /// leaves the sweep already did). A client id names one connection, so a second
 /// leave with no join between is the same departure.
+///
+/// A sweeper that finds the member refreshed after its leave undoes it with a
+/// join carrying the leave's id. That join comes from another NATS connection
+/// than the member's own leave, so the two may arrive either way round: it is
+/// delivered only while that leave is the last word, never after the
+/// connection's own leave.
 #[derive(Default)]
 struct Departures {
     order: std::collections::VecDeque<(std::time::Instant, String)>,
-    gone: std::collections::HashMap<String, std::time::Instant>,
+    gone: std::collections::HashMap<String, (std::time::Instant, Gone)>,
+}
+
+/// Who said a client left.
+#[derive(Debug, PartialEq)]
+enum Gone {
+    /// A sweeper, with the departure's id: a join with that id may undo it.
+    Swept(String),
+    /// Its own gateway: the connection's subscription ended.
+    Left,
 }
 
 impl Departures {
-    /// Whether a leave of `client` is the first since it joined; remembers it.
-    fn first_leave(&mut self, client: &str) -> bool {
+    /// Whether a leave of `client` (`departure`: a sweeper's id, empty for its
+    /// own gateway's) is the first since it joined; remembers it.
+    fn first_leave(&mut self, client: &str, departure: &str) -> bool {
         let now = std::time::Instant::now();
         while let Some((at, _)) = self.order.front() {
             if now.duration_since(*at) < DEPARTURE_MEMORY && self.order.len() < MAX_DEPARTURES {
@@ -74,22 +90,43 @@ impl Departures {
             }
             if let Some((at, old)) = self.order.pop_front() {
                 // Only its own entry: the client may have joined and left again since.
-                if self.gone.get(&old) == Some(&at) {
+                if self.gone.get(&old).map(|(when, _)| *when) == Some(at) {
                     self.gone.remove(&old);
                 }
             }
         }
-        if self.gone.contains_key(client) {
+        let said = if departure.is_empty() {
+            Gone::Left
+        } else {
+            Gone::Swept(departure.to_owned())
+        };
+        if let Some((_, gone)) = self.gone.get_mut(client) {
+            if said == Gone::Left {
+                *gone = Gone::Left; // no sweeper's join undoes this one
+            }
             return false;
         }
-        self.gone.insert(client.to_owned(), now);
+        self.gone.insert(client.to_owned(), (now, said));
         self.order.push_back((now, client.to_owned()));
         true
     }
 
-    /// `client` joined (again): its next leave is a new one.
-    fn joined(&mut self, client: &str) {
+    /// Whether a join of `client` is to be delivered (`departure`: the id of the
+    /// sweeper's leave it undoes, empty for its own gateway's join); a delivered
+    /// join makes its next leave a new one.
+    fn joined(&mut self, client: &str, departure: &str) -> bool {
+        if !departure.is_empty() {
+            match self.gone.get(client) {
+                Some((_, Gone::Swept(id))) if id == departure => {}
+                // Its leave was not seen here (the channel was not followed then):
+                // nothing to undo, and nothing said it left for good.
+                None => return true,
+                // It left on its own since, or was swept again.
+                Some(_) => return false,
+            }
+        }
         self.gone.remove(client);
+        true
     }
 }
 
@@ -158,10 +195,16 @@ impl Channel {
             }
         };
         if let Some(client) = envelope.info.as_ref().map(|i| i.client.as_str()) {
+            let departure = envelope.departure.as_str();
             match envelope::Kind::try_from(envelope.kind) {
-                Ok(envelope::Kind::Join) if !client.is_empty() => self.departures.joined(client),
+                Ok(envelope::Kind::Join)
+                    if !client.is_empty() && !self.departures.joined(client, departure) =>
+                {
+                    metrics::counter!("switchboard_presence_stale_rejoins_total").increment(1);
+                    return;
+                }
                 Ok(envelope::Kind::Leave)
-                    if !client.is_empty() && !self.departures.first_leave(client) =>
+                    if !client.is_empty() && !self.departures.first_leave(client, departure) =>
                 {
                     metrics::counter!("switchboard_presence_repeated_leaves_total").increment(1);
                     return;
@@ -309,11 +352,39 @@ mod tests {
     #[test]
     fn a_leave_is_delivered_once_until_the_client_joins_again() {
         let mut d = Departures::default();
-        assert!(d.first_leave("c1"));
-        assert!(!d.first_leave("c1"), "the same departure, announced twice");
-        assert!(d.first_leave("c2"), "another client");
-        d.joined("c1");
-        assert!(d.first_leave("c1"), "a leave after a new join");
-        assert!(!d.first_leave("c1"));
+        assert!(d.first_leave("c1", ""));
+        assert!(
+            !d.first_leave("c1", ""),
+            "the same departure, announced twice"
+        );
+        assert!(!d.first_leave("c1", "k@7"), "and by a sweeper");
+        assert!(d.first_leave("c2", "k@8"), "another client");
+        assert!(!d.first_leave("c2", "k@8"), "a sweeper repeating another's");
+        assert!(d.joined("c1", ""));
+        assert!(d.first_leave("c1", ""), "a leave after a new join");
+        assert!(!d.first_leave("c1", ""));
+    }
+
+    #[test]
+    fn a_sweepers_undo_is_delivered_only_while_its_leave_is_the_last_word() {
+        let mut d = Departures::default();
+        // Swept, then undone: the join is delivered and the next leave counts.
+        assert!(d.first_leave("c1", "k@7"));
+        assert!(d.joined("c1", "k@7"));
+        assert!(d.first_leave("c1", ""));
+        // Swept, then the connection's own leave, then the undo: the leave stands.
+        assert!(d.first_leave("c2", "k@8"));
+        assert!(!d.first_leave("c2", ""));
+        assert!(
+            !d.joined("c2", "k@8"),
+            "an undo after the connection's own leave"
+        );
+        // An undo of an earlier sweep than the last one.
+        assert!(d.first_leave("c3", "k@9"));
+        assert!(!d.joined("c3", "k@5"));
+        // Nothing seen here: delivered, as a join of a member that is there.
+        assert!(d.joined("c4", "k@10"));
+        // The member's own joins always are.
+        assert!(d.joined("c2", ""));
     }
 }

@@ -550,3 +550,97 @@ async fn a_connection_its_gateway_ends_after_the_sweep_announced_it_leaves_once(
     )
     .await;
 }
+
+/// Waits until the listener delivered a leave of `client`.
+async fn leave_seen(events: &Events, client: &str) {
+    eventually_ok("the sweeper's leave", Duration::from_secs(10), async || {
+        let seen = changes(events);
+        if seen
+            .iter()
+            .any(|(kind, c, _)| *kind == "leave" && c == client)
+        {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_leaves_while_its_leave_is_undone_stays_gone() {
+    let (_nats, replicas, _broker, events) = two_replicas_and_a_listener().await;
+    let leaving = member(7, 1);
+    assert!(replicas[0].join("room", leaving.clone()).await.unwrap());
+    let found = overdue(&replicas[0], &leaving.client).await;
+    replicas[0].announce_departure(&found).await.unwrap();
+    // Its gateway was alive after all: a refresh, which the sweeper saw, then the
+    // connection ends before the sweeper puts it back.
+    replicas[1].refresh("room", leaving.clone()).await.unwrap();
+    replicas[1].leave("room", &leaving).await.unwrap();
+    replicas[0]
+        .undo_leave(&mut found.into_rejoin())
+        .await
+        .unwrap();
+
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!(
+        (stats.num_clients, stats.num_users),
+        (0, 0),
+        "no connection put back in its user's key"
+    );
+    let marker = member(8, 1);
+    after_marker(&replicas[0], &events, &marker).await;
+    assert_eq!(
+        changes(&events),
+        vec![
+            ("leave", leaving.client.clone(), true),
+            ("leave", marker.client.clone(), true)
+        ],
+        "the sweeper's leave, and no join after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweepers_join_after_the_connections_own_leave_is_not_delivered() {
+    let (_nats, replicas, broker, events) = two_replicas_and_a_listener().await;
+    let leaving = member(9, 1);
+    assert!(replicas[0].join("room", leaving.clone()).await.unwrap());
+    let found = overdue(&replicas[0], &leaving.client).await;
+    replicas[0].announce_departure(&found).await.unwrap();
+    leave_seen(&events, &leaving.client).await;
+    // Its gateway was alive: a refresh, then its connection ends. Its own leave
+    // arrives before the sweeper's join, which read the member before the delete.
+    replicas[1].refresh("room", leaving.clone()).await.unwrap();
+    let own = switchboard_core::PresenceChange {
+        info: leaving.clone(),
+        user_changed: false,
+    };
+    broker.publish_leave("room", own).await.unwrap();
+    let first = member(10, 1);
+    let first_leave = switchboard_core::PresenceChange {
+        info: first.clone(),
+        user_changed: true,
+    };
+    broker.publish_leave("room", first_leave).await.unwrap();
+    marker_seen(&events, &first).await;
+    replicas[0]
+        .undo_leave(&mut found.into_rejoin())
+        .await
+        .unwrap();
+    replicas[1].leave("room", &leaving).await.unwrap();
+
+    let stats = replicas[0].stats("room").await.unwrap();
+    assert_eq!((stats.num_clients, stats.num_users), (0, 0));
+    let last = member(11, 1);
+    after_marker(&replicas[0], &events, &last).await;
+    assert_eq!(
+        changes(&events),
+        vec![
+            ("leave", leaving.client.clone(), true),
+            ("leave", first.client.clone(), true),
+            ("leave", last.client.clone(), true)
+        ],
+        "one leave for the connection and no join after it"
+    );
+}

@@ -10,12 +10,17 @@
 //! the lease over) does it all again: no member is left behind unannounced, and
 //! no leave reaches a client twice. A member refreshed meanwhile (its gateway was
 //! alive after all, e.g. frozen and continued) is left in place and its leave
-//! undone: its connection goes back into its user's key and a join is announced.
+//! undone: its connection goes back into its user's key and a join is announced,
+//! with the departure's id (a gateway delivers it only after that leave, never
+//! after the connection's own). Should the member leave for real while its leave
+//! is undone, the connection is taken out of its user's key again and no join is
+//! announced.
 
 use std::time::SystemTime;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use switchboard_core::{BrokerError, ClientInfo, PresenceChange};
 
@@ -46,8 +51,26 @@ impl StaleMember {
 pub struct Rejoin {
     channel: String,
     info: ClientInfo,
+    /// Its key in the members bucket.
+    key: String,
+    /// The id of the leave it undoes.
+    departure: String,
     /// Known once the user's key is updated.
     user_changed: Option<bool>,
+}
+
+impl StaleMember {
+    /// The undoing of this member's leave, for a member found refreshed after it
+    /// was announced.
+    pub fn into_rejoin(self) -> Rejoin {
+        Rejoin {
+            departure: self.departure_id(),
+            channel: self.channel,
+            info: self.info,
+            key: self.key,
+            user_changed: None,
+        }
+    }
 }
 
 /// Why an expiry did not finish.
@@ -162,11 +185,7 @@ impl PresenceBucket {
                     client = member.info.client,
                     "a member refreshed while it expired: its leave is undone"
                 );
-                let mut rejoin = Rejoin {
-                    channel: member.channel,
-                    info: member.info,
-                    user_changed: None,
-                };
+                let mut rejoin = member.into_rejoin();
                 match self.undo_leave(&mut rejoin).await {
                     Ok(()) => Ok(false),
                     Err(error) => Err(Unfinished {
@@ -198,12 +217,17 @@ impl PresenceBucket {
     }
 
     /// Undoes a leave: the connection back into its user's key (once), and its join
-    /// announced.
+    /// announced with the id of the leave it undoes. If the member is gone by then
+    /// (its connection ended meanwhile), the connection comes out of its user's key
+    /// again and nothing is announced: its gateway announces the leave, and a
+    /// connection its gateway took out and this put back would stay for good. The
+    /// gateway's leave takes the connection out once more after deleting the
+    /// member, for an undo that found it still there.
     pub async fn undo_leave(&self, rejoin: &mut Rejoin) -> Result<(), BrokerError> {
+        let info = &rejoin.info;
         let user_changed = match rejoin.user_changed {
             Some(changed) => changed,
             None => {
-                let info = &rejoin.info;
                 let changed = self
                     .users
                     .add(&rejoin.channel, &info.user, &info.client)
@@ -212,11 +236,23 @@ impl PresenceBucket {
                 changed
             }
         };
+        let entry = self.members.entry(&rejoin.key).await?;
+        if !entry.is_some_and(|e| e.operation == kv::Operation::Put) {
+            self.users
+                .remove(&rejoin.channel, &info.user, &info.client)
+                .await?;
+            tracing::info!(
+                channel = rejoin.channel,
+                client = info.client,
+                "a member left while its leave was undone: the leave stands"
+            );
+            return Ok(());
+        }
         let join = PresenceChange {
-            info: rejoin.info.clone(),
+            info: info.clone(),
             user_changed,
         };
-        self.announce(&rejoin.channel, Kind::Join, join, String::new())
+        self.announce(&rejoin.channel, Kind::Join, join, rejoin.departure.clone())
             .await
     }
 }

@@ -178,9 +178,17 @@ impl PresenceBucket {
                     "presence leave"
                 )
             }
-            Err(e) => tracing::warn!(channel, error = %e, "presence member left to expire"),
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "presence member left to expire");
+                return Ok(user_left);
+            }
         }
-        Ok(user_left)
+        // Once more now that the member is gone: a sweeper undoing its leave may
+        // have put the connection back between the two (it found the member still
+        // there), and would leave it in the user's key for good. A sweeper that
+        // looks after the delete finds the member gone and puts nothing back.
+        let put_back = self.users.remove(channel, &info.user, &info.client).await?;
+        Ok(user_left || put_back)
     }
 
     /// A connection leaves a channel without having said so (its gateway stopped):
